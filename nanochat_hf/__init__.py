@@ -1,0 +1,26 @@
+"""nanochat-hf: nanochat's GPT, tokenizer and training recipe on the Hugging Face stack.
+
+Importing the package registers the model with transformers' Auto classes, so
+`AutoConfig`, `AutoModel` and `AutoModelForCausalLM` know `model_type="nanochat_hf"` in this process.
+Checkpoints saved by this package also carry their own code (`auto_map`), so they load with
+`trust_remote_code=True` where the package is not installed.
+"""
+
+from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
+
+from .configuration_nanochat_hf import NanoChatConfig
+from .modeling_nanochat_hf import NanoChatForCausalLM, NanoChatModel, NanoChatPreTrainedModel
+
+
+__version__ = "0.1.0.dev0"
+
+AutoConfig.register(NanoChatConfig.model_type, NanoChatConfig, exist_ok=True)
+AutoModel.register(NanoChatConfig, NanoChatModel, exist_ok=True)
+AutoModelForCausalLM.register(NanoChatConfig, NanoChatForCausalLM, exist_ok=True)
+
+# Saved checkpoints name their own code in `config.json["auto_map"]`, so the Hub copy runs anywhere.
+NanoChatConfig.register_for_auto_class()
+NanoChatModel.register_for_auto_class("AutoModel")
+NanoChatForCausalLM.register_for_auto_class("AutoModelForCausalLM")
+
+__all__ = ["NanoChatConfig", "NanoChatModel", "NanoChatForCausalLM", "NanoChatPreTrainedModel"]

@@ -1,0 +1,162 @@
+"""`convert(src, dst, ...)`: any of the three formats in, `hf` or `native` out.
+
+All checks (formats, destination, keys, shapes, tokenizer vocabulary) run before anything is written,
+and the output folder appears only once it is complete (see `write_folder_atomically`).
+"""
+
+import logging
+import os
+from pathlib import Path
+
+import torch
+
+from ..configuration_nanochat_hf import NanoChatConfig
+from ..errors import UserInputError
+from .formats import FORMATS, detect_format, read_json, write_folder_atomically
+from .nanochat_checkpoint import check_state_dict, load_nanochat_checkpoint
+from .native import config_from_native, config_to_native, state_dict_from_native, state_dict_to_native
+
+
+logger = logging.getLogger(__name__)
+
+OUTPUT_FORMATS = ("hf", "native")
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def load_safetensors_folder(folder: Path) -> dict:
+    """The state dict of a `save_pretrained` folder, one file or sharded with an index."""
+    from safetensors.torch import load_file
+
+    index_path = folder / "model.safetensors.index.json"
+    if index_path.exists():
+        weight_map = read_json(index_path).get("weight_map")
+        if not isinstance(weight_map, dict):
+            raise UserInputError(f"{index_path}: no 'weight_map' object")
+        files = sorted(set(weight_map.values()))
+    elif (folder / "model.safetensors").exists():
+        files = ["model.safetensors"]
+    else:
+        raise UserInputError(f"{folder}: no model.safetensors (or model.safetensors.index.json)")
+    state_dict = {}
+    for name in files:
+        path = folder / name
+        if not path.exists():
+            raise UserInputError(f"{path}: missing (listed in {index_path.name})")
+        state_dict.update(load_file(path))
+    return state_dict
+
+
+def load_source(src: Path, source_format: str, step: int | None) -> tuple[NanoChatConfig, dict]:
+    """(our config, state dict under our key names) of a model folder in any format."""
+    if source_format == "nanochat":
+        config, state_dict, _ = load_nanochat_checkpoint(src, step=step)
+        return config, state_dict
+    if step is not None:
+        raise UserInputError("--step only applies to nanochat checkpoint folders (--from nanochat)")
+    config_path = src / "config.json"
+    if not config_path.exists():
+        raise UserInputError(f"{config_path}: missing")
+    if source_format == "native":
+        from transformers import NanoChatConfig as NativeConfig
+
+        try:
+            config = config_from_native(NativeConfig.from_pretrained(src))
+        except ValueError as err:
+            raise UserInputError(f"{config_path}: {err}") from None
+        try:
+            state_dict = state_dict_from_native(load_safetensors_folder(src))
+        except KeyError as err:
+            raise UserInputError(f"{src}: unexpected key {err.args[0]!r} for transformers' NanoChat") from None
+    else:
+        try:
+            config = NanoChatConfig.from_pretrained(src)
+        except ValueError as err:
+            raise UserInputError(f"{config_path}: {err}") from None
+        state_dict = load_safetensors_folder(src)
+    check_state_dict(state_dict, config, str(src))
+    return config, state_dict
+
+
+def build_model(config: NanoChatConfig, state_dict: dict, output_format: str, dtype: torch.dtype):
+    """An output model holding exactly `state_dict` (built on the meta device: no wasted random init)."""
+    if output_format == "native":
+        from transformers import NanoChatForCausalLM as NativeForCausalLM
+
+        model_config, model_class = config_to_native(config), NativeForCausalLM
+        state_dict = state_dict_to_native(state_dict)
+    else:
+        from ..modeling_nanochat_hf import NanoChatForCausalLM
+
+        model_config, model_class = config, NanoChatForCausalLM
+    state_dict = {k: v.to(dtype) for k, v in state_dict.items()}
+    with torch.device("meta"):
+        model = model_class(model_config)
+    model.load_state_dict(state_dict, strict=True, assign=True)
+    model.config.dtype = dtype
+    return model
+
+
+def convert(
+    src,
+    dst,
+    from_format: str | None = None,
+    to_format: str = "hf",
+    step: int | None = None,
+    dtype: str | None = None,
+    tokenizer: str | os.PathLike | None = None,
+) -> Path:
+    """Convert the model in `src` into a new folder `dst`; returns `dst`.
+
+    `dtype` (float32 | bfloat16 | float16) sets the written weights; by default they keep the dtype of the
+    source's `lm_head` (nanochat stores everything but the embedding in float32, so float32 is lossless).
+    `tokenizer` is a nanochat tokenizer (folder with `tokenizer.pkl`, or the file) converted alongside.
+    """
+    src, dst = Path(src), Path(dst)
+    if to_format not in OUTPUT_FORMATS:
+        raise UserInputError(f"--to must be one of {OUTPUT_FORMATS}, got {to_format!r}")
+    if from_format is not None and from_format not in FORMATS:
+        raise UserInputError(f"--from must be one of {FORMATS}, got {from_format!r}")
+    if dtype is not None and dtype not in DTYPES:
+        raise UserInputError(f"--dtype must be one of {list(DTYPES)}, got {dtype!r}")
+    if dst.exists():
+        raise UserInputError(f"{dst}: already exists; choose a new destination or remove it first")
+    if not src.is_dir():
+        raise UserInputError(f"{src}: no such folder")
+    source_format = from_format or detect_format(src)
+
+    config, state_dict = load_source(src, source_format, step)
+    out_dtype = DTYPES[dtype] if dtype else state_dict["lm_head.weight"].dtype
+    model = build_model(config, state_dict, to_format, out_dtype)
+
+    with write_folder_atomically(dst) as tmp:
+        if tokenizer is not None:
+            attach_tokenizer(tokenizer, tmp, model)
+        model.save_pretrained(tmp)
+    logger.info("converted %s (%s) -> %s (%s, %s)", src, source_format, dst, to_format, out_dtype)
+    return dst
+
+
+def attach_tokenizer(tokenizer_src, folder: Path, model) -> None:
+    """Convert a nanochat tokenizer into `folder` and record its special-token ids on the model."""
+    from transformers import AutoTokenizer
+
+    from ..tokenizer import convert_tiktoken_tokenizer
+
+    converted = folder / "tokenizer.tmp"
+    convert_tiktoken_tokenizer(tokenizer_src, converted)
+    hf_tokenizer = AutoTokenizer.from_pretrained(converted)
+    if len(hf_tokenizer) != model.config.vocab_size:
+        raise UserInputError(
+            f"{tokenizer_src}: tokenizer has {len(hf_tokenizer)} tokens but the model's vocab_size is "
+            f"{model.config.vocab_size}"
+        )
+    for item in converted.iterdir():
+        item.rename(folder / item.name)
+    converted.rmdir()
+    for target in (model.config, model.generation_config):
+        target.bos_token_id = hf_tokenizer.bos_token_id
+        target.eos_token_id = hf_tokenizer.eos_token_id
+        target.pad_token_id = hf_tokenizer.pad_token_id
+
+
+__all__ = ["convert", "load_source", "load_safetensors_folder", "build_model", "attach_tokenizer"]

@@ -1,0 +1,395 @@
+"""The nanochat GPT (generation 1, the architecture of the released d32) as a Hugging Face model.
+
+This file is copied next to every checkpoint this package saves and runs on machines where the
+`nanochat_hf` package is not installed, so it imports only torch and transformers.
+
+The architecture, in nanochat's words and order:
+
+    x = norm(wte(idx))                      # norm right after the embedding
+    for each block:
+        x = x + attn(norm(x))               # rotary, then QK-norm, then causal attention
+        x = x + mlp(norm(x))                # relu(x)^2, hidden width 4d
+    logits = lm_head(norm(x))               # untied head
+    logits = 15 * tanh(logits.float() / 15) # soft-cap, in float32
+
+`norm` is RMSNorm without a learnable weight. No biases, no positional embedding, no dropout.
+Parameter names are nanochat's own (`transformer.wte`, `transformer.h.{i}.attn.c_q`, ...), so a nanochat
+state dict loads with no renaming.
+"""
+
+import math
+from collections.abc import Callable
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from transformers import initialization as init
+from transformers.cache_utils import Cache, DynamicCache
+from transformers.generation import GenerationMixin
+from transformers.masking_utils import create_causal_mask
+from transformers.modeling_layers import GradientCheckpointingLayer
+from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, PreTrainedModel, slice_logits_to_keep
+
+from .configuration_nanochat_hf import NanoChatConfig
+
+
+def rms_norm(x: torch.Tensor, eps: float) -> torch.Tensor:
+    # Weight-free RMSNorm. PyTorch's kernel computes in float32 and casts back to x's dtype, as nanochat.
+    return F.rms_norm(x, (x.size(-1),), eps=eps)
+
+
+def zero_initialised(linear: nn.Linear) -> nn.Linear:
+    """Mark a Linear whose from-scratch value is zero (see `_init_weights`)."""
+    linear.zero_init = True
+    return linear
+
+
+class NanoChatRotaryEmbedding(nn.Module):
+    """cos/sin of the rotary angles for given positions.
+
+    The angles are computed in float32 from `position_ids` on every call (cheap: B x T x head_dim/2)
+    rather than read from a cached table. That gives the same values as nanochat's precomputed table,
+    works for any positions (left padding, packed sequences) and leaves no buffer to re-initialise when
+    the model is built on the meta device by `from_pretrained`.
+    """
+
+    def __init__(self, config: NanoChatConfig):
+        super().__init__()
+        self.head_dim = config.head_dim
+        self.base = config.rope_theta
+        # nanochat rounds its tables to bfloat16; the rotation itself then runs in the activation dtype.
+        self.table_dtype = getattr(torch, config.rotary_dtype)
+
+    def forward(self, x: torch.Tensor, position_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        channels = torch.arange(0, self.head_dim, 2, dtype=torch.float32, device=x.device)
+        inv_freq = 1.0 / (self.base ** (channels / self.head_dim))
+        angles = position_ids.to(torch.float32)[..., None] * inv_freq  # (B, T, head_dim/2)
+        cos = angles.cos().to(self.table_dtype).to(x.dtype)
+        sin = angles.sin().to(self.table_dtype).to(x.dtype)
+        return cos, sin
+
+
+def apply_rotary_emb(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """nanochat's rotation on x of shape (B, H, T, head_dim); cos/sin are (B, T, head_dim/2).
+
+    Dimension j pairs with j + head_dim/2. nanochat rotates by -theta (y1 = x1 cos + x2 sin), the
+    transpose of Llama's `rotate_half`; attention scores depend on the sign, so checkpoints only work
+    with nanochat's convention.
+    """
+    cos, sin = cos[:, None], sin[:, None]  # broadcast over heads
+    half = x.shape[-1] // 2
+    x1, x2 = x[..., :half], x[..., half:]
+    y1 = x1 * cos + x2 * sin
+    y2 = x1 * (-sin) + x2 * cos
+    return torch.cat([y1, y2], dim=-1)
+
+
+def repeat_kv(hidden_states: torch.Tensor, n_rep: int) -> torch.Tensor:
+    """(B, kv_heads, T, D) -> (B, kv_heads * n_rep, T, D) for grouped-query attention."""
+    if n_rep == 1:
+        return hidden_states
+    batch, kv_heads, seq_len, head_dim = hidden_states.shape
+    hidden_states = hidden_states[:, :, None].expand(batch, kv_heads, n_rep, seq_len, head_dim)
+    return hidden_states.reshape(batch, kv_heads * n_rep, seq_len, head_dim)
+
+
+def eager_attention_forward(
+    module: nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    scaling: float,
+    dropout: float = 0.0,
+    **kwargs,
+):
+    key = repeat_kv(key, module.num_key_value_groups)
+    value = repeat_kv(value, module.num_key_value_groups)
+    scores = torch.matmul(query, key.transpose(2, 3)) * scaling
+    if attention_mask is not None:
+        scores = scores + attention_mask
+    weights = F.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)
+    weights = F.dropout(weights, p=dropout, training=module.training)
+    output = torch.matmul(weights, value).transpose(1, 2).contiguous()
+    return output, weights
+
+
+class NanoChatAttention(nn.Module):
+    def __init__(self, config: NanoChatConfig, layer_idx: int):
+        super().__init__()
+        self.config = config
+        self.layer_idx = layer_idx
+        self.head_dim = config.head_dim
+        self.n_head = config.n_head
+        self.n_kv_head = config.n_kv_head
+        self.num_key_value_groups = config.n_head // config.n_kv_head
+        self.scaling = self.head_dim**-0.5
+        self.is_causal = True
+        self.eps = config.rms_norm_eps
+        self.c_q = nn.Linear(config.n_embd, self.n_head * self.head_dim, bias=False)
+        self.c_k = nn.Linear(config.n_embd, self.n_kv_head * self.head_dim, bias=False)
+        self.c_v = nn.Linear(config.n_embd, self.n_kv_head * self.head_dim, bias=False)
+        self.c_proj = zero_initialised(nn.Linear(config.n_embd, config.n_embd, bias=False))
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        position_embeddings: tuple[torch.Tensor, torch.Tensor],
+        attention_mask: torch.Tensor | None = None,
+        cache: Cache | None = None,
+        **kwargs,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        batch, seq_len, _ = hidden_states.shape
+        q = self.c_q(hidden_states).view(batch, seq_len, self.n_head, self.head_dim).transpose(1, 2)
+        k = self.c_k(hidden_states).view(batch, seq_len, self.n_kv_head, self.head_dim).transpose(1, 2)
+        v = self.c_v(hidden_states).view(batch, seq_len, self.n_kv_head, self.head_dim).transpose(1, 2)
+
+        # Rotary first, then QK-norm (nanochat's order; the norm sees the rotated vectors).
+        cos, sin = position_embeddings
+        q, k = apply_rotary_emb(q, cos, sin), apply_rotary_emb(k, cos, sin)
+        q, k = rms_norm(q, self.eps), rms_norm(k, self.eps)
+
+        if cache is not None:
+            k, v = cache.update(k, v, self.layer_idx)
+
+        attention_interface: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(
+            self.config._attn_implementation, eager_attention_forward
+        )
+        output, weights = attention_interface(
+            self, q, k, v, attention_mask, dropout=0.0, scaling=self.scaling, **kwargs
+        )
+        output = output.reshape(batch, seq_len, -1).contiguous()
+        return self.c_proj(output), weights
+
+
+class NanoChatMLP(nn.Module):
+    def __init__(self, config: NanoChatConfig):
+        super().__init__()
+        self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=False)
+        self.c_proj = zero_initialised(nn.Linear(4 * config.n_embd, config.n_embd, bias=False))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.c_proj(F.relu(self.c_fc(x)).square())
+
+
+class NanoChatBlock(GradientCheckpointingLayer):
+    def __init__(self, config: NanoChatConfig, layer_idx: int):
+        super().__init__()
+        self.eps = config.rms_norm_eps
+        self.attn = NanoChatAttention(config, layer_idx)
+        self.mlp = NanoChatMLP(config)
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        position_embeddings: tuple[torch.Tensor, torch.Tensor],
+        attention_mask: torch.Tensor | None = None,
+        cache: Cache | None = None,
+        **kwargs,
+    ) -> torch.Tensor:
+        attn_out, _ = self.attn(
+            rms_norm(hidden_states, self.eps),
+            position_embeddings=position_embeddings,
+            attention_mask=attention_mask,
+            cache=cache,
+            **kwargs,
+        )
+        hidden_states = hidden_states + attn_out
+        hidden_states = hidden_states + self.mlp(rms_norm(hidden_states, self.eps))
+        return hidden_states
+
+
+class NanoChatPreTrainedModel(PreTrainedModel):
+    config_class = NanoChatConfig
+    config: NanoChatConfig
+    base_model_prefix = "transformer"
+    supports_gradient_checkpointing = True
+    _no_split_modules = ["NanoChatBlock"]
+    _supports_sdpa = True
+    _supports_flash_attn = True
+    _supports_flex_attn = True
+    _supports_attention_backend = True
+    _can_compile_fullgraph = True
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        # transformers adds only the saved class to `auto_map`; name the trunk and the LM head both, so
+        # `AutoModel` and `AutoModelForCausalLM` each load the folder with `trust_remote_code=True`.
+        if self._auto_class is not None:
+            module = "modeling_nanochat_hf"
+            auto_map = dict(getattr(self.config, "auto_map", None) or {})
+            auto_map.setdefault("AutoModel", f"{module}.NanoChatModel")
+            auto_map.setdefault("AutoModelForCausalLM", f"{module}.NanoChatForCausalLM")
+            self.config.auto_map = auto_map
+        return super().save_pretrained(save_directory, *args, **kwargs)
+
+    @torch.no_grad()
+    def _init_weights(self, module: nn.Module) -> None:
+        """nanochat's from-scratch initialisation (generation 1).
+
+        Every Linear: Normal(0, s) with s = 1/sqrt(fan_in) * min(1, sqrt(fan_out / fan_in)) (arXiv 2310.17813);
+        the embedding: Normal(0, 1); both output projections (`c_proj`) and the `lm_head`: zeros, so every
+        block starts as the identity and the first loss is exactly ln(vocab_size).
+
+        transformers calls this on leaf modules only for custom code (a container without parameters of its
+        own counts as initialised), so the zero-initialised Linears carry a `zero_init` flag set where they are
+        built. `init.*` skips tensors that `from_pretrained` already loaded.
+        """
+        if isinstance(module, nn.Linear):
+            if getattr(module, "zero_init", False):
+                init.zeros_(module.weight)
+            else:
+                fan_out, fan_in = module.weight.shape
+                std = 1.0 / math.sqrt(fan_in) * min(1.0, math.sqrt(fan_out / fan_in))
+                init.normal_(module.weight, mean=0.0, std=std)
+        elif isinstance(module, nn.Embedding):
+            init.normal_(module.weight, mean=0.0, std=1.0)
+
+
+class NanoChatModel(NanoChatPreTrainedModel):
+    """The trunk: embedding, blocks and final norm; returns the normalised last hidden state."""
+
+    def __init__(self, config: NanoChatConfig):
+        super().__init__(config)
+        self.wte = nn.Embedding(config.vocab_size, config.n_embd)
+        self.h = nn.ModuleList([NanoChatBlock(config, i) for i in range(config.n_layer)])
+        self.rotary_emb = NanoChatRotaryEmbedding(config)
+        self.gradient_checkpointing = False
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.wte
+
+    def set_input_embeddings(self, value: nn.Embedding) -> None:
+        self.wte = value
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        cache: Cache | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        use_cache: bool | None = None,
+        output_hidden_states: bool | None = None,
+        **kwargs,
+    ) -> BaseModelOutputWithPast:
+        # Callers written for transformers < 5 still say `past_key_values`.
+        cache = kwargs.pop("past_key_values", cache)
+        kwargs.pop("cache_position", None)
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("NanoChatModel: pass exactly one of `input_ids` or `inputs_embeds`")
+        if output_hidden_states is None:
+            output_hidden_states = self.config.output_hidden_states
+        if use_cache is None:
+            use_cache = self.config.use_cache and not self.training
+        if inputs_embeds is None:
+            inputs_embeds = self.wte(input_ids)
+        if use_cache and cache is None:
+            cache = DynamicCache(config=self.config)
+        if position_ids is None:
+            past_seen = cache.get_seq_length() if cache is not None else 0
+            position_ids = torch.arange(past_seen, past_seen + inputs_embeds.shape[1], device=inputs_embeds.device)
+            position_ids = position_ids.unsqueeze(0).expand(inputs_embeds.shape[0], -1)
+
+        mask = create_causal_mask(
+            config=self.config,
+            inputs_embeds=inputs_embeds,
+            attention_mask=attention_mask,
+            cache=cache,
+            position_ids=position_ids,
+        )
+        position_embeddings = self.rotary_emb(inputs_embeds, position_ids)
+
+        hidden_states = rms_norm(inputs_embeds, self.config.rms_norm_eps)  # norm right after the embedding
+        all_hidden_states = [hidden_states] if output_hidden_states else None
+        for block in self.h:
+            hidden_states = block(
+                hidden_states,
+                position_embeddings=position_embeddings,
+                attention_mask=mask,
+                cache=cache,
+                **kwargs,
+            )
+            if output_hidden_states:
+                all_hidden_states.append(hidden_states)
+        hidden_states = rms_norm(hidden_states, self.config.rms_norm_eps)
+        if output_hidden_states:
+            all_hidden_states[-1] = hidden_states
+        return BaseModelOutputWithPast(
+            last_hidden_state=hidden_states,
+            cache=cache if use_cache else None,
+            hidden_states=tuple(all_hidden_states) if output_hidden_states else None,
+        )
+
+
+class NanoChatForCausalLM(NanoChatPreTrainedModel, GenerationMixin):
+    """The trunk plus the untied `lm_head`, with nanochat's float32 logit soft-cap."""
+
+    def __init__(self, config: NanoChatConfig):
+        super().__init__(config)
+        self.transformer = NanoChatModel(config)
+        self.lm_head = zero_initialised(nn.Linear(config.n_embd, config.vocab_size, bias=False))
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.transformer.wte
+
+    def set_input_embeddings(self, value: nn.Embedding) -> None:
+        self.transformer.wte = value
+
+    def get_output_embeddings(self) -> nn.Linear:
+        return self.lm_head
+
+    def set_output_embeddings(self, value: nn.Linear) -> None:
+        self.lm_head = value
+
+    def softcap_logits(self, logits: torch.Tensor) -> torch.Tensor:
+        cap = self.config.softcap
+        return cap * torch.tanh(logits.float() / cap)
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        cache: Cache | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        labels: torch.LongTensor | None = None,
+        use_cache: bool | None = None,
+        logits_to_keep: int | torch.Tensor = 0,
+        **kwargs,
+    ) -> CausalLMOutputWithPast:
+        r"""
+        labels (`torch.LongTensor` of shape `(batch, seq_len)`, *optional*):
+            Targets in Hugging Face's convention: the same positions as `input_ids` (the model shifts them),
+            `-100` for positions that do not count. A pre-shifted `shift_labels` tensor may be passed as a
+            keyword instead (all `seq_len` positions then count, as in nanochat's own training loop).
+        logits_to_keep (`int` or `torch.Tensor`, defaults to 0):
+            Compute logits only for the last `logits_to_keep` positions (0 = all) or for the given indices.
+        """
+        outputs: BaseModelOutputWithPast = self.transformer(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            cache=cache,
+            inputs_embeds=inputs_embeds,
+            use_cache=use_cache,
+            **kwargs,
+        )
+        hidden_states = slice_logits_to_keep(outputs.last_hidden_state, logits_to_keep)
+        logits = self.softcap_logits(self.lm_head(hidden_states))
+
+        loss = None
+        if labels is not None or kwargs.get("shift_labels") is not None:
+            loss = self.loss_function(logits=logits, labels=labels, vocab_size=self.config.vocab_size, **kwargs)
+
+        return CausalLMOutputWithPast(
+            loss=loss,
+            logits=logits,
+            cache=outputs.cache,
+            hidden_states=outputs.hidden_states,
+        )
+
+
+__all__ = ["NanoChatPreTrainedModel", "NanoChatModel", "NanoChatForCausalLM"]

@@ -1,0 +1,63 @@
+"""Small builders shared by the tests (real components only, no stand-ins)."""
+
+import torch
+import torch.nn.functional as F
+
+
+def randomize_(model, seed: int = 0, scale: float = 0.3):
+    """Give every parameter random non-zero values.
+
+    nanochat's initialisation zeroes `c_proj` and `lm_head`, which would make parity tests vacuous (every
+    model would output uniform logits), so parity tests use fully random weights instead.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for param in model.parameters():
+            param.copy_(torch.randn(param.shape, generator=generator) * scale)
+    return model
+
+
+def nanochat_reference_logits(state_dict: dict, config, idx: torch.Tensor) -> torch.Tensor:
+    """nanochat's generation-1 forward written out from the spec (nanochat-facts §1.3-§1.9): bfloat16
+    rotary tables rotating by -theta, rotary before QK-norm, SDPA with GQA, ReLU^2, soft-cap 15 in float32.
+    Tensors are used as float32, as nanochat does on CPU."""
+    sd = {k.removeprefix("_orig_mod."): v.float() for k, v in state_dict.items()}
+    hd, T = config.head_dim, idx.shape[1]
+    channels = torch.arange(0, hd, 2, dtype=torch.float32)
+    inv_freq = 1.0 / (config.rope_theta ** (channels / hd))
+    freqs = torch.outer(torch.arange(T, dtype=torch.float32), inv_freq)
+    cos, sin = freqs.cos().bfloat16()[None, :, None, :], freqs.sin().bfloat16()[None, :, None, :]
+
+    def norm(x):
+        return F.rms_norm(x, (x.size(-1),))
+
+    def rotary(x):  # x: (B, T, H, hd); nanochat rotates by -theta
+        d = x.shape[3] // 2
+        x1, x2 = x[..., :d], x[..., d:]
+        return torch.cat([x1 * cos + x2 * sin, x1 * (-sin) + x2 * cos], 3).to(x.dtype)
+
+    x = norm(F.embedding(idx, sd["transformer.wte.weight"]))
+    B = idx.shape[0]
+    for i in range(config.n_layer):
+        p = f"transformer.h.{i}."
+        h = norm(x)
+        q = (h @ sd[p + "attn.c_q.weight"].T).view(B, T, config.n_head, hd)
+        k = (h @ sd[p + "attn.c_k.weight"].T).view(B, T, config.n_kv_head, hd)
+        v = (h @ sd[p + "attn.c_v.weight"].T).view(B, T, config.n_kv_head, hd)
+        q, k = norm(rotary(q)), norm(rotary(k))
+        y = F.scaled_dot_product_attention(
+            q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), is_causal=True, enable_gqa=True
+        )
+        x = x + y.transpose(1, 2).reshape(B, T, -1) @ sd[p + "attn.c_proj.weight"].T
+        x = x + F.relu(norm(x) @ sd[p + "mlp.c_fc.weight"].T).square() @ sd[p + "mlp.c_proj.weight"].T
+    logits = norm(x) @ sd["lm_head.weight"].T
+    return 15 * torch.tanh(logits.float() / 15)
+
+
+def nanochat_reference_greedy(state_dict: dict, config, prompt: torch.Tensor, steps: int) -> torch.Tensor:
+    """Greedy decoding with the reference forward (no cache: the whole sequence every step)."""
+    ids = prompt
+    for _ in range(steps):
+        next_id = nanochat_reference_logits(state_dict, config, ids)[:, -1].argmax(-1, keepdim=True)
+        ids = torch.cat([ids, next_id], dim=1)
+    return ids

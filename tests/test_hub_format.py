@@ -1,0 +1,122 @@
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import torch
+from helpers import randomize_
+from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
+
+from nanochat_hf import NanoChatConfig, NanoChatForCausalLM, NanoChatModel
+
+
+def test_auto_classes_know_the_model_in_process(tiny_config, tmp_path):
+    assert isinstance(AutoConfig.for_model("nanochat_hf"), NanoChatConfig)
+    assert isinstance(AutoModelForCausalLM.from_config(tiny_config), NanoChatForCausalLM)
+    assert isinstance(AutoModel.from_config(tiny_config), NanoChatModel)
+
+
+def test_save_pretrained_writes_safetensors_code_and_auto_map(tiny_config, tmp_path):
+    NanoChatForCausalLM(tiny_config).save_pretrained(tmp_path)
+    files = set(os.listdir(tmp_path))
+    assert {"config.json", "model.safetensors", "configuration_nanochat_hf.py", "modeling_nanochat_hf.py"} <= files
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config["model_type"] == "nanochat_hf"
+    assert config["auto_map"] == {
+        "AutoConfig": "configuration_nanochat_hf.NanoChatConfig",
+        "AutoModel": "modeling_nanochat_hf.NanoChatModel",
+        "AutoModelForCausalLM": "modeling_nanochat_hf.NanoChatForCausalLM",
+    }
+
+
+REMOTE_LOAD_SCRIPT = """
+import importlib.abc, sys, json
+class BlockNanochatHF(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name == "nanochat_hf" or name.startswith("nanochat_hf."):
+            raise ImportError("nanochat_hf is not installed on this machine")
+sys.meta_path.insert(0, BlockNanochatHF())
+try:
+    import nanochat_hf  # noqa: F401
+    raise SystemExit("the block did not work")
+except ImportError:
+    pass
+import torch
+from transformers import AutoModel, AutoModelForCausalLM
+folder = sys.argv[1]
+model = AutoModelForCausalLM.from_pretrained(folder, trust_remote_code=True).eval()
+trunk = AutoModel.from_pretrained(folder, trust_remote_code=True)
+ids = torch.tensor([[3, 1, 4, 1, 5, 9, 2, 6]])
+with torch.no_grad():
+    logits = model(ids).logits
+generated = model.generate(ids, max_new_tokens=8, do_sample=False, pad_token_id=0)
+print(json.dumps({
+    "module": type(model).__module__,
+    "trunk": type(trunk).__name__,
+    "logits": logits[0, -1, :8].tolist(),
+    "generated": generated[0].tolist(),
+}))
+"""
+
+
+def test_checkpoint_loads_with_remote_code_where_package_is_absent(tiny_config, tmp_path):
+    model = randomize_(NanoChatForCausalLM(tiny_config)).eval()
+    model.save_pretrained(tmp_path / "ckpt")
+    env = {**os.environ, "HF_HOME": str(tmp_path / "hf_home"), "HF_HUB_OFFLINE": "1"}
+    # Run from an empty folder so the repository checkout is not importable by accident.
+    result = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(REMOTE_LOAD_SCRIPT), str(tmp_path / "ckpt")],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    loaded = json.loads(result.stdout.strip().splitlines()[-1])
+    assert loaded["module"].startswith("transformers_modules.")
+    assert loaded["trunk"] == "NanoChatModel"
+    ids = torch.tensor([[3, 1, 4, 1, 5, 9, 2, 6]])
+    with torch.no_grad():
+        expected = model(ids).logits[0, -1, :8]
+    torch.testing.assert_close(torch.tensor(loaded["logits"]), expected, atol=1e-5, rtol=0)
+    generated = model.generate(ids, max_new_tokens=8, do_sample=False, pad_token_id=0)
+    assert loaded["generated"] == generated[0].tolist()
+
+
+def test_push_to_hub_uploads_the_saved_folder(tiny_config, monkeypatch):
+    """The real `push_to_hub` path, intercepted only where it would reach the network."""
+    import huggingface_hub
+
+    uploaded = {}
+
+    def fake_create_repo(self, repo_id, **kwargs):
+        return huggingface_hub.RepoUrl(f"https://huggingface.co/{repo_id}")
+
+    def fake_create_commit(self, repo_id, operations, **kwargs):
+        for op in operations:
+            source = op.path_or_fileobj
+            uploaded[op.path_in_repo] = Path(source).read_bytes() if isinstance(source, str) else source
+        return huggingface_hub.CommitInfo(
+            commit_url=f"https://huggingface.co/{repo_id}/commit/0", commit_message="", commit_description="",
+            oid="0" * 40, pr_url=None,
+        )
+
+    monkeypatch.setattr(huggingface_hub.HfApi, "create_repo", fake_create_repo)
+    monkeypatch.setattr(huggingface_hub.HfApi, "create_commit", fake_create_commit)
+    NanoChatForCausalLM(tiny_config).push_to_hub("someone/nanochat-tiny")
+    assert {"config.json", "model.safetensors", "configuration_nanochat_hf.py", "modeling_nanochat_hf.py"} <= set(
+        uploaded
+    )
+    assert json.loads(uploaded["config.json"])["auto_map"]["AutoModelForCausalLM"].endswith("NanoChatForCausalLM")
+
+
+def test_bfloat16_save_and_reload_keeps_weights(tiny_config, tmp_path):
+    model = randomize_(NanoChatForCausalLM(tiny_config)).to(torch.bfloat16)
+    model.save_pretrained(tmp_path)
+    reloaded = AutoModelForCausalLM.from_pretrained(tmp_path, dtype="auto")
+    assert isinstance(reloaded, NanoChatForCausalLM)
+    for (name, a), (_, b) in zip(model.state_dict().items(), reloaded.state_dict().items(), strict=True):
+        assert b.dtype == torch.bfloat16 and torch.equal(a, b), name
