@@ -16,6 +16,8 @@ from nanochat_hf.errors import UserInputError
 # Order here is the order in `nanochat-hf --help`.
 COMMAND_MODULES = [
     "nanochat_hf.commands.convert",
+    "nanochat_hf.commands.plan",
+    "nanochat_hf.commands.convert_tokenizer",
 ]
 
 

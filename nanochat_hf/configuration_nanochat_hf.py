@@ -110,9 +110,7 @@ class NanoChatConfig(PretrainedConfig):
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 raise ValueError(f"NanoChatConfig: `{name}` must be a positive integer, got {value!r}")
         if self.n_embd % self.n_head != 0:
-            raise ValueError(
-                f"NanoChatConfig: `n_embd` ({self.n_embd}) must be divisible by `n_head` ({self.n_head})"
-            )
+            raise ValueError(f"NanoChatConfig: `n_embd` ({self.n_embd}) must be divisible by `n_head` ({self.n_head})")
         if self.head_dim * self.n_head != self.n_embd:
             raise ValueError(
                 f"NanoChatConfig: `head_dim` ({self.head_dim}) x `n_head` ({self.n_head}) must equal "
@@ -121,9 +119,7 @@ class NanoChatConfig(PretrainedConfig):
         if self.head_dim % 2 != 0:
             raise ValueError(f"NanoChatConfig: `head_dim` ({self.head_dim}) must be even for rotary embeddings")
         if self.n_head % self.n_kv_head != 0:
-            raise ValueError(
-                f"NanoChatConfig: `n_kv_head` ({self.n_kv_head}) must divide `n_head` ({self.n_head})"
-            )
+            raise ValueError(f"NanoChatConfig: `n_kv_head` ({self.n_kv_head}) must divide `n_head` ({self.n_head})")
         if self.rotary_dtype not in ("bfloat16", "float32"):
             raise ValueError(
                 f"NanoChatConfig: `rotary_dtype` must be 'bfloat16' or 'float32', got {self.rotary_dtype!r}"

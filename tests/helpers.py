@@ -61,3 +61,58 @@ def nanochat_reference_greedy(state_dict: dict, config, prompt: torch.Tensor, st
         next_id = nanochat_reference_logits(state_dict, config, ids)[:, -1].argmax(-1, keepdim=True)
         ids = torch.cat([ids, next_id], dim=1)
     return ids
+
+
+# Loads a saved folder with `trust_remote_code=True` in a fresh interpreter where `import nanochat_hf` fails,
+# as on a machine without this package; prints the model class module, logits and a greedy continuation.
+REMOTE_LOAD_SCRIPT = """
+import importlib.abc, sys, json
+class BlockNanochatHF(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name == "nanochat_hf" or name.startswith("nanochat_hf."):
+            raise ImportError("nanochat_hf is not installed on this machine")
+sys.meta_path.insert(0, BlockNanochatHF())
+try:
+    import nanochat_hf  # noqa: F401
+    raise SystemExit("the block did not work")
+except ImportError:
+    pass
+import torch
+from transformers import AutoModel, AutoModelForCausalLM
+folder = sys.argv[1]
+model = AutoModelForCausalLM.from_pretrained(folder, trust_remote_code=True).eval()
+trunk = AutoModel.from_pretrained(folder, trust_remote_code=True)
+ids = torch.tensor([[3, 1, 4, 1, 5, 9, 2, 6]])
+with torch.no_grad():
+    logits = model(ids).logits
+generated = model.generate(ids, max_new_tokens=8, do_sample=False, pad_token_id=0)
+print(json.dumps({
+    "module": type(model).__module__,
+    "trunk": type(trunk).__name__,
+    "logits": logits[0, -1, :8].tolist(),
+    "generated": generated[0].tolist(),
+}))
+"""
+
+
+def write_nanochat_tokenizer_dir(folder, texts, vocab_size: int):
+    """Write `tokenizer.pkl` into `folder` as nanochat's RustBPETokenizer saves it: a pickled tiktoken
+    `Encoding` named "rustbpe" with the 9 special tokens right after the mergeable ranks. Returns it."""
+    import pickle
+    from pathlib import Path
+
+    import tiktoken
+
+    from nanochat_hf.tokenizer import SPECIAL_TOKENS, SPLIT_PATTERN, mergeable_ranks_from_tokenizer, train_tokenizer
+
+    trained = train_tokenizer(texts, vocab_size=vocab_size, max_chars=300_000, show_progress=False)
+    ranks = mergeable_ranks_from_tokenizer(trained)
+    encoding = tiktoken.Encoding(
+        name="rustbpe",
+        pat_str=SPLIT_PATTERN,
+        mergeable_ranks=ranks,
+        special_tokens={token: len(ranks) + i for i, token in enumerate(SPECIAL_TOKENS)},
+    )
+    with open(Path(folder) / "tokenizer.pkl", "wb") as f:
+        pickle.dump(encoding, f)
+    return encoding

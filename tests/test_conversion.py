@@ -3,7 +3,12 @@ import warnings
 
 import pytest
 import torch
-from helpers import nanochat_reference_greedy, nanochat_reference_logits, randomize_
+from helpers import (
+    nanochat_reference_greedy,
+    nanochat_reference_logits,
+    randomize_,
+    write_nanochat_tokenizer_dir,
+)
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM
 from transformers import NanoChatForCausalLM as NativeForCausalLM
@@ -144,7 +149,10 @@ def meta_drop(field):
         (add_key("transformer.h.9.attn.c_q.weight"), "unexpected key(s) ['transformer.h.9.attn.c_q.weight']"),
         (add_key("resid_lambdas"), "generation-2"),
         (reshape_key("transformer.h.1.mlp.c_fc.weight"), "transformer.h.1.mlp.c_fc.weight has shape (3, 3)"),
-        (meta_says("n_embd", 128), "transformer.wte.weight has shape (256, 64), but the model config implies (256, 128)"),
+        (
+            meta_says("n_embd", 128),
+            "transformer.wte.weight has shape (256, 64), but the model config implies (256, 128)",
+        ),
         (meta_drop("n_kv_head"), "meta_000010.json: 'model_config' lacks ['n_kv_head']"),
         (meta_says("n_head", 3), "meta_000010.json: invalid 'model_config'"),
     ],
@@ -216,3 +224,31 @@ def test_state_dict_maps_cover_every_native_key(config):
     native = NativeForCausalLM(config_to_native(config, warn=False))
     ours = NanoChatForCausalLM(config)
     assert set(state_dict_to_native(ours.state_dict())) == set(native.state_dict())
+
+
+def test_convert_with_nanochat_tokenizer(tmp_path, capsys):
+    from transformers import AutoTokenizer
+
+    from nanochat_hf.embedded_corpus import iter_embedded_documents
+
+    tokenizer_dir = tmp_path / "tokenizer"
+    tokenizer_dir.mkdir()
+    encoding = write_nanochat_tokenizer_dir(tokenizer_dir, iter_embedded_documents(), vocab_size=400)
+    config = NanoChatConfig(n_layer=1, n_embd=64, n_head=4, vocab_size=encoding.n_vocab, sequence_len=64)
+    write_nanochat_folder(tmp_path / "ckpt", config, step=3, seed=0)
+    assert cli_main(["convert", str(tmp_path / "ckpt"), str(tmp_path / "hf"), "--tokenizer", str(tokenizer_dir)]) == 0
+
+    tokenizer = AutoTokenizer.from_pretrained(tmp_path / "hf")
+    text = "Hello world, 1234 tokens!"
+    assert tokenizer(text, add_special_tokens=False)["input_ids"] == encoding.encode_ordinary(text)
+    saved = json.loads((tmp_path / "hf" / "config.json").read_text())
+    assert saved["bos_token_id"] == encoding.encode_single_token("<|bos|>")
+    assert (tmp_path / "hf" / "token_bytes.pt").is_file()
+
+    # A tokenizer whose vocabulary does not match the model is refused before anything is written.
+    small = NanoChatConfig(n_layer=1, n_embd=64, n_head=4, vocab_size=300, sequence_len=64)
+    write_nanochat_folder(tmp_path / "ckpt300", small, step=3, seed=0)
+    code = cli_main(["convert", str(tmp_path / "ckpt300"), str(tmp_path / "hf300"), "--tokenizer", str(tokenizer_dir)])
+    assert code == 2
+    assert f"tokenizer has {encoding.n_vocab} tokens but the model's vocab_size is 300" in capsys.readouterr().err
+    assert not (tmp_path / "hf300").exists()

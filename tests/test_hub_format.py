@@ -2,11 +2,10 @@ import json
 import os
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import torch
-from helpers import randomize_
+from helpers import REMOTE_LOAD_SCRIPT, randomize_
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
 
 from nanochat_hf import NanoChatConfig, NanoChatForCausalLM, NanoChatModel
@@ -31,43 +30,13 @@ def test_save_pretrained_writes_safetensors_code_and_auto_map(tiny_config, tmp_p
     }
 
 
-REMOTE_LOAD_SCRIPT = """
-import importlib.abc, sys, json
-class BlockNanochatHF(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path, target=None):
-        if name == "nanochat_hf" or name.startswith("nanochat_hf."):
-            raise ImportError("nanochat_hf is not installed on this machine")
-sys.meta_path.insert(0, BlockNanochatHF())
-try:
-    import nanochat_hf  # noqa: F401
-    raise SystemExit("the block did not work")
-except ImportError:
-    pass
-import torch
-from transformers import AutoModel, AutoModelForCausalLM
-folder = sys.argv[1]
-model = AutoModelForCausalLM.from_pretrained(folder, trust_remote_code=True).eval()
-trunk = AutoModel.from_pretrained(folder, trust_remote_code=True)
-ids = torch.tensor([[3, 1, 4, 1, 5, 9, 2, 6]])
-with torch.no_grad():
-    logits = model(ids).logits
-generated = model.generate(ids, max_new_tokens=8, do_sample=False, pad_token_id=0)
-print(json.dumps({
-    "module": type(model).__module__,
-    "trunk": type(trunk).__name__,
-    "logits": logits[0, -1, :8].tolist(),
-    "generated": generated[0].tolist(),
-}))
-"""
-
-
 def test_checkpoint_loads_with_remote_code_where_package_is_absent(tiny_config, tmp_path):
     model = randomize_(NanoChatForCausalLM(tiny_config)).eval()
     model.save_pretrained(tmp_path / "ckpt")
     env = {**os.environ, "HF_HOME": str(tmp_path / "hf_home"), "HF_HUB_OFFLINE": "1"}
     # Run from an empty folder so the repository checkout is not importable by accident.
     result = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(REMOTE_LOAD_SCRIPT), str(tmp_path / "ckpt")],
+        [sys.executable, "-c", REMOTE_LOAD_SCRIPT, str(tmp_path / "ckpt")],
         capture_output=True,
         text=True,
         cwd=tmp_path,
@@ -100,8 +69,11 @@ def test_push_to_hub_uploads_the_saved_folder(tiny_config, monkeypatch):
             source = op.path_or_fileobj
             uploaded[op.path_in_repo] = Path(source).read_bytes() if isinstance(source, str) else source
         return huggingface_hub.CommitInfo(
-            commit_url=f"https://huggingface.co/{repo_id}/commit/0", commit_message="", commit_description="",
-            oid="0" * 40, pr_url=None,
+            commit_url=f"https://huggingface.co/{repo_id}/commit/0",
+            commit_message="",
+            commit_description="",
+            oid="0" * 40,
+            pr_url=None,
         )
 
     monkeypatch.setattr(huggingface_hub.HfApi, "create_repo", fake_create_repo)

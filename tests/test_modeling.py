@@ -146,7 +146,9 @@ def test_labels_give_shifted_cross_entropy_ignoring_minus_100(tiny_config):
     # Pre-shifted targets (nanochat's convention) count every position.
     targets = torch.randint(0, tiny_config.vocab_size, (2, 12))
     shifted = model(idx, shift_labels=targets).loss
-    torch.testing.assert_close(shifted, F.cross_entropy(out.logits.reshape(-1, tiny_config.vocab_size), targets.reshape(-1)))
+    torch.testing.assert_close(
+        shifted, F.cross_entropy(out.logits.reshape(-1, tiny_config.vocab_size), targets.reshape(-1))
+    )
 
 
 def test_incremental_decoding_with_cache_equals_full_forward(tiny_config):
@@ -168,7 +170,9 @@ def test_generate_with_and_without_cache_is_identical(tiny_config):
     model = randomize_(NanoChatForCausalLM(tiny_config), seed=3).eval()
     prompt = torch.randint(0, tiny_config.vocab_size, (2, 6))
     kwargs = dict(max_new_tokens=16, do_sample=False, pad_token_id=0)
-    assert torch.equal(model.generate(prompt, use_cache=True, **kwargs), model.generate(prompt, use_cache=False, **kwargs))
+    assert torch.equal(
+        model.generate(prompt, use_cache=True, **kwargs), model.generate(prompt, use_cache=False, **kwargs)
+    )
 
 
 def test_left_padded_batch_generates_like_single_rows(tiny_config):

@@ -20,7 +20,9 @@ def register(subparsers) -> None:
     parser.add_argument(
         "--dtype", choices=["float32", "bfloat16", "float16"], help="dtype of the written weights (default: source's)"
     )
-    parser.add_argument("--tokenizer", help="a nanochat tokenizer (folder with tokenizer.pkl, or the file) to convert too")
+    parser.add_argument(
+        "--tokenizer", help="a nanochat tokenizer (folder with tokenizer.pkl, or the file) to convert too"
+    )
     parser.set_defaults(func=run)
 
 

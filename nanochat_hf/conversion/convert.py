@@ -1,7 +1,7 @@
 """`convert(src, dst, ...)`: any of the three formats in, `hf` or `native` out.
 
 All checks (formats, destination, keys, shapes, tokenizer vocabulary) run before anything is written,
-and the output folder appears only once it is complete (see `write_folder_atomically`).
+and the output folder appears only once it is complete (see `nanochat_hf.atomic`).
 """
 
 import logging
@@ -10,9 +10,10 @@ from pathlib import Path
 
 import torch
 
+from ..atomic import atomic_folder
 from ..configuration_nanochat_hf import NanoChatConfig
 from ..errors import UserInputError
-from .formats import FORMATS, detect_format, read_json, write_folder_atomically
+from .formats import FORMATS, detect_format, read_json
 from .nanochat_checkpoint import check_state_dict, load_nanochat_checkpoint
 from .native import config_from_native, config_to_native, state_dict_from_native, state_dict_to_native
 
@@ -125,38 +126,41 @@ def convert(
     source_format = from_format or detect_format(src)
 
     config, state_dict = load_source(src, source_format, step)
+    hf_tokenizer = load_matching_tokenizer(tokenizer, config) if tokenizer is not None else None
     out_dtype = DTYPES[dtype] if dtype else state_dict["lm_head.weight"].dtype
     model = build_model(config, state_dict, to_format, out_dtype)
 
-    with write_folder_atomically(dst) as tmp:
-        if tokenizer is not None:
-            attach_tokenizer(tokenizer, tmp, model)
+    with atomic_folder(dst) as tmp:
+        if hf_tokenizer is not None:
+            save_tokenizer_with_model(hf_tokenizer, tmp, model)
         model.save_pretrained(tmp)
     logger.info("converted %s (%s) -> %s (%s, %s)", src, source_format, dst, to_format, out_dtype)
     return dst
 
 
-def attach_tokenizer(tokenizer_src, folder: Path, model) -> None:
-    """Convert a nanochat tokenizer into `folder` and record its special-token ids on the model."""
-    from transformers import AutoTokenizer
+def load_matching_tokenizer(tokenizer_src, config: NanoChatConfig):
+    """(tokenizer, token_bytes) of a nanochat tokenizer, checked against the model's vocabulary."""
+    from ..tokenizer.tiktoken_convert import load_nanochat_tokenizer
 
-    from ..tokenizer import convert_tiktoken_tokenizer
-
-    converted = folder / "tokenizer.tmp"
-    convert_tiktoken_tokenizer(tokenizer_src, converted)
-    hf_tokenizer = AutoTokenizer.from_pretrained(converted)
-    if len(hf_tokenizer) != model.config.vocab_size:
+    tokenizer, token_bytes = load_nanochat_tokenizer(tokenizer_src, model_max_length=config.sequence_len)
+    if len(tokenizer) != config.vocab_size:
         raise UserInputError(
-            f"{tokenizer_src}: tokenizer has {len(hf_tokenizer)} tokens but the model's vocab_size is "
-            f"{model.config.vocab_size}"
+            f"{tokenizer_src}: tokenizer has {len(tokenizer)} tokens but the model's vocab_size is {config.vocab_size}"
         )
-    for item in converted.iterdir():
-        item.rename(folder / item.name)
-    converted.rmdir()
+    return tokenizer, token_bytes
+
+
+def save_tokenizer_with_model(tokenizer_and_bytes, folder: Path, model) -> None:
+    """Write the tokenizer (+ token_bytes.pt) into `folder` and record its special-token ids on the model."""
+    from ..tokenizer.token_bytes import save_token_bytes
+
+    tokenizer, token_bytes = tokenizer_and_bytes
+    tokenizer.save_pretrained(folder)
+    save_token_bytes(token_bytes, folder)
     for target in (model.config, model.generation_config):
-        target.bos_token_id = hf_tokenizer.bos_token_id
-        target.eos_token_id = hf_tokenizer.eos_token_id
-        target.pad_token_id = hf_tokenizer.pad_token_id
+        target.bos_token_id = tokenizer.bos_token_id
+        target.eos_token_id = tokenizer.eos_token_id
+        target.pad_token_id = tokenizer.pad_token_id
 
 
-__all__ = ["convert", "load_source", "load_safetensors_folder", "build_model", "attach_tokenizer"]
+__all__ = ["convert", "load_source", "load_safetensors_folder", "build_model", "load_matching_tokenizer"]

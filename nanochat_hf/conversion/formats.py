@@ -1,10 +1,7 @@
-"""Recognising a model folder's format, and writing a folder so that it appears whole or not at all."""
+"""Recognising a model folder's format from the files it holds."""
 
-import contextlib
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 from ..errors import UserInputError
@@ -49,23 +46,3 @@ def detect_format(folder: str | os.PathLike) -> str:
     raise UserInputError(
         f"{folder}: found neither nanochat checkpoints (model_NNNNNN.pt + meta_NNNNNN.json) nor a config.json"
     )
-
-
-@contextlib.contextmanager
-def write_folder_atomically(destination: str | os.PathLike):
-    """Yield a temporary folder beside `destination`; rename it into place only if the block succeeds.
-
-    A failure (or a kill) part-way leaves `destination` untouched: at worst a hidden `.NAME.tmp-*`
-    folder remains, never a half-written `destination`.
-    """
-    destination = Path(destination)
-    if destination.exists():
-        raise UserInputError(f"{destination}: already exists; choose a new destination or remove it first")
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{destination.name}.tmp-", dir=destination.parent))
-    try:
-        yield tmp
-        os.replace(tmp, destination)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise

@@ -61,9 +61,7 @@ def check_state_dict(state_dict: dict, config: NanoChatConfig, source: str) -> N
     if missing:
         raise UserInputError(f"{source}: missing key(s) {missing[:5]}{' ...' if len(missing) > 5 else ''}")
     if unexpected:
-        raise UserInputError(
-            f"{source}: unexpected key(s) {unexpected[:5]}{' ...' if len(unexpected) > 5 else ''}"
-        )
+        raise UserInputError(f"{source}: unexpected key(s) {unexpected[:5]}{' ...' if len(unexpected) > 5 else ''}")
     for key, shape in expected.items():
         tensor = state_dict[key]
         if not isinstance(tensor, torch.Tensor):
@@ -90,9 +88,7 @@ def config_from_meta(meta: dict, meta_path: Path) -> NanoChatConfig:
         )
     try:
         # Generation 1 keeps its rotary tables in bfloat16; we reproduce that exactly.
-        return NanoChatConfig(
-            **{k: model_config[k] for k in META_CONFIG_KEYS}, head_dim=None, rotary_dtype="bfloat16"
-        )
+        return NanoChatConfig(**{k: model_config[k] for k in META_CONFIG_KEYS}, head_dim=None, rotary_dtype="bfloat16")
     except ValueError as err:
         raise UserInputError(f"{meta_path}: invalid 'model_config': {err}") from None
 

@@ -24,7 +24,9 @@ LAYER_KEY_MAP = {
     "mlp.c_proj": "mlp.fc2",
 }
 ROTARY_DTYPE_KEY = "nanochat_hf_rotary_dtype"
-OURS_LAYER = re.compile(r"^transformer\.h\.(\d+)\.(attn\.c_q|attn\.c_k|attn\.c_v|attn\.c_proj|mlp\.c_fc|mlp\.c_proj)\.weight$")
+OURS_LAYER = re.compile(
+    r"^transformer\.h\.(\d+)\.(attn\.c_q|attn\.c_k|attn\.c_v|attn\.c_proj|mlp\.c_fc|mlp\.c_proj)\.weight$"
+)
 NATIVE_LAYER = re.compile(r"^model\.layers\.(\d+)\.(self_attn\.[qkvo]_proj|mlp\.fc1|mlp\.fc2)\.weight$")
 NATIVE_TO_OURS = {v: k for k, v in LAYER_KEY_MAP.items()}
 
@@ -107,7 +109,9 @@ def config_from_native(native_config) -> NanoChatConfig:
     rope = native_config.rope_parameters or {}
     if rope.get("rope_type", "default") != "default":
         raise ValueError(f"rope_type is {rope.get('rope_type')!r}; nanochat uses plain rotary ('default')")
-    head_dim = getattr(native_config, "head_dim", None) or native_config.hidden_size // native_config.num_attention_heads
+    head_dim = (
+        getattr(native_config, "head_dim", None) or native_config.hidden_size // native_config.num_attention_heads
+    )
     return NanoChatConfig(
         vocab_size=native_config.vocab_size,
         sequence_len=native_config.max_position_embeddings,

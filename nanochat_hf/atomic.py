@@ -1,0 +1,55 @@
+"""Writing files and folders so that they appear whole or not at all.
+
+Everything is first written beside its destination under a hidden temporary name, then renamed into
+place (a rename within one folder is atomic). A failure or a kill part-way leaves the destination as it
+was - absent, or holding its previous complete version - never half-written.
+"""
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from .errors import UserInputError
+
+
+@contextlib.contextmanager
+def atomic_folder(destination: str | os.PathLike):
+    """Yield a temporary folder beside `destination`; rename it to `destination` if the block succeeds.
+
+    An existing `destination` is refused (nothing already on disk is replaced).
+    """
+    destination = Path(destination)
+    if destination.exists():
+        raise UserInputError(f"{destination}: already exists; choose a new destination or remove it first")
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{destination.name}.tmp-", dir=destination.parent))
+    try:
+        yield staging
+        os.rename(staging, destination)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def write_text_atomically(path: str | os.PathLike, text: str) -> Path:
+    """Write `text` to `path` (replacing any previous version only once the new one is complete)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_json_atomically(path: str | os.PathLike, payload) -> Path:
+    return write_text_atomically(path, json.dumps(payload, indent=1))

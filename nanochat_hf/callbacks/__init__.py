@@ -1,0 +1,30 @@
+"""Trainer callbacks for pretraining: throughput/MFU/ETA, validation bpb, samples, energy, data position.
+
+Each is a `transformers.TrainerCallback` usable on its own. The metric callbacks add their values to the
+Trainer's logs, so the console printer and every `report_to` integration (TensorBoard, W&B, trackio)
+receive them; add them with `add_metric_callbacks(trainer, ...)`, which places them ahead of those
+(see `base.py` for why the order matters).
+"""
+
+from .base import MetricsCallback, add_metric_callbacks
+from .data_state import DataStateCallback
+from .energy import EnergyCallback
+from .samples import DEFAULT_PROMPTS, SampleCallback, greedy_completions
+from .throughput import ThroughputCallback, model_flops_per_token
+from .val_bpb import ValBpbCallback, bits_per_byte, bpb_sums
+
+
+__all__ = [
+    "DEFAULT_PROMPTS",
+    "DataStateCallback",
+    "EnergyCallback",
+    "MetricsCallback",
+    "SampleCallback",
+    "ThroughputCallback",
+    "ValBpbCallback",
+    "add_metric_callbacks",
+    "bits_per_byte",
+    "bpb_sums",
+    "greedy_completions",
+    "model_flops_per_token",
+]

@@ -1,0 +1,229 @@
+"""The pretraining recipe end to end on CPU: tiny models, the embedded corpus, real Trainer runs."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from helpers import REMOTE_LOAD_SCRIPT
+from transformers import TrainerCallback
+
+from nanochat_hf.data.sources import open_text_source
+from nanochat_hf.errors import UserInputError
+from nanochat_hf.tokenizer import compute_token_bytes, train_tokenizer
+from nanochat_hf.tokenizer.bpe import save_tokenizer_folder
+from nanochat_hf.training import NonFiniteLossError
+from nanochat_hf.training.checkpoints import last_good_checkpoint, resolve_resume_checkpoint
+from nanochat_hf.training.pretrain import parse_pretrain_arguments, run_pretraining
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def tokenizer_dir(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("tok") / "tokenizer"
+    texts = open_text_source("embedded").iter_documents("train")
+    tokenizer = train_tokenizer(texts, vocab_size=512, max_chars=1_000_000, model_max_length=64, show_progress=False)
+    save_tokenizer_folder(tokenizer, folder, token_bytes=compute_token_bytes(tokenizer))
+    return folder
+
+
+def tiny_args(output_dir, tokenizer_dir, **overrides):
+    """Command-line arguments of a tiny CPU run (depth 2 = width 128, sequence 32, 1,024 tokens per step)."""
+    settings = {
+        "depth": 2,
+        "sequence_len": 32,
+        "tokenizer_name_or_path": str(tokenizer_dir),
+        "dataset": "embedded",
+        "total_batch_size": 1024,
+        "max_steps": 6,
+        "eval_every": 0,
+        "sample_every": 0,
+        "output_dir": str(output_dir),
+        "per_device_train_batch_size": 16,
+        "use_cpu": True,
+        "bf16": False,
+        "logging_steps": 1,
+        "save_strategy": "no",
+        "report_to": "none",
+        "disable_tqdm": True,
+        "seed": 0,
+    }
+    settings.update(overrides)
+    argv = []
+    for key, value in settings.items():
+        argv += [f"--{key}", str(value)]
+    return argv
+
+
+def run(argv, callbacks=()):
+    args, training_args = parse_pretrain_arguments(argv)
+    return run_pretraining(args, training_args, extra_callbacks=list(callbacks))
+
+
+def losses(output_dir) -> dict[int, float]:
+    state = json.loads((Path(output_dir) / "final" / "trainer_state.json").read_text())
+    return {entry["step"]: entry["loss"] for entry in state["log_history"] if "loss" in entry}
+
+
+def test_loss_decreases_and_metrics_are_logged(tmp_path, tokenizer_dir):
+    run(tiny_args(tmp_path / "run", tokenizer_dir, max_steps=30, logging_steps=5, eval_every=15, eval_tokens=2048))
+    state = json.loads((tmp_path / "run" / "final" / "trainer_state.json").read_text())
+    train_losses = [e["loss"] for e in state["log_history"] if "loss" in e]
+    assert train_losses[-1] < train_losses[0] - 0.5
+    bpbs = [e["val_bpb"] for e in state["log_history"] if "val_bpb" in e]
+    assert len(bpbs) == 2 and bpbs[1] < bpbs[0]
+    assert any("tokens_per_second" in e for e in state["log_history"])
+
+
+def test_micro_batch_times_accumulation_is_what_counts(tmp_path, tokenizer_dir):
+    run(tiny_args(tmp_path / "mb16", tokenizer_dir, per_device_train_batch_size=16))  # accumulation 2
+    run(tiny_args(tmp_path / "mb32", tokenizer_dir, per_device_train_batch_size=32))  # accumulation 1
+    a, b = losses(tmp_path / "mb16"), losses(tmp_path / "mb32")
+    assert a.keys() == b.keys() == set(range(1, 7))
+    for step in a:
+        assert a[step] == pytest.approx(b[step], abs=1e-4), step
+
+
+class KillAtStep(TrainerCallback):
+    def __init__(self, step):
+        self.step = step
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        if state.global_step == self.step:
+            raise KeyboardInterrupt(f"killed before step {self.step + 1}")
+
+
+def test_kill_and_resume_reproduces_the_uninterrupted_losses(tmp_path, tokenizer_dir):
+    common = dict(max_steps=6, save_strategy="steps", save_steps=3)
+    run(tiny_args(tmp_path / "straight", tokenizer_dir, **common))
+
+    interrupted = tmp_path / "interrupted"
+    with pytest.raises(KeyboardInterrupt):
+        run(tiny_args(interrupted, tokenizer_dir, **common), callbacks=[KillAtStep(4)])
+    assert last_good_checkpoint(interrupted) == interrupted / "checkpoint-3"
+    # A save that was cut short: the folder exists but is incomplete. It must not be resumed from.
+    (interrupted / "checkpoint-6").mkdir()
+    (interrupted / "checkpoint-6" / "model.safetensors").write_bytes(b"partial")
+
+    run(tiny_args(interrupted, tokenizer_dir, resume_from_checkpoint="last", **common))
+    assert (interrupted / "incomplete-checkpoint-6" / "model.safetensors").read_bytes() == b"partial"
+    straight, resumed = losses(tmp_path / "straight"), losses(interrupted)
+    assert set(resumed) == {1, 2, 3, 4, 5, 6}  # steps 1-3 come from checkpoint-3's trainer state
+    for step in resumed:
+        assert resumed[step] == pytest.approx(straight[step], abs=1e-5), step
+
+
+def test_checkpoint_is_a_complete_hub_folder_loadable_with_remote_code(tmp_path, tokenizer_dir):
+    run(tiny_args(tmp_path / "run", tokenizer_dir, max_steps=2, save_strategy="steps", save_steps=2))
+    checkpoint = tmp_path / "run" / "checkpoint-2"
+    files = set(os.listdir(checkpoint))
+    assert {
+        "config.json",
+        "model.safetensors",
+        "modeling_nanochat_hf.py",
+        "configuration_nanochat_hf.py",
+        "tokenizer.json",
+        "generation_config.json",
+        "README.md",
+        "optimizer.pt",
+        "scheduler.pt",
+        "data_state_rank0.json",
+        "trainer_state.json",
+    } <= files
+    card = (checkpoint / "README.md").read_text()
+    assert "depth 2" in card and "| batch.tokens_per_step | 1024 |" in card and "| loss |" in card
+    result = subprocess.run(
+        [sys.executable, "-c", REMOTE_LOAD_SCRIPT, str(checkpoint)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=300,
+        env={**os.environ, "HF_HOME": str(tmp_path / "hf_home")},
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout.strip().splitlines()[-1])["module"].startswith("transformers_modules.")
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, tokenizer_dir):
+    class PoisonWeights(TrainerCallback):
+        def on_step_begin(self, args, state, control, model=None, **kwargs):
+            if state.global_step == 2:
+                with torch.no_grad():
+                    model.lm_head.weight.fill_(float("nan"))
+
+    out = tmp_path / "run"
+    with pytest.raises(NonFiniteLossError, match="step 3"):
+        run(
+            tiny_args(out, tokenizer_dir, max_steps=4, save_strategy="steps", save_steps=2),
+            callbacks=[PoisonWeights()],
+        )
+    assert last_good_checkpoint(out) == out / "checkpoint-2"
+    assert not (out / "checkpoint-4").exists()
+
+
+def test_dry_run_prints_the_plan_and_trains_nothing(tmp_path, tokenizer_dir, capsys):
+    run(tiny_args(tmp_path / "run", tokenizer_dir, dry_run=True, max_steps=0, target_param_data_ratio=20))
+    out = capsys.readouterr().out
+    assert "gradient_accumulation_steps  2" in out
+    assert "decided_by                   target_param_data_ratio" in out
+    assert not (tmp_path / "run" / "final").exists()
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (dict(depth=0), "depth"),
+        (dict(total_batch_size=1000), "total_batch_size"),
+        (dict(dataset="/no/such/folder"), "/no/such/folder"),
+    ],
+)
+def test_bad_settings_fail_before_training(tmp_path, tokenizer_dir, overrides, message):
+    with pytest.raises(UserInputError, match=message):
+        run(tiny_args(tmp_path / "run", tokenizer_dir, **overrides))
+    assert not (tmp_path / "run" / "final").exists()
+
+
+def test_continuing_a_model_checks_vocabulary_and_sequence_length(tmp_path, tokenizer_dir):
+    run(tiny_args(tmp_path / "base", tokenizer_dir, max_steps=1))
+    base = tmp_path / "base" / "final"
+    with pytest.raises(UserInputError, match="beyond the model's sequence_len 32"):
+        run(tiny_args(tmp_path / "longer", tokenizer_dir, depth=None, model_name_or_path=base, sequence_len=64))
+    config = json.loads((base / "config.json").read_text())
+    config["vocab_size"] = 1000
+    (base / "config.json").write_text(json.dumps(config))
+    with pytest.raises(UserInputError, match="vocab_size 1000"):
+        run(tiny_args(tmp_path / "other", tokenizer_dir, depth=None, model_name_or_path=base))
+
+
+def test_resume_from_an_incomplete_checkpoint_is_refused(tmp_path):
+    folder = tmp_path / "checkpoint-5"
+    folder.mkdir()
+    with pytest.raises(UserInputError, match="not a complete checkpoint"):
+        resolve_resume_checkpoint(str(folder), tmp_path)
+
+
+def test_two_processes_equal_one_process_with_double_accumulation(tmp_path, tokenizer_dir):
+    """accelerate launch with 2 CPU processes (gloo) against 1 process: the same rows, the same losses."""
+    common = dict(max_steps=3, per_device_train_batch_size=8)
+    run(tiny_args(tmp_path / "one", tokenizer_dir, **common))  # accumulation 4
+    launch = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--config_file",
+        str(REPO / "accelerate_configs" / "cpu_2proc.yaml"),
+        str(REPO / "recipes" / "pretrain.py"),
+        *tiny_args(tmp_path / "two", tokenizer_dir, **common),  # accumulation 2 on each of 2 processes
+    ]
+    result = subprocess.run(launch, capture_output=True, text=True, timeout=600, cwd=REPO)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "processes                    2" in result.stdout
+    one, two = losses(tmp_path / "one"), losses(tmp_path / "two")
+    assert one.keys() == two.keys() == {1, 2, 3}
+    for step in one:
+        assert two[step] == pytest.approx(one[step], abs=1e-4), step
