@@ -252,3 +252,12 @@ def test_convert_with_nanochat_tokenizer(tmp_path, capsys):
     assert code == 2
     assert f"tokenizer has {encoding.n_vocab} tokens but the model's vocab_size is 300" in capsys.readouterr().err
     assert not (tmp_path / "hf300").exists()
+
+
+def test_folder_with_two_formats_needs_from(config, tmp_path, capsys):
+    src = tmp_path / "mixed"
+    write_nanochat_folder(src, config, step=1, seed=0)
+    NanoChatForCausalLM(config).save_pretrained(src)
+    assert cli_main(["convert", str(src), str(tmp_path / "out")]) == 2
+    assert "pass --from to choose" in capsys.readouterr().err
+    assert cli_main(["convert", str(src), str(tmp_path / "out"), "--from", "nanochat"]) == 0

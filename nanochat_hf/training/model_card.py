@@ -17,7 +17,7 @@ pipeline_tag: text-generation
 
 A nanochat generation-1 GPT ({parameters:,} parameters: depth {depth}, width {width}, {heads} heads,
 vocabulary {vocab_size:,}, context {sequence_len:,}) pretrained with
-[nanochat-hf](https://github.com/) on the Hugging Face `Trainer`, with nanochat's Muon + AdamW optimizer
+nanochat-hf on the Hugging Face `Trainer`, with nanochat's Muon + AdamW optimizer
 and learning-rate schedule.
 
 Load it with its own modeling code (this package does not need to be installed):
@@ -25,7 +25,7 @@ Load it with its own modeling code (this package does not need to be installed):
 ```python
 from transformers import AutoModelForCausalLM, AutoTokenizer
 model = AutoModelForCausalLM.from_pretrained("PATH_OR_REPO", trust_remote_code=True)
-tokenizer = AutoTokenizer.from_pretrained("PATH_OR_REPO")
+tokenizer = AutoTokenizer.from_pretrained("PATH_OR_REPO", trust_remote_code=True)
 ```
 
 ## Training run

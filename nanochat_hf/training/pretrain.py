@@ -208,7 +208,8 @@ def parse_pretrain_arguments(argv: list[str], default_config: str | None = None)
     argv = list(argv)
     if default_config is not None and "--config" not in argv:
         argv = ["--config", default_config, *argv]
-    if "--dry_run" in argv and not torch.cuda.is_available() and "--use_cpu" not in argv:
+    dry_run = any(arg.split("=")[0] in ("--dry_run", "--dry-run") for arg in argv)
+    if dry_run and not torch.cuda.is_available() and not any(arg.startswith(("--use_cpu", "--use-cpu")) for arg in argv):
         # A dry run only plans; let a GPU config (bf16) be planned on a machine without a GPU.
         argv += ["--use_cpu", "true"]
     parser = TrlParser((PretrainArguments, TrainingArguments))
