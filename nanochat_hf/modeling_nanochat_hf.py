@@ -23,6 +23,7 @@ from collections.abc import Callable
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
 from transformers import initialization as init
 from transformers.cache_utils import Cache, DynamicCache
 from transformers.generation import GenerationMixin
@@ -323,13 +324,69 @@ class NanoChatModel(NanoChatPreTrainedModel):
         )
 
 
+def chunked_softcap_cross_entropy(
+    hidden_states: torch.Tensor,
+    lm_head: nn.Module,
+    softcap: float,
+    chunk_size: int,
+    labels: torch.Tensor | None = None,
+    shift_labels: torch.Tensor | None = None,
+    num_items_in_batch: torch.Tensor | int | None = None,
+    ignore_index: int = -100,
+    **kwargs,
+) -> torch.Tensor:
+    """The causal-LM loss of `softcap * tanh(lm_head(hidden_states).float() / softcap)`, `chunk_size` tokens at a time.
+
+    Same value as transformers' `ForCausalLMLoss` on the whole soft-capped logits (labels shifted left and
+    padded with `ignore_index`, or `shift_labels` used as given; the mean over counted targets, or the sum
+    divided by `num_items_in_batch`), but the float32 `tokens x vocab` logits are never whole: each chunk's
+    logits are made, reduced to a summed loss and dropped, and made again from the saved hidden states
+    during backward (`torch.utils.checkpoint`). Memory is O(chunk_size x vocab) instead of
+    O(tokens x vocab): for d32 at 2048 tokens, 64 MiB per 256-token chunk instead of ~1.5-2 GiB. The cost
+    is one more `lm_head` matmul per token in backward. The soft-cap is applied inside the chunk, in float32.
+    """
+    if shift_labels is None:
+        # Targets of position t are labels[t + 1]; the last position has none.
+        shift_labels = F.pad(labels, (0, 1), value=ignore_index)[..., 1:]
+    hidden = hidden_states.reshape(-1, hidden_states.shape[-1])
+    targets = shift_labels.reshape(-1).to(hidden.device)
+
+    def chunk_loss_sum(chunk_hidden: torch.Tensor, chunk_targets: torch.Tensor) -> torch.Tensor:
+        logits = lm_head(chunk_hidden)
+        logits = softcap * torch.tanh(logits.float() / softcap)
+        return F.cross_entropy(logits, chunk_targets, ignore_index=ignore_index, reduction="sum")
+
+    total = None
+    for start in range(0, hidden.shape[0], chunk_size):
+        chunk = checkpoint(
+            chunk_loss_sum,
+            hidden[start : start + chunk_size],
+            targets[start : start + chunk_size],
+            use_reentrant=False,
+        )
+        total = chunk if total is None else total + chunk
+    if num_items_in_batch is None:
+        return total / (targets != ignore_index).sum()
+    if torch.is_tensor(num_items_in_batch):
+        num_items_in_batch = num_items_in_batch.to(total.device)
+    return total / num_items_in_batch
+
+
 class NanoChatForCausalLM(NanoChatPreTrainedModel, GenerationMixin):
-    """The trunk plus the untied `lm_head`, with nanochat's float32 logit soft-cap."""
+    """The trunk plus the untied `lm_head`, with nanochat's float32 logit soft-cap.
+
+    `loss_chunk_size` (a runtime attribute, `None` by default): when set to a number of tokens and the model
+    is in training mode with `labels` or `shift_labels`, the loss is computed by
+    `chunked_softcap_cross_entropy` and the returned `logits` are **None** (they are never whole). It is an
+    attribute rather than a config field on purpose: it changes memory, not the model, and a checkpoint
+    saved during a chunked run must not make a later user's training forward drop its logits.
+    """
 
     def __init__(self, config: NanoChatConfig):
         super().__init__(config)
         self.transformer = NanoChatModel(config)
         self.lm_head = zero_initialised(nn.Linear(config.n_embd, config.vocab_size, bias=False))
+        self.loss_chunk_size: int | None = None
         self.post_init()
 
     def get_input_embeddings(self) -> nn.Embedding:
@@ -367,6 +424,8 @@ class NanoChatForCausalLM(NanoChatPreTrainedModel, GenerationMixin):
             keyword instead (all `seq_len` positions then count, as in nanochat's own training loop).
         logits_to_keep (`int` or `torch.Tensor`, defaults to 0):
             Compute logits only for the last `logits_to_keep` positions (0 = all) or for the given indices.
+
+        With `self.loss_chunk_size` set, in training mode and with targets, `logits` is None (see the class).
         """
         outputs: BaseModelOutputWithPast = self.transformer(
             input_ids=input_ids,
@@ -378,11 +437,17 @@ class NanoChatForCausalLM(NanoChatPreTrainedModel, GenerationMixin):
             **kwargs,
         )
         hidden_states = slice_logits_to_keep(outputs.last_hidden_state, logits_to_keep)
-        logits = self.softcap_logits(self.lm_head(hidden_states))
+        has_targets = labels is not None or kwargs.get("shift_labels") is not None
 
-        loss = None
-        if labels is not None or kwargs.get("shift_labels") is not None:
-            loss = self.loss_function(logits=logits, labels=labels, vocab_size=self.config.vocab_size, **kwargs)
+        loss = logits = None
+        if has_targets and self.training and self.loss_chunk_size:
+            loss = chunked_softcap_cross_entropy(
+                hidden_states, self.lm_head, self.config.softcap, self.loss_chunk_size, labels=labels, **kwargs
+            )
+        else:
+            logits = self.softcap_logits(self.lm_head(hidden_states))
+            if has_targets:
+                loss = self.loss_function(logits=logits, labels=labels, vocab_size=self.config.vocab_size, **kwargs)
 
         return CausalLMOutputWithPast(
             loss=loss,

@@ -67,6 +67,46 @@ class PretrainArguments:
     warmdown_ratio: float = field(default=0.2, metadata={"help": "Fraction of steps of linear LR warm-down."})
     final_lr_frac: float = field(default=0.0, metadata={"help": "LR multiplier reached at the last step."})
 
+    # ---- memory (nanochat_hf/memory_modes.py; `nanochat-hf plan` shows what each mode costs)
+    memory_mode: str = field(
+        default="auto",
+        metadata={
+            "help": "auto | full | 24gb | 12gb | 8gb. auto: the least offloading mode the planner fits on the GPU "
+            "(full on the CPU). Each knob below overrides one setting of the mode; unset = the mode's value. "
+            "Activation checkpointing is TrainingArguments' own `activation_checkpointing` (true forces it on)."
+        },
+    )
+    weights_dtype: str | None = field(
+        default=None, metadata={"help": "float32 | bfloat16: matmul weights on the GPU."}
+    )
+    embedding_dtype: str | None = field(default=None, metadata={"help": "float32 | bfloat16: wte on the GPU."})
+    master_weights: str | None = field(default=None, metadata={"help": "gpu | cpu: where the fp32 master lives."})
+    grad_accumulation: str | None = field(
+        default=None, metadata={"help": "gpu | cpu: cpu streams gradients to fp32 sums in CPU RAM during backward."}
+    )
+    grad_bucket_layers: int | None = field(
+        default=None, metadata={"help": "With cpu accumulation: blocks whose gradients may be on the GPU at once."}
+    )
+    optimizer_location: str | None = field(default=None, metadata={"help": "gpu | cpu (with the master weights)."})
+    muon_momentum: str | None = field(default=None, metadata={"help": "full | 8bit (blockwise-quantised)."})
+    adamw_state: str | None = field(
+        default=None, metadata={"help": "full | 8bit: bitsandbytes AdamW8bit for wte and lm_head."}
+    )
+    paged_optimizer: bool | None = field(
+        default=None, metadata={"help": "bitsandbytes paged 8-bit AdamW (CUDA only; ignored for CPU state)."}
+    )
+    chunked_loss: bool | None = field(
+        default=None, metadata={"help": "Soft-capped cross entropy in chunks: the fp32 logits are never whole."}
+    )
+    loss_chunk_tokens: int | None = field(default=None, metadata={"help": "Tokens per loss chunk."})
+    fp8: bool = field(
+        default=False,
+        metadata={"help": "FP8 matmuls (torchao float8 through accelerate); needs compute capability >= 8.9."},
+    )
+    # Set by `parse_pretrain_arguments` when neither the YAML nor the command line gives
+    # `per_device_train_batch_size`: the planner then picks the largest micro-batch that fits the GPU.
+    micro_batch_from_planner: bool = field(default=False, init=False, repr=False)
+
     # ---- evaluation, samples, metrics
     eval_every: int = field(default=250, metadata={"help": "Validation bits-per-byte every N steps (0: never)."})
     eval_tokens: int = field(default=10_485_760, metadata={"help": "Validation tokens per evaluation."})
@@ -89,3 +129,9 @@ class PretrainArguments:
             raise UserInputError(f"--depth ({self.depth}) and --preset ({self.preset}) both set; choose one")
         if self.sequence_len <= 0:
             raise UserInputError(f"--sequence_len must be positive, got {self.sequence_len}")
+        from ..memory_modes import MEMORY_MODE_CHOICES
+
+        if self.memory_mode not in MEMORY_MODE_CHOICES:
+            raise UserInputError(
+                f"--memory_mode must be one of {', '.join(MEMORY_MODE_CHOICES)}, got {self.memory_mode!r}"
+            )

@@ -27,6 +27,7 @@ from ..tokenizer.token_bytes import TOKEN_BYTES_FILENAME
 from ..training_plan import plan_training
 from .arguments import PretrainArguments
 from .checkpoints import resolve_resume_checkpoint, set_aside_incomplete
+from .memory import check_fp8_support, enable_fp8, knob_overrides, resolve_memory_setup
 from .trainer import NanoChatPretrainer
 
 
@@ -121,7 +122,9 @@ def configure_training_args(training_args: TrainingArguments, plan) -> None:
     training_args.eval_strategy = "no"
 
 
-def describe(args: PretrainArguments, config: NanoChatConfig, plan, training_args, num_params: int) -> dict:
+def describe(
+    args: PretrainArguments, config: NanoChatConfig, plan, training_args, num_params: int, memory=None
+) -> dict:
     matmul_flops = flops_per_token(ModelShape.from_config(config))
     return {
         "model": {
@@ -147,6 +150,7 @@ def describe(args: PretrainArguments, config: NanoChatConfig, plan, training_arg
             "total_flops": float(matmul_flops) * plan.total_tokens,
         },
         "data": {"dataset": args.dataset, "tokenizer": args.tokenizer_name_or_path or "trained on the dataset"},
+        **({"memory": {**memory.describe(), "fp8": args.fp8}} if memory is not None else {}),
         "optimizer": {
             "matrix_lr": args.matrix_lr,
             "embedding_lr": args.embedding_lr,
@@ -174,7 +178,7 @@ def print_settings(settings: dict) -> None:
             print(f"  {section:<30} {values}")
 
 
-def print_hardware_plan(args: PretrainArguments, config: NanoChatConfig, plan) -> None:
+def print_hardware_plan(args: PretrainArguments, config: NanoChatConfig, plan, training_args) -> None:
     """The planner's memory/time/energy estimate for this run on the named (or detected) GPU."""
     from ..hardware import detect_gpu
     from ..planner import DEFAULT_PRICE_PER_KWH, make_plan, render_plan
@@ -187,6 +191,8 @@ def print_hardware_plan(args: PretrainArguments, config: NanoChatConfig, plan) -
     hardware_plan = make_plan(
         config.n_layer,
         gpu=gpu,
+        memory_mode=args.memory_mode,
+        knob_overrides=knob_overrides(args, training_args),
         shape=ModelShape.from_config(config),
         tokens=plan.total_tokens,
         total_batch_tokens=plan.total_batch_size,
@@ -209,11 +215,36 @@ def parse_pretrain_arguments(argv: list[str], default_config: str | None = None)
     if default_config is not None and "--config" not in argv:
         argv = ["--config", default_config, *argv]
     dry_run = any(arg.split("=")[0] in ("--dry_run", "--dry-run") for arg in argv)
-    if dry_run and not torch.cuda.is_available() and not any(arg.startswith(("--use_cpu", "--use-cpu")) for arg in argv):
+    if (
+        dry_run
+        and not torch.cuda.is_available()
+        and not any(arg.startswith(("--use_cpu", "--use-cpu")) for arg in argv)
+    ):
         # A dry run only plans; let a GPU config (bf16) be planned on a machine without a GPU.
         argv += ["--use_cpu", "true"]
     parser = TrlParser((PretrainArguments, TrainingArguments))
-    return parser.parse_args_and_config(argv)
+    args, training_args = parser.parse_args_and_config(argv)
+    # Without a micro-batch in the YAML or on the command line, the planner chooses it (on a GPU).
+    args.micro_batch_from_planner = not _sets_option(argv, "per_device_train_batch_size")
+    return args, training_args
+
+
+def _sets_option(argv: list[str], name: str) -> bool:
+    """Whether `--name` is on the command line or a key of the `--config` YAML."""
+    spellings = (f"--{name}", f"--{name.replace('_', '-')}")
+    if any(arg.split("=")[0] in spellings for arg in argv):
+        return True
+    for index, arg in enumerate(argv):
+        path = arg.split("=", 1)[1] if arg.startswith("--config=") else None
+        if arg == "--config" and index + 1 < len(argv):
+            path = argv[index + 1]
+        if path is not None:
+            import yaml
+
+            with open(path, encoding="utf-8") as f:
+                if name in (yaml.safe_load(f) or {}):
+                    return True
+    return False
 
 
 def run_pretraining(args: PretrainArguments, training_args: TrainingArguments, extra_callbacks=()):
@@ -239,6 +270,12 @@ def run_pretraining(args: PretrainArguments, training_args: TrainingArguments, e
     config = resolve_model_config(args, vocab_size=vocab_size)
     with torch.device("meta"):
         num_params = NanoChatForCausalLM(config).num_parameters()
+    # Memory mode and knobs: a mode that cannot fit the GPU, or FP8 where it cannot run, fails here.
+    memory = resolve_memory_setup(args, training_args, config, world_size=world_size)
+    if memory.micro_batch is not None:
+        training_args.per_device_train_batch_size = memory.micro_batch
+    if args.fp8:
+        check_fp8_support(training_args.device)
     plan = plan_training(
         num_params=num_params,
         total_batch_size=args.total_batch_size,
@@ -249,10 +286,10 @@ def run_pretraining(args: PretrainArguments, training_args: TrainingArguments, e
         target_tokens=args.target_tokens,
         target_param_data_ratio=args.target_param_data_ratio,
     )
-    settings = describe(args, config, plan, training_args, num_params)
+    settings = describe(args, config, plan, training_args, num_params, memory)
     if args.dry_run:
         print_settings(settings)
-        print_hardware_plan(args, config, plan)
+        print_hardware_plan(args, config, plan, training_args)
         return None
 
     # Open the data before building anything large: a bad path or a missing column fails here.
@@ -261,6 +298,8 @@ def run_pretraining(args: PretrainArguments, training_args: TrainingArguments, e
     )
     configure_training_args(training_args, plan)
     model = build_model(args, config, tokenizer)
+    if args.fp8:
+        enable_fp8(model)
     if training_args.process_index == 0:
         print_settings(settings)
 
@@ -288,6 +327,7 @@ def run_pretraining(args: PretrainArguments, training_args: TrainingArguments, e
             "final_lr_frac": args.final_lr_frac,
         },
         run_settings=settings,
+        memory_knobs=memory.knobs,
     )
     callbacks = [
         ThroughputCallback(

@@ -11,6 +11,12 @@ What it changes, and why:
   data position into each checkpoint *before* the checkpoint is complete (so a resume reads no data twice
   and skips none, without replaying batches: `ignore_data_skip=True`).
 - Safety: a non-finite loss stops the run at once, before anything is saved over the last good checkpoint.
+- Memory knobs (`memory_knobs`, see `training/memory.py`): the model gets its loss chunking, wte dtype and
+  activation checkpointing; the optimizer is the offloading engine (`optim/offload.py`) for modes that keep
+  the master weights in CPU RAM, `MemoryEfficientMuonAdamW` for 8-bit optimizer state, nanochat's own
+  otherwise. The engine is built here, before the Trainer moves the model: it takes exact fp32 masters from
+  the fp32 model and puts only the bf16 weights on the GPU. Its gradients never reach `param.grad` on the
+  GPU, so gradient clipping and the logged `grad_norm` come from its fp32 sums (clipped once per step).
 """
 
 import logging
@@ -21,6 +27,8 @@ from transformers import Trainer
 
 from ..data.pretrain import build_train_dataloader, consumed_rows, save_data_state
 from ..optim import adamw_param_groups_for_fallback, build_optimizer, get_nanochat_schedule
+from ..optim.offload import OffloadedMuonAdamW
+from .memory import apply_model_knobs, build_memory_optimizer
 from .model_card import write_model_card
 
 
@@ -38,11 +46,20 @@ class NanoChatPretrainer(Trainer):
         optimizer_settings: dict | None = None,
         schedule_settings: dict | None = None,
         run_settings: dict | None = None,
+        memory_knobs=None,
         **kwargs,
     ):
         self.optimizer_settings = dict(optimizer_settings or {})
         self.schedule_settings = dict(schedule_settings or {})
         self.run_settings = run_settings
+        self.memory_knobs = memory_knobs
+        if memory_knobs is not None:
+            model = kwargs["model"] if "model" in kwargs else args[0]
+            training_args = kwargs["args"] if "args" in kwargs else args[1]
+            apply_model_knobs(model, memory_knobs, training_args)
+            if memory_knobs.offloads and kwargs.get("optimizers", (None, None))[0] is None:
+                engine = build_memory_optimizer(model, memory_knobs, training_args, self.optimizer_settings)
+                kwargs["optimizers"] = (engine, kwargs.get("optimizers", (None, None))[1])
         super().__init__(*args, **kwargs)
 
     # ---- optimizer and schedule
@@ -61,8 +78,31 @@ class NanoChatPretrainer(Trainer):
             groups = adamw_param_groups_for_fallback(model, **lrs)
             self.optimizer = torch.optim.AdamW(groups)
         else:
-            self.optimizer = build_optimizer(model, **self.optimizer_settings)
+            if self.memory_knobs is not None:
+                self.optimizer = build_memory_optimizer(model, self.memory_knobs, self.args, self.optimizer_settings)
+            if self.optimizer is None:
+                self.optimizer = build_optimizer(model, **self.optimizer_settings)
         return self.optimizer
+
+    # ---- gradient clipping with the offloading engine (its gradients are fp32 sums in CPU RAM)
+
+    def offload_engine(self) -> OffloadedMuonAdamW | None:
+        optimizer = self.optimizer
+        while optimizer is not None and not isinstance(optimizer, OffloadedMuonAdamW):
+            optimizer = getattr(optimizer, "optimizer", None)  # accelerate's AcceleratedOptimizer wraps it
+        return optimizer
+
+    def _clip_grad_norm(self, model):
+        engine = self.offload_engine()
+        if engine is None:
+            return super()._clip_grad_norm(model)
+        return engine.clip_grad_norm_(self.args.max_grad_norm)
+
+    def _get_grad_norm(self, model, grad_norm=None):
+        engine = self.offload_engine()
+        if engine is not None and grad_norm is None:
+            grad_norm = engine.grad_norm()
+        return super()._get_grad_norm(model, grad_norm=grad_norm)
 
     def create_scheduler(self, num_training_steps: int, optimizer=None):
         if self.lr_scheduler is None:
