@@ -18,6 +18,8 @@ COMMAND_MODULES = [
     "nanochat_hf.commands.convert",
     "nanochat_hf.commands.plan",
     "nanochat_hf.commands.convert_tokenizer",
+    "nanochat_hf.commands.chat",
+    "nanochat_hf.commands.merge_lora",
 ]
 
 

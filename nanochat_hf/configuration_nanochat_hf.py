@@ -61,6 +61,8 @@ class NanoChatConfig(PretrainedConfig):
         "num_attention_heads": "n_head",
         "num_key_value_heads": "n_kv_head",
         "max_position_embeddings": "sequence_len",
+        # Generic code (trl's fused LM-head loss, transformers' built-in NanoChat) reads the soft-cap here.
+        "final_logit_softcapping": "softcap",
     }
 
     def __init__(

@@ -1,0 +1,95 @@
+"""Settings of a chat fine-tuning run (midtraining or SFT) that trl's `SFTConfig` and `ModelConfig` lack.
+
+A recipe YAML holds the fields of the three dataclasses side by side, as alignment-handbook recipes do:
+`ChatTrainingArguments` (this file), `trl.SFTConfig` (TrainingArguments + packing, max_length, ...) and
+`trl.ModelConfig` (model_name_or_path, dtype, use_peft, lora_*, load_in_4bit, ...).
+
+The two stages follow nanochat generation 1 (nanochat-facts §10.1, §10.2):
+
+| stage | trained tokens | LRs (x base) | LR multiplier | Muon momentum |
+|---|---|---|---|---|
+| `mid` | every token | 1.0 | 1, linear to 0 over the last 20 % | 0.85 -> 0.95 over 300 steps |
+| `sft` | nanochat's mask (assistant) | 0.02 | 1 - step/steps (linear to 0) | 0.95, constant |
+
+Any of them can be overridden; unset (None) fields take the stage's value.
+"""
+
+from dataclasses import dataclass, field
+
+from ..errors import UserInputError
+
+
+STAGE_DEFAULTS = {
+    "mid": {"init_lr_frac": 1.0, "warmdown_ratio": 0.2, "momentum_warmup_steps": 300, "train_on_all_tokens": True},
+    "sft": {"init_lr_frac": 0.02, "warmdown_ratio": 1.0, "momentum_warmup_steps": 0, "train_on_all_tokens": False},
+}
+OPTIMIZER_CHOICES = ("auto", "nanochat", "trainer")
+NANOCHAT_LORA_TARGET_MODULES = ["c_q", "c_k", "c_v", "c_proj", "c_fc"]  # c_proj: attention and MLP output both
+
+
+@dataclass
+class ChatTrainingArguments:
+    stage: str = field(default="sft", metadata={"help": "'mid' (midtraining) or 'sft'; sets the defaults below."})
+    tokenizer_name_or_path: str | None = field(
+        default=None, metadata={"help": "Tokenizer folder or Hub id (default: the model's own)."}
+    )
+
+    # ---- data
+    dataset_mixture: list[str] = field(
+        default_factory=lambda: ["embedded"],
+        metadata={"help": "Entries SOURCE[:SPLIT_OR_SIZE][*REPEAT], e.g. gsm8k, smoltalk:train[:10000], identity*2."},
+    )
+    eval_dataset_mixture: list[str] | None = field(default=None, metadata={"help": "Entries for evaluation."})
+    mixture_seed: int = field(default=42, metadata={"help": "Shuffle seed of the mixture (nanochat: 42)."})
+    synthetic_seed: int = field(default=0, metadata={"help": "Seed of the generated (synthetic) conversations."})
+    spelling_words_file: str | None = field(
+        default=None, metadata={"help": "Word list for spelling_bee / simple_spelling (e.g. dwyl's words_alpha.txt)."}
+    )
+    train_on_all_tokens: bool | None = field(
+        default=None, metadata={"help": "Targets on every token (mid) or only nanochat's assistant mask (sft)."}
+    )
+
+    # ---- optimizer
+    optimizer: str = field(
+        default="auto",
+        metadata={
+            "help": "nanochat = Muon+AdamW with nanochat's LRs (full fine-tunes); trainer = the Trainer's `optim` "
+            "and `learning_rate` (AdamW, adamw_bnb_8bit, paged_adamw_8bit, ...); auto = nanochat unless use_peft."
+        },
+    )
+    init_lr_frac: float | None = field(default=None, metadata={"help": "Multiplier of nanochat's base LRs."})
+    matrix_lr: float = field(default=0.02, metadata={"help": "Muon LR of the block matrices before init_lr_frac."})
+    embedding_lr: float = field(
+        default=0.2, metadata={"help": "AdamW LR of wte before init_lr_frac and (d/768)^-0.5."}
+    )
+    unembedding_lr: float = field(default=0.004, metadata={"help": "AdamW LR of lm_head, likewise."})
+    warmdown_ratio: float | None = field(default=None, metadata={"help": "Fraction of steps of linear LR decay."})
+    momentum_warmup_steps: int | None = field(
+        default=None, metadata={"help": "Muon momentum 0.85 -> 0.95 over this many steps (0: constant 0.95)."}
+    )
+
+    # ---- memory
+    loss_chunk_size: int | None = field(
+        default=None,
+        metadata={
+            "help": "Compute the soft-capped loss this many tokens at a time, never holding the whole float32 "
+            "B x T x V logits (d32: ~1.75 GiB per 2048-token row). Needs model code with `loss_chunk_size`."
+        },
+    )
+
+    def __post_init__(self):
+        if self.stage not in STAGE_DEFAULTS:
+            raise UserInputError(f"--stage {self.stage!r}: expected one of {sorted(STAGE_DEFAULTS)}")
+        if self.optimizer not in OPTIMIZER_CHOICES:
+            raise UserInputError(f"--optimizer {self.optimizer!r}: expected one of {OPTIMIZER_CHOICES}")
+        if isinstance(self.dataset_mixture, str):
+            self.dataset_mixture = [self.dataset_mixture]
+        for key, value in STAGE_DEFAULTS[self.stage].items():
+            if getattr(self, key) is None:
+                setattr(self, key, value)
+        if self.init_lr_frac <= 0:
+            raise UserInputError(f"--init_lr_frac must be positive, got {self.init_lr_frac}")
+        if self.loss_chunk_size is not None and self.loss_chunk_size <= 0:
+            raise UserInputError(f"--loss_chunk_size must be a positive number of tokens, got {self.loss_chunk_size}")
+        if self.momentum_warmup_steps < 0:
+            raise UserInputError(f"--momentum_warmup_steps must be >= 0, got {self.momentum_warmup_steps}")

@@ -1,0 +1,234 @@
+"""GPU memory of chat fine-tuning (SFT / midtraining): full fine-tune, LoRA and QLoRA.
+
+The companion of `planner.py` (pretraining) for `recipes/sft.py`, with the same activation, logits and
+overhead constants (hardware-and-budget.md §4), and bytes per parameter for each method:
+
+| method | frozen base | trained parameters (weights + grads + optimizer state) |
+|---|---|---|
+| full  | -                                    | fp32 4 + 4, nanochat: Muon momentum 4 (blocks) and AdamW 8 (wte, lm_head); AdamW 8; AdamW 8-bit ~2; autocast bf16 copies +2 |
+| lora  | bf16 2                               | adapters fp32 4 + 4 + AdamW 8 (8-bit: ~2) |
+| qlora | NF4 ~0.5 for block matrices (+ quantization constants), wte and lm_head bf16 2 | adapters bf16 (trl casts them) 2 + 2 + state 4 (8-bit: ~2) |
+
+LoRA adds r x (in + out) parameters per targeted Linear. Activations: eager bf16, 38 bytes per element
+of the B x T x d residual stream per block, or with per-block checkpointing each block's input (2 bytes)
+plus one block's worth; logits: the model's own float32 soft-capped loss keeps the whole B x T x V logits
+(14 bytes per element), or one chunk of them with `loss_chunk_tokens` (the SFT recipe's `loss_chunk_size`).
+Plus the CUDA context and a 5 % allocator margin.
+
+    python -m nanochat_hf.planner_finetune --depth 32 --gpu rtx4070
+"""
+
+import argparse
+import sys
+from dataclasses import dataclass, field
+
+from nanochat_hf.errors import UserInputError
+from nanochat_hf.flops import ModelShape, block_matrices, param_counts
+from nanochat_hf.hardware import GIB, get_gpu
+from nanochat_hf.planner import (
+    ACTIVATION_BYTES_EAGER,
+    ALLOCATOR_MARGIN,
+    CHECKPOINT_INPUT_BYTES,
+    CHECKPOINT_TRANSIENT_GRAD_BYTES,
+    CUDA_CONTEXT_BYTES,
+    LOGITS_BYTES_CHUNKED,
+    LOGITS_BYTES_WHOLE,
+)
+
+
+METHODS = ("full", "lora", "qlora")
+DEFAULT_OPTIMIZER = {"full": "nanochat", "lora": "adamw", "qlora": "paged_adamw_8bit"}
+OPTIMIZERS = ("nanochat", "adamw", "adamw_8bit", "paged_adamw_8bit")
+LORA_TARGET_MODULES = ("c_q", "c_k", "c_v", "c_proj", "c_fc")
+
+# bitsandbytes NF4: two 4-bit values per byte, one absmax per block of 64 values; with double
+# quantization the absmax are stored in 8 bits with one fp32 constant per 256 of them.
+NF4_BYTES_PER_PARAM = 0.5
+NF4_BLOCK = 64
+DOUBLE_QUANT_BLOCK = 256
+# 8-bit optimizer state (bitsandbytes, blockwise): 1 byte per value and state, 2 states for AdamW.
+ADAMW_8BIT_BYTES = 2
+
+
+def lora_parameter_count(shape: ModelShape, r: int, targets=LORA_TARGET_MODULES) -> int:
+    """Parameters LoRA adds: r x (in + out) for each targeted Linear (`c_proj` names two per block)."""
+    total = 0
+    for layer in range(shape.n_layer):
+        for tensor in block_matrices(shape, layer):
+            module = tensor.name.split(".")[-2]
+            if module in targets:
+                total += r * (tensor.rows + tensor.cols)
+    return total
+
+
+def nf4_bytes(numel: int, double_quant: bool = True) -> int:
+    """Storage of `numel` weights in bitsandbytes NF4, quantization constants included."""
+    blocks = -(-numel // NF4_BLOCK)
+    constants = blocks + 4 * -(-blocks // DOUBLE_QUANT_BLOCK) if double_quant else 4 * blocks
+    return int(numel * NF4_BYTES_PER_PARAM) + constants
+
+
+@dataclass
+class FinetunePlan:
+    method: str
+    depth: int
+    gpu: str
+    gpu_memory_bytes: int
+    micro_batch: int
+    sequence_len: int
+    optimizer: str
+    activation_checkpointing: bool
+    trained_params: int
+    components: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(self.components.values())
+
+    @property
+    def usable_bytes(self) -> int:
+        return int(self.gpu_memory_bytes * (1 - ALLOCATOR_MARGIN))
+
+    @property
+    def fits(self) -> bool:
+        return self.total_bytes <= self.usable_bytes
+
+
+def _trained_state_bytes(numel: int, weight_bytes: int, optimizer: str) -> tuple[int, int, int]:
+    """(weights, gradients, optimizer state) of trained parameters in `weight_bytes` precision."""
+    if optimizer in ("adamw_8bit", "paged_adamw_8bit"):
+        state = ADAMW_8BIT_BYTES * numel
+    else:
+        state = 2 * weight_bytes * numel  # AdamW m and v in the parameter's dtype
+    return weight_bytes * numel, weight_bytes * numel, state
+
+
+def plan_finetune(
+    depth: int = 32,
+    method: str = "qlora",
+    *,
+    gpu: str = "rtx4070",
+    micro_batch: int = 1,
+    sequence_len: int = 2048,
+    vocab_size: int = 65536,
+    lora_r: int = 16,
+    lora_targets=LORA_TARGET_MODULES,
+    optimizer: str | None = None,
+    activation_checkpointing: bool = True,
+    double_quant: bool = True,
+    loss_chunk_tokens: int | None = None,
+    shape: ModelShape | None = None,
+) -> FinetunePlan:
+    """Predicted peak GPU memory of one fine-tuning run, by component."""
+    if method not in METHODS:
+        raise UserInputError(f"method {method!r}: expected one of {METHODS}")
+    optimizer = optimizer or DEFAULT_OPTIMIZER[method]
+    if optimizer not in OPTIMIZERS:
+        raise UserInputError(f"optimizer {optimizer!r}: expected one of {OPTIMIZERS}")
+    if optimizer == "nanochat" and method != "full":
+        raise UserInputError("the nanochat optimizer (Muon + AdamW) is for full fine-tunes; LoRA uses AdamW")
+    shape = shape or ModelShape.from_depth(depth, vocab_size=vocab_size, sequence_len=sequence_len)
+    gpu_spec = get_gpu(gpu)
+    counts = param_counts(shape)
+    head_and_embedding = counts.embedding + counts.lm_head
+    components: dict[str, int] = {}
+
+    if method == "full":
+        trained = counts.total
+        weights, grads, state = _trained_state_bytes(trained, 4, optimizer if optimizer != "nanochat" else "adamw")
+        if optimizer == "nanochat":  # Muon: one fp32 momentum per block weight; AdamW for wte and lm_head
+            state = 4 * counts.blocks + 8 * head_and_embedding
+        components["weights (fp32)"] = weights
+        components["gradients (fp32)"] = grads
+        components[f"optimizer state ({optimizer})"] = state
+        components["autocast bf16 weight copies"] = 2 * counts.matmul
+    else:
+        trained = lora_parameter_count(shape, lora_r, lora_targets)
+        if method == "lora":
+            components["base weights (bf16, frozen)"] = 2 * counts.total
+            adapter_bytes = 4  # peft keeps adapters in fp32
+        else:
+            components["base block weights (NF4, frozen)"] = nf4_bytes(counts.blocks, double_quant)
+            components["wte + lm_head (bf16, frozen)"] = 2 * head_and_embedding
+            # Each quantized matmul dequantizes its weight to bf16 for the duration of the product.
+            largest = max(t.numel for t in block_matrices(shape, 0))
+            components["dequantized weight (transient)"] = 2 * largest
+            adapter_bytes = 2  # trl casts QLoRA adapters to bf16
+        weights, grads, state = _trained_state_bytes(trained, adapter_bytes, optimizer)
+        components["LoRA adapters"] = weights
+        components["LoRA gradients"] = grads
+        components[f"optimizer state ({optimizer})"] = state
+
+    elements = micro_batch * shape.sequence_len * shape.n_embd
+    if activation_checkpointing:
+        saved = shape.n_layer * CHECKPOINT_INPUT_BYTES * elements
+        saved += (ACTIVATION_BYTES_EAGER + CHECKPOINT_TRANSIENT_GRAD_BYTES) * elements
+    else:
+        saved = shape.n_layer * ACTIVATION_BYTES_EAGER * elements
+    components["activations"] = saved
+    tokens = micro_batch * shape.sequence_len
+    if loss_chunk_tokens:  # `loss_chunk_size`: one chunk of logits at a time
+        components["logits and loss (fp32, chunked)"] = (
+            min(loss_chunk_tokens, tokens) * shape.vocab_size * LOGITS_BYTES_CHUNKED
+        )
+    else:
+        components["logits and loss (fp32, soft-capped)"] = tokens * shape.vocab_size * LOGITS_BYTES_WHOLE
+    components["CUDA context"] = CUDA_CONTEXT_BYTES
+    return FinetunePlan(
+        method=method,
+        depth=shape.n_layer,
+        gpu=gpu_spec.key,
+        gpu_memory_bytes=gpu_spec.memory_bytes,
+        micro_batch=micro_batch,
+        sequence_len=shape.sequence_len,
+        optimizer=optimizer,
+        activation_checkpointing=activation_checkpointing,
+        trained_params=trained,
+        components=components,
+    )
+
+
+def render_finetune_plan(plan: FinetunePlan) -> str:
+    lines = [
+        f"d{plan.depth} {plan.method} fine-tune on {plan.gpu} ({plan.gpu_memory_bytes / GIB:.1f} GiB): micro-batch "
+        f"{plan.micro_batch} x {plan.sequence_len}, optimizer {plan.optimizer}, activation checkpointing "
+        f"{'on' if plan.activation_checkpointing else 'off'}; {plan.trained_params:,} trained parameters",
+    ]
+    for name, n_bytes in plan.components.items():
+        lines.append(f"  {name:<40} {n_bytes / GIB:7.2f} GiB")
+    verdict = "fits" if plan.fits else "does NOT fit"
+    lines.append(
+        f"  {'total':<40} {plan.total_bytes / GIB:7.2f} GiB  ({verdict}: {plan.usable_bytes / GIB:.2f} GiB usable)"
+    )
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description="GPU memory of full / LoRA / QLoRA chat fine-tuning of nanochat.")
+    parser.add_argument("--depth", type=int, default=32)
+    parser.add_argument("--gpu", default="rtx4070")
+    parser.add_argument("--micro-batch", type=int, default=1)
+    parser.add_argument("--sequence-len", type=int, default=2048)
+    parser.add_argument("--lora-r", type=int, default=16)
+    parser.add_argument("--no-checkpointing", action="store_true")
+    args = parser.parse_args(argv)
+    try:
+        for method in METHODS:
+            plan = plan_finetune(
+                args.depth,
+                method,
+                gpu=args.gpu,
+                micro_batch=args.micro_batch,
+                sequence_len=args.sequence_len,
+                lora_r=args.lora_r,
+                activation_checkpointing=not args.no_checkpointing,
+            )
+            print(render_finetune_plan(plan), end="\n\n")
+    except (UserInputError, KeyError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,81 @@
+"""The CPU quickstart end to end, in one command: pretrain, fine-tune into a chat model, ask it something.
+
+    python recipes/quickstart.py
+    python recipes/quickstart.py --prompt "How many r are in the word strawberry?"
+
+1. Pretraining (recipes/configs/pretrain_cpu_quickstart.yaml): a tokenizer and a depth-4 nanochat on text
+   that ships with Python -> runs/quickstart/final.
+2. SFT (recipes/configs/sft_cpu_quickstart.yaml): the embedded synthetic chats (arithmetic with calculator
+   calls, letter counting, spelling, identity) -> runs/quickstart-sft/final.
+3. One question to the chat model, answered with the calculator tool when it decides to use it.
+
+No GPU, no download; several minutes on 2 CPU cores. A stage whose output folder exists is skipped (delete
+the folder to redo it). The chat model then also works with `nanochat-hf chat runs/quickstart-sft/final`.
+"""
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+
+CONFIGS = Path(__file__).resolve().parent / "configs"
+PRETRAIN_CONFIG = CONFIGS / "pretrain_cpu_quickstart.yaml"
+SFT_CONFIG = CONFIGS / "sft_cpu_quickstart.yaml"
+DEFAULT_PROMPT = "Sam has 12 apples. Sam buys 3 packs with 5 apples in each pack. How many apples does Sam have now?"
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description="CPU quickstart: pretrain, SFT, then a one-shot chat answer.")
+    parser.add_argument("--prompt", default=DEFAULT_PROMPT)
+    parser.add_argument("--output-root", default=None, help="put both runs under this folder (default: the configs')")
+    options = parser.parse_args(argv)
+    pretrain_overrides, sft_overrides = [], []
+    if options.output_root is not None:
+        pretrain_overrides = ["--output_dir", str(Path(options.output_root) / "quickstart")]
+        sft_overrides = ["--output_dir", str(Path(options.output_root) / "quickstart-sft")]
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+
+    from nanochat_hf.chat.engine import ChatEngine, load_chat_model
+    from nanochat_hf.chat.sft import parse_chat_arguments, run_sft
+    from nanochat_hf.errors import UserInputError
+    from nanochat_hf.training.pretrain import parse_pretrain_arguments, run_pretraining
+
+    try:
+        args, training_args = parse_pretrain_arguments(["--config", str(PRETRAIN_CONFIG), *pretrain_overrides])
+        base = Path(training_args.output_dir) / "final"
+        if base.exists():
+            print(f"[1/3] {base} exists: skipping pretraining")
+        else:
+            print("[1/3] pretraining the base model")
+            base = run_pretraining(args, training_args)
+
+        args, training_args, model_args = parse_chat_arguments(
+            ["--config", str(SFT_CONFIG), "--model_name_or_path", str(base), *sft_overrides]
+        )
+        chat_model = Path(training_args.output_dir) / "final"
+        if chat_model.exists():
+            print(f"[2/3] {chat_model} exists: skipping SFT")
+        else:
+            print("[2/3] fine-tuning it into a chat model")
+            chat_model = run_sft(args, training_args, model_args)
+
+        model, tokenizer = load_chat_model(str(chat_model), device="cpu")
+        print(f"[3/3] asking {chat_model}\n\nUser: {options.prompt}\nAssistant: ", end="", flush=True)
+
+        def show(event):
+            text = "<<" if event.kind == "python" and not event.text else event.text
+            print(f"={text}>>" if event.kind == "python_output" else text, end="", flush=True)
+
+        ChatEngine(model, tokenizer).generate(
+            [{"role": "user", "content": options.prompt}], temperature=0, on_event=show
+        )
+        print(f"\n\nKeep chatting: nanochat-hf chat {chat_model}")
+    except UserInputError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,35 @@
+"""Supervised fine-tuning of a nanochat model into a chat model with trl's SFTTrainer (nanochat generation 1).
+
+    python recipes/sft.py --config recipes/configs/sft_cpu_quickstart.yaml
+    accelerate launch --config_file accelerate_configs/multi_gpu.yaml recipes/sft.py \
+        --config recipes/configs/sft_d32_8xh100.yaml
+    python recipes/sft.py --config recipes/configs/sft_d32_qlora_rtx4070.yaml     # one 12 GB GPU
+
+Any YAML field (nanochat_hf.chat.ChatTrainingArguments, trl.SFTConfig, trl.ModelConfig) can be overridden
+on the command line: `--model_name_or_path runs/d20-mid/final --max_steps 100`.
+The result is output_dir/final: a chat model (or, with use_peft, a LoRA adapter: merge it with
+`nanochat-hf merge-lora`). Talk to it with `nanochat-hf chat output_dir/final`.
+"""
+
+import logging
+import sys
+
+from nanochat_hf.errors import UserInputError
+
+
+def main(argv=None, default_config: str | None = None) -> int:
+    from nanochat_hf.chat.sft import parse_chat_arguments, run_sft
+
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    try:
+        args, training_args, model_args = parse_chat_arguments(sys.argv[1:] if argv is None else argv, default_config)
+        final_dir = run_sft(args, training_args, model_args)
+    except UserInputError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"chat model written to {final_dir}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
