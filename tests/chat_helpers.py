@@ -70,6 +70,8 @@ def save_tiny_model(
 
 def chat_args(output_dir, model, **overrides):
     """(ChatTrainingArguments, SFTConfig, ModelConfig) of a tiny CPU fine-tuning run; `overrides` as on the command line."""
+    from helpers import to_argv
+
     from nanochat_hf.chat.sft import parse_chat_arguments
 
     settings = {
@@ -90,10 +92,7 @@ def chat_args(output_dir, model, **overrides):
         "seed": 0,
     }
     settings.update(overrides)
-    argv = []
-    for key, value in settings.items():
-        argv += [f"--{key}", *(value if isinstance(value, list) else [str(value)])]
-    return parse_chat_arguments(argv)
+    return parse_chat_arguments(to_argv(settings))
 
 
 class Capture(TrainerCallback):

@@ -27,3 +27,11 @@ def tiny_config():
     from nanochat_hf import NanoChatConfig
 
     return NanoChatConfig(n_layer=2, n_embd=64, n_head=4, n_kv_head=2, vocab_size=256, sequence_len=64)
+
+
+@pytest.fixture(scope="session")
+def tokenizer_dir(tmp_path_factory):
+    """A 512-token tokenizer trained once per test session on the embedded corpus."""
+    from helpers import write_tiny_tokenizer
+
+    return write_tiny_tokenizer(tmp_path_factory.mktemp("tok") / "tokenizer")

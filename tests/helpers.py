@@ -116,3 +116,52 @@ def write_nanochat_tokenizer_dir(folder, texts, vocab_size: int):
     with open(Path(folder) / "tokenizer.pkl", "wb") as f:
         pickle.dump(encoding, f)
     return encoding
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Tiny CPU recipe runs
+
+# A tiny pretraining run: depth 2 (width 128), rows of 32 tokens, 1,024 tokens per step (2 x 16 rows).
+TINY_PRETRAIN_SETTINGS = {
+    "depth": 2,
+    "sequence_len": 32,
+    "dataset": "embedded",
+    "total_batch_size": 1024,
+    "max_steps": 6,
+    "eval_every": 0,
+    "sample_every": 0,
+    "per_device_train_batch_size": 16,
+    "use_cpu": True,
+    "bf16": False,
+    "logging_steps": 1,
+    "save_strategy": "no",
+    "report_to": "none",
+    "disable_tqdm": True,
+    "seed": 0,
+}
+
+
+def to_argv(settings: dict) -> list[str]:
+    """`--key value` arguments as the recipes take them (a list value becomes several values)."""
+    argv = []
+    for key, value in settings.items():
+        argv += [f"--{key}", *(value if isinstance(value, list) else [str(value)])]
+    return argv
+
+
+def tiny_pretrain_argv(output_dir, tokenizer_dir, **overrides) -> list[str]:
+    settings = {**TINY_PRETRAIN_SETTINGS, "tokenizer_name_or_path": str(tokenizer_dir), "output_dir": str(output_dir)}
+    return to_argv({**settings, **overrides})
+
+
+def write_tiny_tokenizer(folder, vocab_size: int = 512):
+    """A small nanochat tokenizer trained on the embedded corpus, saved with its token_bytes.pt."""
+    from nanochat_hf.data.sources import open_text_source
+    from nanochat_hf.tokenizer import compute_token_bytes, train_tokenizer
+    from nanochat_hf.tokenizer.bpe import save_tokenizer_folder
+
+    texts = open_text_source("embedded").iter_documents("train")
+    tokenizer = train_tokenizer(
+        texts, vocab_size=vocab_size, max_chars=1_000_000, model_max_length=64, show_progress=False
+    )
+    return save_tokenizer_folder(tokenizer, folder, token_bytes=compute_token_bytes(tokenizer))

@@ -21,11 +21,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import randomize_
+from helpers import randomize_, tiny_pretrain_argv
 from transformers import TrainerCallback, TrainingArguments
 
 from nanochat_hf import NanoChatConfig, NanoChatForCausalLM
-from nanochat_hf.data.sources import open_text_source
 from nanochat_hf.errors import UserInputError
 from nanochat_hf.flops import ModelShape
 from nanochat_hf.hardware import get_gpu
@@ -36,8 +35,6 @@ from nanochat_hf.optim.muon_adamw import NanoChatMuonAdamW
 from nanochat_hf.optim.offload import OffloadedMuonAdamW
 from nanochat_hf.optim.quantized_state import dequantize
 from nanochat_hf.planner import static_memory
-from nanochat_hf.tokenizer import compute_token_bytes, train_tokenizer
-from nanochat_hf.tokenizer.bpe import save_tokenizer_folder
 from nanochat_hf.training import PretrainArguments
 from nanochat_hf.training.memory import check_fp8_support, resolve_memory_setup
 from nanochat_hf.training.pretrain import parse_pretrain_arguments, run_pretraining
@@ -204,38 +201,9 @@ def test_offload_engine_with_8bit_momentum_runs_and_tracks_full_momentum():
 # The modes through the recipe
 
 
-@pytest.fixture(scope="module")
-def tokenizer_dir(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("tok") / "tokenizer"
-    texts = open_text_source("embedded").iter_documents("train")
-    tokenizer = train_tokenizer(texts, vocab_size=512, max_chars=1_000_000, model_max_length=64, show_progress=False)
-    save_tokenizer_folder(tokenizer, folder, token_bytes=compute_token_bytes(tokenizer))
-    return folder
-
-
 def recipe_argv(output_dir, tokenizer_dir, **overrides):
     """A tiny CPU run: depth 2, 32 tokens per row, 1,024 tokens per step = 2 micro-steps of 16 rows."""
-    settings = {
-        "depth": 2,
-        "sequence_len": 32,
-        "tokenizer_name_or_path": str(tokenizer_dir),
-        "dataset": "embedded",
-        "total_batch_size": 1024,
-        "max_steps": 4,
-        "eval_every": 0,
-        "sample_every": 0,
-        "output_dir": str(output_dir),
-        "per_device_train_batch_size": 16,
-        "use_cpu": True,
-        "bf16": False,
-        "logging_steps": 1,
-        "save_strategy": "no",
-        "report_to": "none",
-        "disable_tqdm": True,
-        "seed": 0,
-    }
-    settings.update(overrides)
-    return [item for key, value in settings.items() for item in (f"--{key}", str(value))]
+    return tiny_pretrain_argv(output_dir, tokenizer_dir, **{"max_steps": 4, **overrides})
 
 
 class Inspect(TrainerCallback):

@@ -8,13 +8,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import REMOTE_LOAD_SCRIPT
+from helpers import REMOTE_LOAD_SCRIPT, tiny_pretrain_argv
 from transformers import TrainerCallback
 
-from nanochat_hf.data.sources import open_text_source
 from nanochat_hf.errors import UserInputError
-from nanochat_hf.tokenizer import compute_token_bytes, train_tokenizer
-from nanochat_hf.tokenizer.bpe import save_tokenizer_folder
 from nanochat_hf.training import NonFiniteLossError
 from nanochat_hf.training.checkpoints import last_good_checkpoint, resolve_resume_checkpoint
 from nanochat_hf.training.pretrain import parse_pretrain_arguments, run_pretraining
@@ -23,41 +20,8 @@ from nanochat_hf.training.pretrain import parse_pretrain_arguments, run_pretrain
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="module")
-def tokenizer_dir(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("tok") / "tokenizer"
-    texts = open_text_source("embedded").iter_documents("train")
-    tokenizer = train_tokenizer(texts, vocab_size=512, max_chars=1_000_000, model_max_length=64, show_progress=False)
-    save_tokenizer_folder(tokenizer, folder, token_bytes=compute_token_bytes(tokenizer))
-    return folder
-
-
 def tiny_args(output_dir, tokenizer_dir, **overrides):
-    """Command-line arguments of a tiny CPU run (depth 2 = width 128, sequence 32, 1,024 tokens per step)."""
-    settings = {
-        "depth": 2,
-        "sequence_len": 32,
-        "tokenizer_name_or_path": str(tokenizer_dir),
-        "dataset": "embedded",
-        "total_batch_size": 1024,
-        "max_steps": 6,
-        "eval_every": 0,
-        "sample_every": 0,
-        "output_dir": str(output_dir),
-        "per_device_train_batch_size": 16,
-        "use_cpu": True,
-        "bf16": False,
-        "logging_steps": 1,
-        "save_strategy": "no",
-        "report_to": "none",
-        "disable_tqdm": True,
-        "seed": 0,
-    }
-    settings.update(overrides)
-    argv = []
-    for key, value in settings.items():
-        argv += [f"--{key}", str(value)]
-    return argv
+    return tiny_pretrain_argv(output_dir, tokenizer_dir, **overrides)
 
 
 def run(argv, callbacks=()):
