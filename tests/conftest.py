@@ -35,3 +35,13 @@ def tokenizer_dir(tmp_path_factory):
     from helpers import write_tiny_tokenizer
 
     return write_tiny_tokenizer(tmp_path_factory.mktemp("tok") / "tokenizer")
+
+
+@pytest.fixture(scope="module")
+def one_cpu_thread():
+    """Tiny tensors gain nothing from intra-op threads, which only spin-wait on a busy 2-core machine.
+    Modules opt in with `pytestmark = pytest.mark.usefixtures("one_cpu_thread")`."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

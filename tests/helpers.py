@@ -2,6 +2,7 @@
 
 import torch
 import torch.nn.functional as F
+from transformers import TrainerCallback
 
 
 def randomize_(model, seed: int = 0, scale: float = 0.3):
@@ -165,3 +166,14 @@ def write_tiny_tokenizer(folder, vocab_size: int = 512):
         texts, vocab_size=vocab_size, max_chars=1_000_000, model_max_length=64, show_progress=False
     )
     return save_tokenizer_folder(tokenizer, folder, token_bytes=compute_token_bytes(tokenizer))
+
+
+class KillAtStep(TrainerCallback):
+    """Stops the run like a kill, just before step `step + 1` begins."""
+
+    def __init__(self, step):
+        self.step = step
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        if state.global_step == self.step:
+            raise KeyboardInterrupt(f"killed before step {self.step + 1}")

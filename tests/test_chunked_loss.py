@@ -15,13 +15,7 @@ from nanochat_hf import NanoChatConfig, NanoChatForCausalLM
 CONFIG = dict(n_layer=2, n_embd=64, n_head=4, n_kv_head=2, vocab_size=300, sequence_len=32)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_cpu_thread():
-    """Tiny tensors gain nothing from intra-op threads, which only spin-wait on a busy 2-core machine."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_cpu_thread")
 
 
 def model_pair(chunk_size):

@@ -24,13 +24,7 @@ from nanochat_hf.planner import static_memory
 CONFIG = dict(n_layer=3, n_embd=64, n_head=4, n_kv_head=2, vocab_size=256, sequence_len=16)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_cpu_thread():
-    """Tiny tensors gain nothing from intra-op threads, which only spin-wait on a busy 2-core machine."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_cpu_thread")
 
 
 def tiny_model(seed=0, scale=0.2, **overrides):

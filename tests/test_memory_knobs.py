@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import randomize_, tiny_pretrain_argv
+from helpers import KillAtStep, randomize_, tiny_pretrain_argv
 from transformers import TrainerCallback, TrainingArguments
 
 from nanochat_hf import NanoChatConfig, NanoChatForCausalLM
@@ -43,13 +43,7 @@ from nanochat_hf.training.pretrain import parse_pretrain_arguments, run_pretrain
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_cpu_thread():
-    """Tiny tensors gain nothing from intra-op threads, which only spin-wait on a busy 2-core machine."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_cpu_thread")
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -247,15 +241,6 @@ def test_8gb_mode_is_12gb_with_activation_checkpointing(tmp_path, tokenizer_dir)
     assert eight.checkpointing and not twelve.checkpointing
     assert eight.loss_chunk_size == twelve.loss_chunk_size == MEMORY_MODES["12gb"].loss_chunk_tokens
     assert [e["loss"] for e in eight_log] == pytest.approx([e["loss"] for e in twelve_log], abs=1e-5)
-
-
-class KillAtStep(TrainerCallback):
-    def __init__(self, step):
-        self.step = step
-
-    def on_step_begin(self, args, state, control, **kwargs):
-        if state.global_step == self.step:
-            raise KeyboardInterrupt(f"killed before step {self.step + 1}")
 
 
 def test_12gb_mode_resumes_exactly_from_its_checkpoint(tmp_path, tokenizer_dir):

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import REMOTE_LOAD_SCRIPT, tiny_pretrain_argv
+from helpers import REMOTE_LOAD_SCRIPT, KillAtStep, tiny_pretrain_argv
 from transformers import TrainerCallback
 
 from nanochat_hf.errors import UserInputError
@@ -51,15 +51,6 @@ def test_micro_batch_times_accumulation_is_what_counts(tmp_path, tokenizer_dir):
     assert a.keys() == b.keys() == set(range(1, 7))
     for step in a:
         assert a[step] == pytest.approx(b[step], abs=1e-4), step
-
-
-class KillAtStep(TrainerCallback):
-    def __init__(self, step):
-        self.step = step
-
-    def on_step_begin(self, args, state, control, **kwargs):
-        if state.global_step == self.step:
-            raise KeyboardInterrupt(f"killed before step {self.step + 1}")
 
 
 def test_kill_and_resume_reproduces_the_uninterrupted_losses(tmp_path, tokenizer_dir):

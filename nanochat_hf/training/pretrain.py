@@ -17,12 +17,15 @@ from transformers import AutoTokenizer, TrainingArguments, set_seed
 from ..callbacks import EnergyCallback, SampleCallback, ThroughputCallback, ValBpbCallback, add_metric_callbacks
 from ..configuration_nanochat_hf import NanoChatConfig
 from ..data.pretrain import build_pretrain_datasets, load_data_state
-from ..data.sources import open_text_source
 from ..errors import UserInputError
 from ..flops import ModelShape, flops_per_token
 from ..modeling_nanochat_hf import NanoChatForCausalLM
-from ..tokenizer import compute_token_bytes, load_token_bytes, train_tokenizer
-from ..tokenizer.bpe import save_tokenizer_folder
+from ..tokenizer import (
+    TokenizerTrainingArguments,
+    compute_token_bytes,
+    load_token_bytes,
+    train_tokenizer_from_source,
+)
 from ..tokenizer.token_bytes import TOKEN_BYTES_FILENAME
 from ..training_plan import plan_training
 from .arguments import PretrainArguments
@@ -67,14 +70,15 @@ def load_or_train_tokenizer(args: PretrainArguments, output_dir: str, is_main_pr
         location = os.path.join(output_dir, "tokenizer")
         if not os.path.isdir(location) and is_main_process:
             logger.info("training a %d-token tokenizer on %s", args.tokenizer_vocab_size, args.dataset)
-            source = open_text_source(args.dataset)
-            trained = train_tokenizer(
-                source.iter_documents("train"),
-                vocab_size=args.tokenizer_vocab_size,
-                max_chars=args.tokenizer_max_chars,
-                model_max_length=args.sequence_len,
+            train_tokenizer_from_source(
+                TokenizerTrainingArguments(
+                    output_dir=location,
+                    dataset=args.dataset,
+                    vocab_size=args.tokenizer_vocab_size,
+                    max_chars=args.tokenizer_max_chars,
+                    model_max_length=args.sequence_len,
+                )
             )
-            save_tokenizer_folder(trained, location, token_bytes=compute_token_bytes(trained))
         wait_for_everyone()
     try:
         tokenizer = AutoTokenizer.from_pretrained(location)
