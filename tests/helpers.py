@@ -159,7 +159,7 @@ def write_tiny_tokenizer(folder, vocab_size: int = 512):
     """A small nanochat tokenizer trained on the embedded corpus, saved with its token_bytes.pt."""
     from nanochat_hf.data.sources import open_text_source
     from nanochat_hf.tokenizer import compute_token_bytes, train_tokenizer
-    from nanochat_hf.tokenizer.bpe import save_tokenizer_folder
+    from nanochat_hf.tokenizer.folder import save_tokenizer_folder
 
     texts = open_text_source("embedded").iter_documents("train")
     tokenizer = train_tokenizer(

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from nanochat_hf.errors import UserInputError
-from nanochat_hf.hardware import (
+from nanochat_hf.planning.gpus import (
     GIB,
     detect_gpu,
     get_gpu,

@@ -14,11 +14,11 @@ import torch
 from helpers import randomize_
 
 from nanochat_hf import NanoChatConfig, NanoChatForCausalLM
-from nanochat_hf.flops import ModelShape
-from nanochat_hf.memory_modes import MEMORY_MODES
 from nanochat_hf.optim import build_optimizer
 from nanochat_hf.optim.offload import MASTER_WEIGHT_KEY, OffloadedMuonAdamW
-from nanochat_hf.planner import static_memory
+from nanochat_hf.planning.flops import ModelShape
+from nanochat_hf.planning.memory import static_memory
+from nanochat_hf.planning.memory_modes import MEMORY_MODES
 
 
 CONFIG = dict(n_layer=3, n_embd=64, n_head=4, n_kv_head=2, vocab_size=256, sequence_len=16)

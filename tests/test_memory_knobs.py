@@ -22,22 +22,26 @@ from pathlib import Path
 import pytest
 import torch
 from helpers import KillAtStep, randomize_, tiny_pretrain_argv
-from transformers import TrainerCallback, TrainingArguments
+from transformers import TrainerCallback
 
 from nanochat_hf import NanoChatConfig, NanoChatForCausalLM
 from nanochat_hf.errors import UserInputError
-from nanochat_hf.flops import ModelShape
-from nanochat_hf.hardware import get_gpu
-from nanochat_hf.memory_modes import MEMORY_MODES
 from nanochat_hf.optim import nanochat_param_groups
 from nanochat_hf.optim.memory_efficient import MemoryEfficientMuonAdamW
 from nanochat_hf.optim.muon_adamw import NanoChatMuonAdamW
 from nanochat_hf.optim.offload import OffloadedMuonAdamW
 from nanochat_hf.optim.quantized_state import dequantize
-from nanochat_hf.planner import static_memory
-from nanochat_hf.training import PretrainArguments
+from nanochat_hf.planning.flops import ModelShape
+from nanochat_hf.planning.gpus import get_gpu
+from nanochat_hf.planning.memory import static_memory
+from nanochat_hf.planning.memory_modes import MEMORY_MODES
+from nanochat_hf.training import (
+    PretrainArguments,
+    PretrainTrainingArguments,
+    parse_pretrain_arguments,
+    run_pretraining,
+)
 from nanochat_hf.training.memory import check_fp8_support, resolve_memory_setup
-from nanochat_hf.training.pretrain import parse_pretrain_arguments, run_pretraining
 
 
 REPO = Path(__file__).resolve().parents[1]
@@ -239,7 +243,7 @@ def test_8gb_mode_is_12gb_with_activation_checkpointing(tmp_path, tokenizer_dir)
     twelve, twelve_log = run(recipe_argv(tmp_path / "12gb", tokenizer_dir, memory_mode="12gb"))
     eight, eight_log = run(recipe_argv(tmp_path / "8gb", tokenizer_dir, memory_mode="8gb"))
     assert eight.checkpointing and not twelve.checkpointing
-    assert eight.loss_chunk_size == twelve.loss_chunk_size == MEMORY_MODES["12gb"].loss_chunk_tokens
+    assert eight.loss_chunk_size == twelve.loss_chunk_size == MEMORY_MODES["12gb"].loss_chunk_size
     assert [e["loss"] for e in eight_log] == pytest.approx([e["loss"] for e in twelve_log], abs=1e-5)
 
 
@@ -301,24 +305,23 @@ def test_settings_record_the_resolved_mode(tmp_path, tokenizer_dir):
 
 def d32_arguments(tmp_path, memory_mode="auto", micro_batch=None, **knobs):
     args = PretrainArguments(preset="d32", memory_mode=memory_mode, **knobs)
-    args.micro_batch_from_planner = micro_batch is None
-    training_args = TrainingArguments(
-        output_dir=str(tmp_path), use_cpu=True, bf16=True, per_device_train_batch_size=micro_batch or 8
+    training_args = PretrainTrainingArguments(
+        output_dir=str(tmp_path), use_cpu=True, bf16=True, per_device_train_batch_size=micro_batch
     )
-    return args, training_args, NanoChatConfig.from_preset("d32")
+    return args, training_args, ModelShape.from_config(NanoChatConfig.from_preset("d32"))
 
 
 def test_auto_picks_the_least_offloading_mode_that_fits_and_its_micro_batch(tmp_path):
     setup = resolve_memory_setup(*d32_arguments(tmp_path), gpu=get_gpu("rtx4070"))
     assert setup.mode == "12gb" and setup.knobs.master_weights == "cpu"
-    assert setup.micro_batch == setup.plan.memory.micro_batch == 1 and setup.plan.fits
+    assert setup.micro_batch == setup.choice.memory.micro_batch == 1 and setup.choice.fits
     laptop = resolve_memory_setup(*d32_arguments(tmp_path), gpu=get_gpu("rtx4070-laptop"))
     assert laptop.mode == "8gb" and laptop.knobs.activation_checkpointing == "block"
     # Eager autocast keeps bf16 copies of fp32 weights, so 24gb does not fit a 24 GiB card without compile.
     assert resolve_memory_setup(*d32_arguments(tmp_path), gpu=get_gpu("rtx4090")).mode == "12gb"
-    args, training_args, config = d32_arguments(tmp_path)
+    args, training_args, shape = d32_arguments(tmp_path)
     training_args.torch_compile = True
-    assert resolve_memory_setup(args, training_args, config, gpu=get_gpu("rtx4090")).mode == "24gb"
+    assert resolve_memory_setup(args, training_args, shape, gpu=get_gpu("rtx4090")).mode == "24gb"
 
 
 def test_a_mode_that_does_not_fit_fails_with_numbers_and_the_nearest_mode(tmp_path):
@@ -331,7 +334,7 @@ def test_a_mode_that_does_not_fit_fails_with_numbers_and_the_nearest_mode(tmp_pa
 
 def test_knob_rules_and_multi_process_offloading_are_refused(tmp_path, tokenizer_dir):
     args, training_args = parse_pretrain_arguments(recipe_argv(tmp_path, tokenizer_dir, memory_mode="12gb"))
-    config = NanoChatConfig.from_depth(2, vocab_size=512, sequence_len=32)
+    config = ModelShape.from_config(NanoChatConfig.from_depth(2, vocab_size=512, sequence_len=32))
     with pytest.raises(UserInputError, match="does not run with 2 processes"):
         resolve_memory_setup(args, training_args, config, world_size=2)
     args.master_weights = "gpu"  # bf16 weights without an fp32 master: the spec's quality rule
@@ -346,13 +349,13 @@ def test_knob_rules_and_multi_process_offloading_are_refused(tmp_path, tokenizer
 
 def test_micro_batch_is_left_to_the_planner_only_when_not_given(tmp_path, tokenizer_dir):
     argv = recipe_argv(tmp_path, tokenizer_dir)
-    assert not parse_pretrain_arguments(argv)[0].micro_batch_from_planner
+    assert parse_pretrain_arguments(argv)[1].per_device_train_batch_size is not None
     index = argv.index("--per_device_train_batch_size")
     without = argv[:index] + argv[index + 2 :]
-    assert parse_pretrain_arguments(without)[0].micro_batch_from_planner
+    assert parse_pretrain_arguments(without)[1].per_device_train_batch_size is None
     config = tmp_path / "run.yaml"
     config.write_text("per_device_train_batch_size: 4\n")
-    assert not parse_pretrain_arguments(["--config", str(config), *without])[0].micro_batch_from_planner
+    assert parse_pretrain_arguments(["--config", str(config), *without])[1].per_device_train_batch_size == 4
 
 
 def test_fp8_needs_fp8_tensor_cores(tmp_path, tokenizer_dir):

@@ -8,27 +8,20 @@ import pytest
 from nanochat_hf import NanoChatConfig, NanoChatForCausalLM
 from nanochat_hf.cli import main as cli_main
 from nanochat_hf.errors import UserInputError
-from nanochat_hf.flops import (
+from nanochat_hf.planning.choice import require_fit
+from nanochat_hf.planning.flops import (
     ModelShape,
     flops_per_token,
     newton_schulz_flops,
     param_counts,
     recompute_flops_per_token,
-    training_horizon,
 )
-from nanochat_hf.hardware import GIB, get_gpu
-from nanochat_hf.memory_modes import MEMORY_MODES, knobs_for_mode
-from nanochat_hf.planner import (
-    README_PATH,
-    make_plan,
-    plan_all_gpus,
-    plan_memory,
-    render_gpu_table,
-    render_plan,
-    render_readme,
-    require_fit,
-    static_memory,
-)
+from nanochat_hf.planning.gpus import GIB, get_gpu
+from nanochat_hf.planning.horizon import training_horizon
+from nanochat_hf.planning.memory import plan_memory, static_memory
+from nanochat_hf.planning.memory_modes import MEMORY_MODES, knobs_for_mode
+from nanochat_hf.planning.plan import make_plan, plan_all_gpus
+from nanochat_hf.planning.report import README_PATH, render_gpu_table, render_plan, render_readme
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -56,7 +49,7 @@ def test_counts_flops_and_horizon_match_the_spec(depth):
     else:
         assert flops_per_token(shape) == pytest.approx(fpt, rel=1e-4)
     horizon = training_horizon(shape)
-    assert (horizon.iterations, horizon.tokens) == (iterations, tokens)
+    assert (horizon.steps, horizon.tokens) == (iterations, tokens)
     assert horizon.total_flops == pytest.approx(total_flops, rel=1e-4)
 
 
@@ -88,10 +81,10 @@ def test_flops_formula_on_a_real_model():
 
 
 def test_tokens_option_rounds_down_to_whole_steps():
-    horizon = training_horizon(ModelShape.from_depth(32), tokens=38e9)
-    assert horizon.iterations == 38_000_000_000 // 524_288
-    with pytest.raises(UserInputError, match="--tokens or --ratio"):
-        make_plan(32, "rtx4070", tokens=38e9, ratio=20)
+    horizon = training_horizon(ModelShape.from_depth(32), target_tokens=38e9)
+    assert horizon.steps == 38_000_000_000 // 524_288
+    with pytest.raises(UserInputError, match="--target-tokens.* or .*--target-param-data-ratio"):
+        make_plan(32, "rtx4070", target_tokens=38e9, target_param_data_ratio=20)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -141,7 +134,7 @@ def test_d32_totals_reproduce_the_fit_table():
     assert (_gib(plan.activations_compiled), _gib(plan.activations_eager)) == (3.25, 4.75)
     ckpt = plan_memory(D32, gpu, "8gb", knobs_for_mode("8gb", micro_batch=1))
     assert 0.38 <= _gib(ckpt.activations_compiled) <= _gib(ckpt.activations_eager) <= 0.5
-    whole = plan_memory(D32, gpu, "12gb", knobs_for_mode("12gb", chunked_loss=False))
+    whole = plan_memory(D32, gpu, "12gb", knobs_for_mode("12gb", loss_chunk_size=0))
     assert 1.5 <= _gib(whole.logits) <= 2.0  # §4.3: eager whole-sequence loss ~1.5-2 GiB
     assert _gib(plan.logits) == pytest.approx(0.15, abs=0.01)
 
@@ -303,7 +296,8 @@ def test_cli_json_parses(capsys):
 
 def test_cli_options_and_exit_codes(capsys):
     assert (
-        cli_main(["plan", "--gpu", "rtx4070", "--memory-mode", "full", "--price-kwh", "3.5", "--currency", "NTD"]) == 1
+        cli_main(["plan", "--gpu", "rtx4070", "--memory-mode", "full", "--price-per-kwh", "3.5", "--currency", "NTD"])
+        == 1
     )
     captured = capsys.readouterr()
     assert "DOES NOT FIT" in captured.out and "NTD @3.5/kWh" in captured.out
@@ -311,12 +305,12 @@ def test_cli_options_and_exit_codes(capsys):
     assert cli_main(["plan", "--gpu", "rtx9090"]) == 2
     assert "known GPUs" in capsys.readouterr().err
     assert cli_main(["plan", "--gpu", "rtx4070", "--knob", "micro_batch=3"]) == 2
-    assert cli_main(["plan", "--depth", "20", "--all-gpus", "--json", "--ratio", "10"]) == 0
+    assert cli_main(["plan", "--depth", "20", "--all-gpus", "--json", "--target-param-data-ratio", "10"]) == 0
     rows = json.loads(capsys.readouterr().out)
     assert len(rows) == len(plan_all_gpus(20)) and all(row["horizon"]["tokens_per_param"] < 10.01 for row in rows)
 
 
 def test_committed_readme_section_is_fresh():
     assert README_PATH.read_text(encoding="utf-8") == render_readme(), (
-        "docs/can_i_train_d32.md is stale: run `python -m nanochat_hf.planner --readme`"
+        "docs/can_i_train_d32.md is stale: run `python -m nanochat_hf.planning.report --readme`"
     )

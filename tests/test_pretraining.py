@@ -12,9 +12,8 @@ from helpers import REMOTE_LOAD_SCRIPT, KillAtStep, tiny_pretrain_argv
 from transformers import TrainerCallback
 
 from nanochat_hf.errors import UserInputError
-from nanochat_hf.training import NonFiniteLossError
+from nanochat_hf.training import NonFiniteLossError, parse_pretrain_arguments, run_pretraining
 from nanochat_hf.training.checkpoints import last_good_checkpoint, resolve_resume_checkpoint
-from nanochat_hf.training.pretrain import parse_pretrain_arguments, run_pretraining
 
 
 REPO = Path(__file__).resolve().parents[1]

@@ -56,11 +56,12 @@ from torch.optim import Optimizer
 from torch.optim._muon import muon as muon_functional
 from torch.optim.adamw import adamw as adamw_functional
 
+from ..defaults import NEWTON_SCHULZ_STEPS
 from ..errors import UserInputError
 from .schedule import muon_momentum
 
 
-# nanochat G1 hyper-parameters (fact sheet §5.1, §5.2, §6.1).
+# nanochat generation-1 hyper-parameters (nanochat/muon.py, nanochat/gpt.py, scripts/base_train.py).
 MATRIX_LR = 0.02
 EMBEDDING_LR = 0.2
 UNEMBEDDING_LR = 0.004
@@ -68,7 +69,7 @@ ADAM_BETAS = (0.8, 0.95)
 ADAM_EPS = 1e-10
 LR_REFERENCE_DIM = 768  # the width nanochat's AdamW LRs were tuned at
 NS_COEFFICIENTS = (3.4445, -4.7750, 2.0315)
-NS_STEPS = 5
+NS_STEPS = NEWTON_SCHULZ_STEPS
 NS_EPS = 1e-7
 MOMENTUM = 0.95
 MOMENTUM_START = 0.85
