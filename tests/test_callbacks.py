@@ -19,7 +19,7 @@ from nanochat_hf.callbacks import (
     add_metric_callbacks,
 )
 from nanochat_hf.data import build_pretrain_datasets
-from nanochat_hf.planning.gpus import get_gpu
+from nanochat_hf.planning.gpus import get_gpu, unlisted_gpu
 from nanochat_hf.tokenizer.token_bytes import compute_token_bytes
 
 
@@ -125,15 +125,23 @@ def test_throughput_mfu_against_the_table_peak(tmp_path, tokenizer, corpus):
     _, recorder, _, _ = run_trainer(tmp_path, tokenizer, corpus, [ThroughputCallback(gpu="rtx4070")])
     model = tiny_model(tokenizer)
     config = model.config
-    # nanochat G1 (spec §4.1): 6 * (N - N_wte) + 12 * L * n_head * head_dim * T
+    # nanochat generation 1: 6 * (N - N_wte) + 12 * L * n_head * head_dim * T
     n_total = sum(p.numel() for p in model.parameters())
     n_wte = model.get_input_embeddings().weight.numel()
     flops_per_token = 6 * (n_total - n_wte) + 12 * config.n_layer * config.n_head * config.head_dim * SEQ
     entries = [entry for entry in recorder.logs if "mfu_percent" in entry]
     assert len(entries) == 2
     for entry in entries:
-        expected = 100 * flops_per_token * entry["tokens_per_second"] / (58.3e12)  # RTX 4070 dense BF16 (hardware §1)
+        expected = 100 * flops_per_token * entry["tokens_per_second"] / (58.3e12)  # RTX 4070 dense BF16 peak
         assert entry["mfu_percent"] == pytest.approx(expected)
+
+
+def test_a_card_the_table_does_not_list_gets_no_mfu_and_no_table_energy(tmp_path, tokenizer, corpus):
+    card = unlisted_gpu("NVIDIA GeForce RTX 4070 Ti", 12 * 2**30, (8, 9))  # what resolve_gpu() reports for it
+    callbacks = [ThroughputCallback(gpu=card), EnergyCallback(price_per_kwh=0.3, gpu=card, use_nvml=False)]
+    _, recorder, _, _ = run_trainer(tmp_path, tokenizer, corpus, callbacks)
+    assert logged(recorder, "tokens_per_second")
+    assert not logged(recorder, "mfu_percent") and not logged(recorder, "energy_kwh")
 
 
 def test_val_bpb_equals_a_direct_computation(tmp_path, tokenizer, corpus):

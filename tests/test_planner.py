@@ -314,3 +314,132 @@ def test_committed_readme_section_is_fresh():
     assert README_PATH.read_text(encoding="utf-8") == render_readme(), (
         "docs/can_i_train_d32.md is stale: run `python -m nanochat_hf.planning.report --readme`"
     )
+
+
+# ---------------------------------------------------------------------------------------------------------
+# `nanochat-hf plan` prints what it printed before the planner became nanochat_hf/planning/ (captured on the
+# last commit with nanochat_hf/planner.py), and its flags are named as the recipe's fields.
+
+PINNED_PLAN_LINES = {
+    ("--depth", "32", "--gpu", "rtx4070"): [
+        "training         71,680 steps x 524,288 tokens = 37,580,963,840 tokens (ratio 20 x parameters; 20.0 "
+        "tokens/parameter)",
+        "    total (eager)                           10.09",
+        "  -> fits: 10.09 of 12.00 GiB (1.91 GiB spare)",
+        "  CPU RAM: fp32 master 7.00 + fp32 gradient sums 7.00 + optimizer state 8.00 + pinned staging 0.69 = "
+        "22.69 GiB -> system RAM >= 32 GiB",
+        "  All modes (GiB at their micro-batch): full 30.2 GiB no, 24gb 21.9 GiB no, 12gb 10.1 GiB fits, 8gb "
+        "8.9 GiB fits",
+        "    30%        30%      1.41 s           6.0 s      1.7%  305.4    10.0       1,466           440",
+        "  40% *        40%      1.06 s           4.8 s      1.8%  229.3     7.5       1,101           330",
+        "    50%        50%      0.85 s           4.1 s      1.9%  183.6     6.0         881           264",
+        "  Floor: 90.1 days at 100 % of the BF16 peak, 45.1 days at 100 % of the FP8 peak (no run is faster).",
+    ],
+    (
+        "--depth",
+        "32",
+        "--gpu",
+        "rtx4090",
+        "--memory-mode",
+        "24gb",
+        "--target-tokens",
+        "1e10",
+        "--price-per-kwh",
+        "0.1",
+        "--currency",
+        "EUR",
+        "--host-watts",
+        "100",
+        "--total-batch-size",
+        "262144",
+    ): [
+        "  training         38,146 steps x 262,144 tokens = 9,999,745,024 tokens (1e+10 tokens; 5.3 tokens/parameter)",
+        "  -> fits: 22.54 of 24.00 GiB (1.46 GiB spare)",
+        "  Batch: micro-batch 1 x 2,048 tokens x 1 GPU(s), 128 accumulation steps per optimizer step of 262,144 tokens",
+        "  40% *        40%      0.37 s           1.2 s      2.6%  21.7     0.7         287            29",
+    ],
+    (
+        "--depth",
+        "26",
+        "--gpu",
+        "rtx4070",
+        "--target-param-data-ratio",
+        "10",
+        "--mfu",
+        "0.35",
+        "--mfu-band",
+        "0.25,0.45",
+        "--knob",
+        "micro_batch=2",
+    ): [
+        "  training         20,637 steps x 524,288 tokens = 10,819,731,456 tokens (ratio 10 x parameters; 10.0 "
+        "tokens/parameter)",
+        "  -> fits: 9.97 of 12.00 GiB (2.03 GiB spare)",
+        "  35% *        35%      1.39 s           2.5 s      1.4%  42.9     1.4         206            62",
+    ],
+    ("--depth", "20", "--all-gpus"): [
+        "RTX 4070                                  12 GiB      full         1 x 256                 10.2      16 GiB"
+        "                16 / 20 / 26  2.8 weeks          94            28",
+        "8 x H100 SXM (nanochat's reference node)  80 GiB x 8  full         32 x 1                  71.1      16 GiB"
+        "                 3 / 3 / 5 h      3.5 h          19             6",
+    ],
+}
+
+
+@pytest.mark.parametrize("argv", list(PINNED_PLAN_LINES), ids=lambda argv: " ".join(argv[:4]))
+def test_plan_prints_the_pinned_numbers(argv, capsys):
+    assert cli_main(["plan", *argv]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    for expected in PINNED_PLAN_LINES[argv]:
+        assert any(line.strip() == expected.strip() for line in lines), expected
+
+
+@pytest.mark.parametrize(
+    "old, new",
+    [
+        (["--tokens", "1e10"], ["--target-tokens", "1e10"]),
+        (["--ratio", "10"], ["--target-param-data-ratio", "10"]),
+        (["--price-kwh", "0.1"], ["--price-per-kwh", "0.1"]),
+        (["--total-batch", "262144"], ["--total-batch-size", "262144"]),
+    ],
+)
+def test_old_flag_spellings_still_work_with_a_warning(old, new, capsys):
+    assert cli_main(["plan", "--gpu", "rtx4070", *new]) == 0
+    expected = capsys.readouterr().out
+    underscored = [new[0].replace("-", "_").replace("__", "--"), new[1]]
+    assert cli_main(["plan", "--gpu", "rtx4070", *underscored]) == 0  # the recipe's spelling, as in YAML
+    assert capsys.readouterr().out == expected
+    with pytest.warns(FutureWarning, match=f"{old[0]} is deprecated.*use {new[0]}"):
+        assert cli_main(["plan", "--gpu", "rtx4070", *old]) == 0
+    assert capsys.readouterr().out == expected
+
+
+def test_plan_flags_are_the_recipe_field_names():
+    from nanochat_hf.cli import build_parser
+    from nanochat_hf.training import PretrainArguments
+
+    plan_parser = build_parser()._subparsers._group_actions[0].choices["plan"]
+    flags = {option for action in plan_parser._actions for option in action.option_strings}
+    fields = {f.name for f in dataclasses.fields(PretrainArguments)}
+    for name in (
+        "depth",
+        "gpu",
+        "target_tokens",
+        "target_param_data_ratio",
+        "memory_mode",
+        "price_per_kwh",
+        "currency",
+        "total_batch_size",
+    ):
+        assert name in fields and f"--{name}" in flags and f"--{name.replace('_', '-')}" in flags, name
+
+
+def test_the_unlisted_gpu_is_planned_for_memory_but_not_for_time():
+    from nanochat_hf.planning.choice import choose_mode
+    from nanochat_hf.planning.gpus import unlisted_gpu
+
+    card = unlisted_gpu("NVIDIA GeForce RTX 4070 Ti", 12 * GIB, (8, 9))
+    choice = choose_mode(D32, card)
+    assert choice.fits and choice.memory.mode == "12gb" and choice.memory.capacity == 12 * GIB
+    with pytest.raises(UserInputError, match="'NVIDIA GeForce RTX 4070 Ti' .* not in .*gpus.csv.*--gpu"):
+        make_plan(32, card)

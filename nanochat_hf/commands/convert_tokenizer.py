@@ -24,6 +24,7 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
+    # Imported when the command runs, so that `nanochat-hf --help` and the other commands start fast.
     from nanochat_hf.tokenizer.tiktoken_convert import convert_tiktoken_tokenizer
 
     destination = convert_tiktoken_tokenizer(
