@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
 from nanochat_hf import NanoChatConfig, NanoChatForCausalLM  # noqa: E402
-from nanochat_hf.defaults import TOTAL_BATCH_SIZE  # noqa: E402
+from nanochat_hf.defaults import SEQUENCE_LEN, TOTAL_BATCH_SIZE, VOCAB_SIZE  # noqa: E402
 from nanochat_hf.optim.offload import OffloadedMuonAdamW  # noqa: E402
 from nanochat_hf.planning.flops import ModelShape  # noqa: E402
 from nanochat_hf.planning.gpus import GIB  # noqa: E402
@@ -109,8 +109,8 @@ def compute_only_micro_step(model, engine, ids, device, autocast) -> float:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--depth", type=int, default=32)
-    parser.add_argument("--seq-len", type=int, default=2048)
-    parser.add_argument("--vocab-size", type=int, default=65536)
+    parser.add_argument("--seq-len", type=int, default=SEQUENCE_LEN)
+    parser.add_argument("--vocab-size", type=int, default=VOCAB_SIZE)
     parser.add_argument("--micro-batch", type=int, default=1)
     parser.add_argument("--grad-accum", type=int, default=4, help="micro-steps per optimizer step (reduced)")
     parser.add_argument("--steps", type=int, default=2, help="optimizer steps; the first is a warm-up")

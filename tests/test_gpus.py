@@ -57,7 +57,7 @@ def test_table_covers_the_required_gpus_with_a_source_per_row():
         ("h100-sxm", 80, 989.4, 1979.0, 700, (9, 0)),
     ],
 )
-def test_rows_carry_the_spec_figures(key, memory_gib, bf16, fp8, watts, cc):
+def test_rows_carry_the_published_figures(key, memory_gib, bf16, fp8, watts, cc):
     gpu = get_gpu(key)
     assert (gpu.memory_gib, gpu.bf16_tflops, gpu.fp8_tflops, gpu.board_power_w, gpu.compute_capability) == (
         memory_gib,
@@ -72,7 +72,7 @@ def test_rows_carry_the_spec_figures(key, memory_gib, bf16, fp8, watts, cc):
 
 @pytest.mark.parametrize(
     "key, tensor_cores, boost_ghz",
-    # hardware-and-budget.md §1: peak = tensor cores x boost clock x 128 dense BF16 FLOP/clock.
+    # Ada/GA102: peak = tensor cores x boost clock x 128 dense BF16 FLOP/clock (FP32 accumulate).
     [
         ("rtx4070", 184, 2.475),
         ("rtx4070-super", 224, 2.475),
@@ -92,7 +92,7 @@ def test_node_row_multiplies_per_gpu_figures():
     node, single = get_gpu("8xh100"), get_gpu("h100-sxm")
     assert node.num_gpus == 8
     assert node.total_bf16_tflops == pytest.approx(8 * single.bf16_tflops)
-    assert node.total_board_power_w == 8 * single.board_power_w == 5600  # spec §3.2
+    assert node.total_board_power_w == 8 * single.board_power_w == 5600  # 8 x 700 W
 
 
 def test_fp8_support_and_host_link():

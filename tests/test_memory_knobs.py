@@ -344,7 +344,7 @@ def test_knob_rules_and_multi_process_offloading_are_refused(tmp_path, tokenizer
     config = ModelShape.from_config(NanoChatConfig.from_depth(2, vocab_size=512, sequence_len=32))
     with pytest.raises(UserInputError, match="does not run with 2 processes"):
         resolve_memory_setup(args, training_args, config, world_size=2)
-    args.master_weights = "gpu"  # bf16 weights without an fp32 master: the spec's quality rule
+    args.master_weights = "gpu"  # bf16 weights without an fp32 master: a quality rule
     with pytest.raises(UserInputError, match="fp32 master copy"):
         resolve_memory_setup(args, training_args, config)
     args, training_args = parse_pretrain_arguments(

@@ -196,7 +196,7 @@ def test_param_tensors_match_the_model():
 
 
 def test_modes_follow_the_spec_conclusions():
-    # hardware-and-budget.md §4.5: A (full), J (24gb), H (12gb), H + checkpointing (8gb).
+    # The modes of the d32 fit table: full, 24gb, 12gb, and 12gb with checkpointing (8gb).
     full, j, h, h8 = (MEMORY_MODES[m] for m in MODE_ORDER)
     assert (full.weights_dtype, full.embedding_dtype, full.weight_cast_copies) == ("float32", "bfloat16", True)
     assert (j.weights_dtype, j.muon_momentum, j.adamw_state, j.optimizer_location) == (

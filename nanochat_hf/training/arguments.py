@@ -15,7 +15,8 @@ import torch
 from transformers import TrainingArguments
 from trl import TrlParser
 
-from ..callbacks.samples import NANOCHAT_SAMPLE_PROMPTS
+from ..callbacks.samples import NANOCHAT_SAMPLE_EVERY, NANOCHAT_SAMPLE_PROMPTS
+from ..callbacks.val_bpb import NANOCHAT_EVAL_EVERY, NANOCHAT_EVAL_TOKENS
 from ..defaults import PARAM_DATA_RATIO, SEQUENCE_LEN, TOTAL_BATCH_SIZE, VOCAB_SIZE
 from ..errors import UserInputError
 from ..planning.memory_modes import MEMORY_MODE_CHOICES, RECIPE_KNOBS, translate_deprecated_knobs
@@ -111,9 +112,13 @@ class PretrainArguments(MemoryKnobArguments):
     )
 
     # ---- evaluation, samples, metrics
-    eval_every: int = field(default=250, metadata={"help": "Validation bits-per-byte every N steps (0: never)."})
-    eval_tokens: int = field(default=10_485_760, metadata={"help": "Validation tokens per evaluation."})
-    sample_every: int = field(default=2000, metadata={"help": "Print greedy samples every N steps (0: never)."})
+    eval_every: int = field(
+        default=NANOCHAT_EVAL_EVERY, metadata={"help": "Validation bits-per-byte every N steps (0: never)."}
+    )
+    eval_tokens: int = field(default=NANOCHAT_EVAL_TOKENS, metadata={"help": "Validation tokens per evaluation."})
+    sample_every: int = field(
+        default=NANOCHAT_SAMPLE_EVERY, metadata={"help": "Print greedy samples every N steps (0: never)."}
+    )
     sample_prompts: list[str] = field(default_factory=lambda: list(NANOCHAT_SAMPLE_PROMPTS))
     sample_max_new_tokens: int = field(default=16)
     gpu: str | None = field(default=None, metadata={"help": "GPU key for MFU/energy when it cannot be detected."})
