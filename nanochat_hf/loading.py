@@ -61,10 +61,12 @@ def _check_format(location: str, what: str) -> None:
             )
 
 
-def open_config(location, what: str = "--model_name_or_path") -> NanoChatConfig:
-    """The `NanoChatConfig` of a saved model (folder or Hub id)."""
+def open_config(location, what: str = "--model_name_or_path", check_format: bool = True) -> NanoChatConfig:
+    """The `NanoChatConfig` of a saved model (folder or Hub id). `check_format=False` when the caller has
+    already decided the folder's format (e.g. `nanochat-hf convert --from hf` on a folder holding two)."""
     location = check_location(location, what)
-    _check_format(location, what)
+    if check_format:
+        _check_format(location, what)
     try:
         config_dict, _ = PretrainedConfig.get_config_dict(location)
     except (OSError, ValueError) as err:

@@ -73,7 +73,7 @@ def load_source(src: Path, source_format: str, step: int | None) -> tuple[NanoCh
         except KeyError as err:
             raise UserInputError(f"{src}: unexpected key {err.args[0]!r} for transformers' NanoChat") from None
     else:
-        config = open_config(src, what="SRC")
+        config = open_config(src, what="SRC", check_format=False)  # the format is decided above
         state_dict = load_safetensors_folder(src)
     check_state_dict(state_dict, config, str(src))
     return config, state_dict
