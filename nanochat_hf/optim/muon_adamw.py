@@ -57,6 +57,8 @@ from torch.optim._muon import muon as muon_functional
 from torch.optim.adamw import adamw as adamw_functional
 
 from ..errors import UserInputError
+from .param_names import WRAPPER_SEGMENTS as _WRAPPER_SEGMENTS
+from .param_names import generation2_parameter_names
 from .schedule import muon_momentum
 
 
@@ -94,10 +96,6 @@ ADAMW_GROUP_DEFAULTS: dict[str, Any] = {
     "fused": None,
 }
 _GROUP_DEFAULTS = {"muon": MUON_GROUP_DEFAULTS, "adamw": ADAMW_GROUP_DEFAULTS}
-
-# Wrappers that insert a path segment into parameter names (torch.compile, DDP, FSDP1, activation
-# checkpointing); routing looks at the name nanochat would give the parameter.
-_WRAPPER_SEGMENTS = ("_orig_mod.", "module.", "_fsdp_wrapped_module.", "_checkpoint_wrapped_module.")
 
 
 class NanoChatMuonAdamW(Optimizer):
@@ -272,8 +270,20 @@ def _model_dim(model: nn.Module, model_dim: int | None) -> int:
     raise UserInputError("cannot read the model width from model.config.n_embd; pass model_dim=...")
 
 
+def _refuse_generation_2(model: nn.Module) -> None:
+    generation = getattr(getattr(model, "config", None), "generation", None)
+    gen2_names = generation2_parameter_names(name for name, _ in model.named_parameters())
+    if generation == 2 or gen2_names:
+        found = "model.config.generation is 2" if generation == 2 else f"it has {', '.join(gen2_names[:3])}"
+        raise UserInputError(
+            f"model is a generation-2 nanochat ({found}): generation 1's Muon+AdamW has no groups for its "
+            "parameters; use nanochat_hf.optim.build_gen2_optimizer (or build_gen2_training)"
+        )
+
+
 def _routed_parameters(model: nn.Module) -> dict[str, list[tuple[str, nn.Parameter]]]:
     """Trainable parameters by route, checking every parameter has a route and all three routes exist."""
+    _refuse_generation_2(model)
     routes: dict[str, list[tuple[str, nn.Parameter]]] = {"matrix": [], "embedding": [], "unembedding": []}
     present = set()
     for name, param in model.named_parameters():
