@@ -102,7 +102,7 @@ def test_sft_schedule_is_a_lambda_lr_too():
     "kwargs, message",
     [
         ({"num_training_steps": 0}, "num_training_steps must be a positive"),
-        ({"num_training_steps": 10, "warmup_steps": -1}, "warmup_steps must be a whole number"),
+        ({"num_training_steps": 10, "warmup_steps": -1}, "warmup_steps must be in"),
         ({"num_training_steps": 10, "warmdown_ratio": 1.5}, "warmdown_ratio must be in"),
         ({"num_training_steps": 10, "final_lr_frac": float("nan")}, "final_lr_frac must be a finite"),
     ],

@@ -45,7 +45,6 @@ the same update, which is nanochat's ZeRO-2 update mathematically; FSDP/DeepSpee
 for generation 1.
 """
 
-import math
 from collections.abc import Iterable
 from copy import deepcopy
 from typing import Any
@@ -55,6 +54,7 @@ from torch.optim import Optimizer
 from torch.optim.adamw import adamw as adamw_functional
 
 from ..errors import UserInputError
+from .checks import check_number
 from .muon_update_gen2 import POLAR_EXPRESS_COEFFICIENTS, lr_shape_factor, muon_update_, second_moment_shape
 from .schedule_gen2 import (
     MOMENTUM_END,
@@ -103,38 +103,29 @@ def _check_group(group: dict[str, Any]) -> None:
     """Clear errors for hyper-parameters that are not finite or out of range, before any update."""
     where = f"NanoChatGen2MuonAdamW group {group['name']!r}"
 
-    def number(key, low, high=math.inf, *, low_open=False, high_open=False, whole=False, value=None):
-        value = group[key] if value is None else value
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            raise UserInputError(f"{where}: {key} must be a finite number, got {value!r}")
-        if whole and int(value) != value:
-            raise UserInputError(f"{where}: {key} must be a whole number, got {value!r}")
-        if value < low or (low_open and value == low) or value > high or (high_open and value == high):
-            raise UserInputError(
-                f"{where}: {key} must be in {'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}, "
-                f"got {value!r}"
-            )
+    def number(key, **bounds):
+        check_number(key, group[key], where=where, **bounds)
 
-    number("lr", 0.0)
+    number("lr", low=0.0)
     if group["kind"] == "adamw":
         betas = group["betas"]
         if not isinstance(betas, (tuple, list)) or len(betas) != 2:
             raise UserInputError(f"{where}: betas must be a pair (beta1, beta2), got {betas!r}")
         for beta in betas:
-            number("betas", 0.0, 1.0, high_open=True, value=beta)
-        number("eps", 0.0)
-        number("weight_decay", 0.0)
+            check_number("betas", beta, low=0.0, high=1.0, high_open=True, where=where)
+        number("eps", low=0.0)
+        number("weight_decay", low=0.0)
         return
-    number("beta2", 0.0, 1.0, high_open=True)
-    number("ns_steps", 1, len(POLAR_EXPRESS_COEFFICIENTS), whole=True)
-    number("initial_weight_decay", 0.0)
+    number("beta2", low=0.0, high=1.0, high_open=True)
+    number("ns_steps", low=1, high=len(POLAR_EXPRESS_COEFFICIENTS), whole=True)
+    number("initial_weight_decay", low=0.0)
     for key in ("momentum_start", "momentum_peak", "momentum_end"):
-        number(key, 0.0, 1.0, high_open=True)
-    number("momentum_warmup_steps", 0, whole=True)
-    number("momentum_warmdown_ratio", 0.0, 1.0)
-    number("step", 0, whole=True)
+        number(key, low=0.0, high=1.0, high_open=True)
+    number("momentum_warmup_steps", low=0, whole=True)
+    number("momentum_warmdown_ratio", low=0.0, high=1.0)
+    number("step", low=0, whole=True)
     if group["num_iterations"] is not None:
-        number("num_iterations", 1, whole=True)
+        number("num_iterations", low=1, whole=True)
     if group["weight_decay_schedule"] not in ("cosine", "constant"):
         raise UserInputError(
             f"{where}: weight_decay_schedule must be 'cosine' or 'constant', got {group['weight_decay_schedule']!r}"

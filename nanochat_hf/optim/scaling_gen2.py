@@ -27,6 +27,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 
 from ..errors import UserInputError
+from .checks import check_number
 
 
 REFERENCE_BATCH_SIZE = 2**19  # B_ref: the best total batch (tokens) measured at d12
@@ -204,35 +205,31 @@ class Gen2Settings:
         return cls(**values)
 
     def validate(self) -> None:
-        def finite(key, low=None, high=None, *, allow_disabled=False):
-            value = getattr(self, key)
-            if allow_disabled and value == -1:
-                return
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-                raise UserInputError(f"{key} must be a finite number, got {value!r}")
-            if (low is not None and value < low) or (high is not None and value > high):
-                bounds = f"[{low}, {high}]" if high is not None else f">= {low}"
-                raise UserInputError(f"{key} must be in {bounds}, got {value!r}")
-
-        for key in ("matrix_lr", "embedding_lr", "unembedding_lr", "scalar_lr", "smear_lr", "weight_decay"):
-            finite(key, 0.0)
-        finite("init_lr_frac", 0.0)
+        for key in (
+            "matrix_lr",
+            "embedding_lr",
+            "unembedding_lr",
+            "scalar_lr",
+            "smear_lr",
+            "weight_decay",
+            "init_lr_frac",
+        ):
+            check_number(key, getattr(self, key), low=0.0)
         for key in ("warmdown_ratio", "final_lr_frac", "warmup_ratio"):
-            finite(key, 0.0, 1.0)
+            check_number(key, getattr(self, key), low=0.0, high=1.0)
         for key in ("momentum_start", "momentum_peak", "momentum_end"):
-            finite(key, 0.0, 0.9999999)
+            check_number(key, getattr(self, key), low=0.0, high=1.0, high_open=True)
         for key in ("warmup_steps", "momentum_warmup_steps"):
-            finite(key, 0)
-            if int(getattr(self, key)) != getattr(self, key):
-                raise UserInputError(f"{key} must be a whole number of updates, got {getattr(self, key)!r}")
-        finite("target_param_data_ratio", 0.0, allow_disabled=True)
-        finite("target_flops", 0.0, allow_disabled=True)
+            check_number(key, getattr(self, key), low=0, whole=True)
+        for key in ("aspect_ratio", "head_dim", "reference_depth"):
+            check_number(key, getattr(self, key), low=1, whole=True)
+        for key in ("target_param_data_ratio", "target_flops"):  # -1 disables
+            if getattr(self, key) != -1:
+                check_number(key, getattr(self, key), low=0.0)
         for key in ("total_batch_size", "num_iterations"):
             value = getattr(self, key)
             if isinstance(value, bool) or not isinstance(value, int) or not (value == -1 or value > 0):
                 raise UserInputError(f"{key} must be a positive whole number or -1 (automatic), got {value!r}")
-        for key in ("aspect_ratio", "head_dim", "reference_depth"):
-            finite(key, 1)
         if not isinstance(self.group_overrides, Mapping):
             raise UserInputError(f"group_overrides must map group names to settings, got {self.group_overrides!r}")
 

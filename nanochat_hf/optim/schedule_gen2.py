@@ -29,6 +29,7 @@ from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR
 
 from ..errors import UserInputError
+from .checks import check_number
 
 
 logger = logging.getLogger(__name__)
@@ -120,13 +121,10 @@ def _check_schedule(num_training_steps, **values) -> None:
     if isinstance(num_training_steps, bool) or not isinstance(num_training_steps, int) or num_training_steps <= 0:
         raise UserInputError(f"num_training_steps must be a positive number of updates, got {num_training_steps!r}")
     for key, value in values.items():
-        if not isinstance(value, (int, float)) or not math.isfinite(value):
-            raise UserInputError(f"{key} must be a finite number, got {value!r}")
         if key == "warmup_steps":
-            if value < 0 or int(value) != value:
-                raise UserInputError(f"warmup_steps must be a whole number of updates >= 0, got {value!r}")
-        elif not 0.0 <= value <= 1.0:
-            raise UserInputError(f"{key} must be in [0, 1], got {value!r}")
+            check_number(key, value, low=0, whole=True)
+        else:
+            check_number(key, value, low=0.0, high=1.0)
 
 
 def _set_optimizer_horizon(optimizer: Optimizer, num_training_steps: int) -> None:

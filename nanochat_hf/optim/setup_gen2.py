@@ -28,7 +28,7 @@ from .param_groups_gen2 import (
     route_gen2,
     routed_gen2_parameters,
 )
-from .param_names import is_adapter_parameter
+from .param_names import is_adapter_parameter, routing_name
 from .scaling_gen2 import Gen2Plan, Gen2Settings, gen2_scaling_params, plan_gen2
 from .schedule_gen2 import get_gen2_schedule, get_gen2_sft_schedule
 
@@ -104,7 +104,7 @@ def reference_scaling_params(model: nn.Module, settings: Gen2Settings) -> int:
         route = route_gen2(name, param)
         if route == "unembedding":
             vocab_rows = param.shape[0]
-        elif route == "matrix" and name.endswith("ve_gate.weight"):
+        elif route == "matrix" and routing_name(name).endswith("ve_gate.weight"):
             gate_channels = param.shape[1]
     return gen2_scaling_params(
         settings.reference_depth,
