@@ -4,7 +4,7 @@ import types
 
 import pytest
 import torch
-from gen2_standin import Gen2ShapedStandIn
+from gen2_fixtures import Gen2ShapedStandIn
 from torch import nn
 
 from nanochat_hf import NanoChatForCausalLM

@@ -6,7 +6,7 @@ import math
 
 import pytest
 import torch
-from gen2_standin import Gen2ShapedStandIn, randomize, set_random_grads
+from gen2_fixtures import POLAR_EXPRESS_COEFFICIENTS, Gen2ShapedStandIn, randomize, set_random_grads
 
 from nanochat_hf.errors import UserInputError
 from nanochat_hf.optim import NanoChatGen2MuonAdamW, build_gen2_optimizer, get_gen2_schedule
@@ -14,13 +14,6 @@ from nanochat_hf.optim import NanoChatGen2MuonAdamW, build_gen2_optimizer, get_g
 
 pytestmark = pytest.mark.usefixtures("one_cpu_thread")
 
-COEFFICIENTS = [
-    (8.156554524902461, -22.48329292557795, 15.878769915207462),
-    (4.042929935166739, -2.808917465908714, 0.5000178451051316),
-    (3.8916678022926607, -2.772484153217685, 0.5060648178503393),
-    (3.285753657755655, -2.3681294933425376, 0.46449024233003106),
-    (2.3465413258596377, -1.7097828382687081, 0.42323551169305323),
-]
 # AdamW groups: name stem → (lr factor on top of the settings, betas, weight decay).
 ADAMW = {
     "lm_head.weight": ((0.8, 0.96), 0.01),
@@ -55,7 +48,7 @@ def reference_muon(p, g, buf, v, *, lr, mu, wd, beta2=0.9):
     u = (1 - mu) * g + mu * buf
     u = u * (torch.linalg.matrix_norm(u) / math.sqrt(rows)) / u.norm(dim=1, keepdim=True).clamp_min(1e-6)
     x = u / (1.01 * torch.linalg.matrix_norm(u) + 1e-6)
-    for a, b, c in COEFFICIENTS:
+    for a, b, c in POLAR_EXPRESS_COEFFICIENTS:
         if rows > cols:
             gram = x.T @ x
             x = a * x + x @ (b * gram + c * gram @ gram)

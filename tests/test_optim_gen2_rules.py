@@ -4,6 +4,7 @@ import math
 
 import pytest
 import torch
+from gen2_fixtures import POLAR_EXPRESS_COEFFICIENTS
 
 from nanochat_hf.optim.muon_update_gen2 import (
     cautious_step_,
@@ -18,14 +19,6 @@ from nanochat_hf.optim.muon_update_gen2 import (
 )
 
 
-# Polar Express coefficients (arXiv 2505.16932; 5 iterations, safety 2e-2, cushion 2), typed out again here.
-COEFFICIENTS = [
-    (8.156554524902461, -22.48329292557795, 15.878769915207462),
-    (4.042929935166739, -2.808917465908714, 0.5000178451051316),
-    (3.8916678022926607, -2.772484153217685, 0.5060648178503393),
-    (3.285753657755655, -2.3681294933425376, 0.46449024233003106),
-    (2.3465413258596377, -1.7097828382687081, 0.42323551169305323),
-]
 SHAPES = [(24, 40), (40, 24), (32, 32)]  # wide, tall, square
 
 
@@ -40,7 +33,7 @@ def polar_express_formula(x):
         tall = matrix.shape[0] > matrix.shape[1]
         m = matrix.T if tall else matrix  # the tall form is the same polynomial applied to Xᵀ
         m = m / (1.01 * torch.linalg.matrix_norm(m) + 1e-6)
-        for a, b, c in COEFFICIENTS:
+        for a, b, c in POLAR_EXPRESS_COEFFICIENTS:
             gram = m @ m.T
             m = a * m + (b * gram + c * gram @ gram) @ m
         out.append(m.T if tall else m)
@@ -67,7 +60,7 @@ def test_polar_express_uses_the_1_01_norm_factor_and_5_distinct_steps():
     # A scaled input gives the same result: the first thing it does is divide by 1.01·‖X‖_F.
     assert torch.allclose(polar_express(x), polar_express(7.0 * x), rtol=1e-4, atol=1e-5)
     first = torch.stack([m / (1.01 * m.norm() + 1e-6) for m in x])
-    a, b, c = COEFFICIENTS[0]
+    a, b, c = POLAR_EXPRESS_COEFFICIENTS[0]
     gram = first @ first.mT
     assert torch.allclose(polar_express(x, steps=1), a * first + (b * gram + c * gram @ gram) @ first, atol=1e-6)
 

@@ -3,7 +3,7 @@ resumed bit-identically (weights, optimizer state, Muon schedules, LR)."""
 
 import pytest
 import torch
-from gen2_standin import Gen2ShapedStandIn, randomize
+from gen2_fixtures import Gen2ShapedStandIn, randomize
 from transformers import Trainer, TrainingArguments, default_data_collator
 
 from nanochat_hf.optim import NanoChatGen2MuonAdamW, NanoChatGen2MuonAdamWFactory, get_gen2_schedule

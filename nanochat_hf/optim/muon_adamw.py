@@ -54,9 +54,9 @@ import torch
 from torch import nn
 from torch.optim import Optimizer
 from torch.optim._muon import muon as muon_functional
-from torch.optim.adamw import adamw as adamw_functional
 
 from ..errors import UserInputError
+from .adamw_update import adamw_group_step
 from .param_names import WRAPPER_SEGMENTS as _WRAPPER_SEGMENTS
 from .param_names import generation2_parameter_names
 from .schedule import muon_momentum
@@ -188,50 +188,7 @@ class NanoChatMuonAdamW(Optimizer):
         )
 
     def _adamw_step(self, group: dict[str, Any]) -> None:
-        params, grads, exp_avgs, exp_avg_sqs, state_steps = [], [], [], [], []
-        for param in group["params"]:
-            if param.grad is None:
-                continue
-            if param.grad.is_sparse:
-                raise RuntimeError("NanoChatMuonAdamW does not support sparse gradients")
-            state = self.state[param]
-            if len(state) == 0:
-                # torch.optim.AdamW's state layout, so its checkpoints read the same way: `step` lives on
-                # the CPU unless the fused kernel needs it on the parameter's device.
-                if group["fused"]:
-                    state["step"] = torch.zeros((), dtype=torch.float32, device=param.device)
-                else:
-                    scalar_dtype = torch.float64 if torch.get_default_dtype() == torch.float64 else torch.float32
-                    state["step"] = torch.tensor(0.0, dtype=scalar_dtype)
-                # zeros_like keeps the parameter's dtype: a bf16 wte gets bf16 moments, as in nanochat.
-                state["exp_avg"] = torch.zeros_like(param, memory_format=torch.preserve_format)
-                state["exp_avg_sq"] = torch.zeros_like(param, memory_format=torch.preserve_format)
-            params.append(param)
-            grads.append(param.grad)
-            exp_avgs.append(state["exp_avg"])
-            exp_avg_sqs.append(state["exp_avg_sq"])
-            state_steps.append(state["step"])
-        if not params:
-            return
-        beta1, beta2 = group["betas"]
-        adamw_functional(
-            params,
-            grads,
-            exp_avgs,
-            exp_avg_sqs,
-            [],  # no AMSGrad
-            state_steps,
-            foreach=group["foreach"],
-            fused=group["fused"],
-            has_complex=False,
-            amsgrad=False,
-            beta1=beta1,
-            beta2=beta2,
-            lr=group["lr"],
-            weight_decay=group["weight_decay"],
-            eps=group["eps"],
-            maximize=False,
-        )
+        adamw_group_step(self.state, group, owner="NanoChatMuonAdamW")
 
 
 def _routing_name(name: str) -> str:

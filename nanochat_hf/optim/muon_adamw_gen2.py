@@ -51,9 +51,9 @@ from typing import Any
 
 import torch
 from torch.optim import Optimizer
-from torch.optim.adamw import adamw as adamw_functional
 
 from ..errors import UserInputError
+from .adamw_update import adamw_group_step
 from .checks import check_number
 from .muon_update_gen2 import POLAR_EXPRESS_COEFFICIENTS, lr_shape_factor, muon_update_, second_moment_shape
 from .schedule_gen2 import (
@@ -265,51 +265,7 @@ class NanoChatGen2MuonAdamW(Optimizer):
     # ---- AdamW
 
     def _adamw_step(self, group: dict[str, Any]) -> None:
-        params, grads, exp_avgs, exp_avg_sqs, steps, write_back = [], [], [], [], [], []
-        for param in group["params"]:
-            if param.grad is None:
-                continue
-            if param.grad.is_sparse:
-                raise RuntimeError("NanoChatGen2MuonAdamW does not support sparse gradients")
-            state = self.state[param]
-            if not state:
-                # torch.optim.AdamW's layout (`step` a CPU float tensor); moments in the parameter's dtype.
-                state["step"] = torch.tensor(0.0, dtype=torch.float32)
-                state["exp_avg"] = torch.zeros_like(param, memory_format=torch.preserve_format)
-                state["exp_avg_sq"] = torch.zeros_like(param, memory_format=torch.preserve_format)
-            originals = (param, state["exp_avg"], state["exp_avg_sq"])
-            if param.dtype == torch.float32:
-                working = originals
-            else:  # float32 math for bf16/fp16 storage, written back after the update
-                working = tuple(t.float() for t in originals)
-                write_back.append((originals, working))
-            params.append(working[0])
-            grads.append(param.grad.float())
-            exp_avgs.append(working[1])
-            exp_avg_sqs.append(working[2])
-            steps.append(state["step"])
-        if not params:
-            return
-        beta1, beta2 = group["betas"]
-        adamw_functional(
-            params,
-            grads,
-            exp_avgs,
-            exp_avg_sqs,
-            [],  # no AMSGrad
-            steps,
-            foreach=group["foreach"],
-            has_complex=False,
-            amsgrad=False,
-            beta1=beta1,
-            beta2=beta2,
-            lr=group["lr"],
-            weight_decay=group["weight_decay"],
-            eps=group["eps"],
-            maximize=False,
-        )
-        for originals, working in write_back:
-            torch._foreach_copy_(list(originals), list(working))
+        adamw_group_step(self.state, group, owner="NanoChatGen2MuonAdamW", float32_math=True)
 
     # ---- warm start
 

@@ -204,6 +204,12 @@ class Gen2Settings:
         values.update(overrides)
         return cls(**values)
 
+    def base_lrs(self) -> dict[str, float]:
+        """The five un-scaled LRs, as keyword arguments of `gen2_group_lrs` / `gen2_param_groups`."""
+        return {
+            key: getattr(self, key) for key in ("matrix_lr", "embedding_lr", "unembedding_lr", "scalar_lr", "smear_lr")
+        }
+
     def validate(self) -> None:
         for key in (
             "matrix_lr",
@@ -286,14 +292,7 @@ def plan_gen2(
         )
         if settings.num_iterations <= 0:
             raise UserInputError("SFT: num_iterations must be set (the updates of one pass over the mixture)")
-        lrs = gen2_group_lrs(
-            model_dim,
-            matrix_lr=settings.matrix_lr,
-            embedding_lr=settings.embedding_lr,
-            unembedding_lr=settings.unembedding_lr,
-            scalar_lr=settings.scalar_lr,
-            smear_lr=settings.smear_lr,
-        )
+        lrs = gen2_group_lrs(model_dim, **settings.base_lrs())
         lrs = {name: lr * settings.init_lr_frac for name, lr in lrs.items()}
         return Gen2Plan(
             scaling_params=scaling_params,
@@ -338,15 +337,7 @@ def plan_gen2(
             if source == "target_param_data_ratio"
             else f"the horizon gives 0 updates ({source} = {getattr(settings, source)}, total batch {batch:,})"
         )
-    lrs = gen2_group_lrs(
-        model_dim,
-        batch_lr_scale=bls,
-        matrix_lr=settings.matrix_lr,
-        embedding_lr=settings.embedding_lr,
-        unembedding_lr=settings.unembedding_lr,
-        scalar_lr=settings.scalar_lr,
-        smear_lr=settings.smear_lr,
-    )
+    lrs = gen2_group_lrs(model_dim, batch_lr_scale=bls, **settings.base_lrs())
     return Gen2Plan(
         scaling_params=scaling_params,
         reference_scaling_params=reference_scaling_params,

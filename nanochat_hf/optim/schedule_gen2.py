@@ -30,6 +30,7 @@ from torch.optim.lr_scheduler import LambdaLR
 
 from ..errors import UserInputError
 from .checks import check_number
+from .schedule import warmup_constant_warmdown
 
 
 logger = logging.getLogger(__name__)
@@ -56,16 +57,13 @@ def gen2_lr_multiplier(
     final_lr_frac: float = FINAL_LR_FRAC,
 ) -> float:
     """LR multiplier for update `it` of `num_training_steps` (see the module docstring)."""
-    warmdown = warmdown_steps(num_training_steps, warmdown_ratio)
-    if it < warmup_steps:
-        return (it + 1) / warmup_steps
-    if it <= num_training_steps - warmdown:
-        return 1.0
-    if it >= num_training_steps:
-        # Only after the last update (the Trainer steps the scheduler once more) or with no warm-down.
-        return final_lr_frac
-    progress = (num_training_steps - it) / warmdown
-    return progress * 1.0 + (1 - progress) * final_lr_frac
+    return warmup_constant_warmdown(
+        it,
+        num_training_steps=num_training_steps,
+        warmup_steps=warmup_steps,
+        warmdown_steps=warmdown_steps(num_training_steps, warmdown_ratio),
+        final_lr_frac=final_lr_frac,
+    )
 
 
 def sft_lr_multiplier(
@@ -168,15 +166,15 @@ def get_gen2_schedule(
             warmdown_steps(num_training_steps, warmdown_ratio),
             num_training_steps,
         )
-    _set_optimizer_horizon(optimizer, num_training_steps)
-    multiplier = partial(
+    return _lambda_lr(
+        optimizer,
         gen2_lr_multiplier,
-        num_training_steps=num_training_steps,
+        num_training_steps,
+        last_epoch,
         warmup_steps=warmup_steps,
         warmdown_ratio=warmdown_ratio,
         final_lr_frac=final_lr_frac,
     )
-    return LambdaLR(optimizer, multiplier, last_epoch=last_epoch)
 
 
 def get_gen2_sft_schedule(
@@ -193,12 +191,19 @@ def get_gen2_sft_schedule(
     )
     if warmup_ratio + warmdown_ratio > 1.0:
         raise UserInputError(f"warmup_ratio ({warmup_ratio}) + warmdown_ratio ({warmdown_ratio}) must not exceed 1")
-    _set_optimizer_horizon(optimizer, num_training_steps)
-    multiplier = partial(
+    return _lambda_lr(
+        optimizer,
         sft_lr_multiplier,
-        num_training_steps=num_training_steps,
+        num_training_steps,
+        last_epoch,
         warmup_ratio=warmup_ratio,
         warmdown_ratio=warmdown_ratio,
         final_lr_frac=final_lr_frac,
     )
-    return LambdaLR(optimizer, multiplier, last_epoch=last_epoch)
+
+
+def _lambda_lr(optimizer: Optimizer, multiplier, num_training_steps: int, last_epoch: int, **settings) -> LambdaLR:
+    _set_optimizer_horizon(optimizer, num_training_steps)
+    return LambdaLR(
+        optimizer, partial(multiplier, num_training_steps=num_training_steps, **settings), last_epoch=last_epoch
+    )

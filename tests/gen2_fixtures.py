@@ -1,6 +1,7 @@
-"""Test fixture for the generation-2 optimizer: a module with nanochat 2026's parameter names and shapes.
+"""Test fixtures for the generation-2 optimizer: a module with nanochat 2026's parameter names and shapes, and
+the Polar Express coefficients typed out from the paper (independently of the implementation).
 
-NOT the generation-2 model: its forward is a toy language model that only has to give every parameter a
+The module is NOT the generation-2 model: its forward is a toy language model that only has to give every parameter a
 gradient (for Trainer tests). Shapes follow nanochat's GPT: per layer c_q (H·hd × d), c_k and c_v
 (kv·hd × d), c_proj (d × d), c_fc (4d × d), mlp c_proj (d × 4d), ve_gate (kv × 12) on value-embedding
 layers (alternate layers, the last included); wte and value_embeds (V × d and V × kv·hd), lm_head (V × d),
@@ -12,6 +13,16 @@ the top level (nanochat's).
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+
+# Polar Express (arXiv 2505.16932; 5 iterations, safety factor 2e-2, cushion 2): (a, b, c) per iteration.
+POLAR_EXPRESS_COEFFICIENTS = [
+    (8.156554524902461, -22.48329292557795, 15.878769915207462),
+    (4.042929935166739, -2.808917465908714, 0.5000178451051316),
+    (3.8916678022926607, -2.772484153217685, 0.5060648178503393),
+    (3.285753657755655, -2.3681294933425376, 0.46449024233003106),
+    (2.3465413258596377, -1.7097828382687081, 0.42323551169305323),
+]
 
 
 def has_value_embedding(layer, n_layer):
