@@ -10,6 +10,7 @@ from torch import nn
 from nanochat_hf import NanoChatForCausalLM
 from nanochat_hf.errors import UserInputError
 from nanochat_hf.optim import (
+    Gen2Settings,
     build_gen2_optimizer,
     build_gen2_training,
     build_optimizer,
@@ -219,3 +220,24 @@ def test_group_overrides_replace_settings_and_unknown_groups_are_errors():
     assert groups["embedding"]["betas"] == (0.9, 0.99) and groups["muon_64x64"]["beta2"] == 0.95
     with pytest.raises(UserInputError, match="unknown group"):
         build_gen2_optimizer(Gen2ShapedStandIn(), group_overrides={"embeddings": {}})
+
+
+def test_build_gen2_training_for_chat_sft():
+    model = Gen2ShapedStandIn()
+    training = build_gen2_training(model, Gen2Settings.for_sft(num_iterations=10), total_batch_size=4096)
+    groups = {group["name"]: group for group in training.optimizer.param_groups}
+    s_d = (64 / 768) ** -0.5
+    assert groups["muon_64x64"]["lr"] == pytest.approx(0.02 * 0.8)  # raw LRs (no batch scale) × 0.8
+    assert groups["embedding"]["lr"] == pytest.approx(0.3 * s_d * 0.8)
+    assert groups["smear_backout"]["lr"] == pytest.approx(0.2 * 0.8)
+    muon = groups["muon_64x64"]
+    assert (muon["initial_weight_decay"], muon["momentum_peak"], muon["momentum_warmup_steps"]) == (0.0, 0.95, 300)
+    assert muon["momentum_warmdown_ratio"] == 0.0  # SFT's momentum only warms up
+    scheduler = training.create_scheduler()
+    multipliers = []
+    for _ in range(10):
+        multipliers.append(training.optimizer.param_groups[0]["lr"] / training.optimizer.param_groups[0]["initial_lr"])
+        training.optimizer.step()
+        scheduler.step()
+    assert multipliers[:5] == [1.0] * 5 and multipliers[9] == pytest.approx(0.0)
+    assert training.trainer_arguments()["max_steps"] == 10

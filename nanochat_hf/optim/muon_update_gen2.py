@@ -13,8 +13,8 @@ last two dimensions. In the order `muon_update_` applies them:
    interval the coefficients were fitted to. Runs in bf16 where nanochat computes in bf16 (CUDA, SM ≥ 80).
 4. **Muon+ norm snapping** (arXiv 2602.21545): ‖X‖_F ← √min(rows, cols), the norm of an exactly
    semi-orthogonal matrix, correcting for the iteration's under-convergence.
-5. **NorMuon second moment** (arXiv 2510.05491): v̄ = mean of X² along the longer side (per row when
-   rows ≥ cols, per column otherwise); u ← u + (1−β2)(v̄ − u) with β2 = 0.9, no bias correction;
+5. **NorMuon second moment** (arXiv 2510.05491): v̄ = mean of X² over the shorter side, i.e. one value
+   per row when rows ≥ cols and one per column otherwise; u ← u + (1−β2)(v̄ − u) with β2 = 0.9, no bias correction;
    X ← X/√max(u, 1e-10), then rescaled so ‖X‖_F is what it was before this step.
 6. **Cautious weight decay and the step**: lr_eff = lr·√max(1, rows/cols) (an MLP's 4d×d `c_fc` gets 2×);
    p ← p − lr_eff·X − lr_eff·λ·p⊙[X⊙p ≥ 0]: decay only where the update already pulls the weight to 0.

@@ -187,7 +187,10 @@ class Gen2Settings:
     @classmethod
     def for_sft(cls, **overrides) -> "Gen2Settings":
         """nanochat 2026's chat SFT: embedding 0.3, unembedding 0.004, matrix 0.02 (inherited raw from
-        pretraining when it has them), scalar 0.5, all × 0.8; warm-down over the second half to 0."""
+        pretraining when it has them), scalar 0.5, all × 0.8; warm-down over the second half to 0.
+
+        Muon weight decay 0: nanochat asks for 0, then its warm start from the base optimizer restores the
+        base run's last scheduled value (a cosine's tail, ≈0); `load_moments` keeps the 0."""
         values = dict(
             sft=True,
             unembedding_lr=0.004,
