@@ -16,6 +16,7 @@ From the ranks we build a `tokenizers.Tokenizer` that reproduces tiktoken's enco
 - the 9 special tokens appended after the mergeable tokens, in nanochat's order.
 """
 
+import functools
 import logging
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -38,11 +39,22 @@ logger = logging.getLogger(__name__)
 DEFAULT_MODEL_MAX_LENGTH = 2048  # nanochat's sequence_len (G1 and G2)
 
 
+@functools.cache
+def _byte_to_unicode() -> tuple[tuple[int, str], ...]:
+    # Bytes that are printable Latin-1 characters keep their own character; the other 68 (controls,
+    # space, soft hyphen, ...) take the code points 256, 257, ... in byte order. This is GPT-2's map,
+    # which `tokenizers`' ByteLevel pre-tokenizer applies (written here to avoid importing
+    # transformers.convert_slow_tokenizer, which is slow to import, on every data-lane start).
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    keep = set(printable)
+    others = [b for b in range(256) if b not in keep]
+    table = {b: chr(b) for b in printable} | {b: chr(256 + n) for n, b in enumerate(others)}
+    return tuple(sorted(table.items()))
+
+
 def byte_to_unicode() -> dict[int, str]:
     """The GPT-2 byte -> printable character map that `tokenizers`' ByteLevel pre-tokenizer applies."""
-    from transformers.convert_slow_tokenizer import bytes_to_unicode
-
-    return bytes_to_unicode()
+    return dict(_byte_to_unicode())
 
 
 def validate_mergeable_ranks(mergeable_ranks: Mapping[bytes, int], where: str = "mergeable_ranks") -> None:
