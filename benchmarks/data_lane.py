@@ -107,7 +107,9 @@ def nanochat_loaders(repo: str, paths, encoding):
     if hasattr(loader, "tokenizing_distributed_data_loader_with_state"):
 
         def stream(paths_, encoding_, bos, B, T):
-            for inputs, targets, _ in loader.tokenizing_distributed_data_loader_with_state(B, T, "train", device="cpu"):
+            for inputs, targets, _ in loader.tokenizing_distributed_data_loader_with_state(
+                B, T, "train", device="cpu"
+            ):
                 yield inputs, targets
 
         found["stream"] = stream
@@ -127,8 +129,8 @@ def nanochat_loaders(repo: str, paths, encoding):
 # ---- measurement
 
 
-def ours(corpus, tokenizer, packing, B, T, prefetch_rows=0):
-    dataset = PretrainDataset(corpus, tokenizer, T, packing=packing, prefetch_rows=prefetch_rows)
+def ours(corpus, tokenizer, packing, B, T, prefetch_rows=0, num_lanes=None):
+    dataset = PretrainDataset(corpus, tokenizer, T, packing=packing, prefetch_rows=prefetch_rows, num_lanes=num_lanes)
     return iter(build_train_dataloader(dataset, B)), dataset
 
 
@@ -147,14 +149,14 @@ def window_tokens_per_second(iterator, tokens_per_batch: int, seconds: float) ->
     return batches * tokens_per_batch / (time.perf_counter() - start)
 
 
-def warm_up(iterator, packing: str, B: int, lanes: int, min_seconds: float = 1.0) -> None:
-    # best-fit: nanochat fills its 1000-document buffer before the first batch; ours grows each lane's
-    # buffer over its first rows (32, 64, ... 1000 documents), i.e. about 6 rows per lane.
-    batches = -(-6 * lanes // B) + 2 if packing == "best_fit" else 2
-    start = time.perf_counter()
-    while batches > 0 or time.perf_counter() - start < min_seconds:
+def warm_up(iterator, rows: int, B: int, label: str) -> None:
+    start, batches = time.perf_counter(), -(-rows // B)
+    for done in range(batches):
         next(iterator)
-        batches -= 1
+        if (done + 1) % max(1, batches // 4) == 0:
+            print(
+                f"    {label}: {done + 1}/{batches} warm-up batches ({time.perf_counter() - start:.0f} s)", flush=True
+            )
 
 
 def run_packing(args, packing, corpus, tokenizer, reference, train_files, encoding):
@@ -172,11 +174,18 @@ def run_packing(args, packing, corpus, tokenizer, reference, train_files, encodi
             flush=True,
         )
 
-    ours_iterator, dataset = ours(corpus, tokenizer, packing, B, T)
+    # Best fit has a long transient: the buffer slowly fills with documents longer than a row (they are
+    # only ever cropped when they are the shortest), and until it has, little is cropped and rows are
+    # cheap. Both sides are timed after `--equilibrium-rows` rows per buffer. Ours then uses one lane
+    # (`--lanes`): a lane's work per row does not depend on how many lanes there are, but 8 lanes take 8
+    # times as long to reach the equilibrium.
+    lanes = args.lanes if packing == "best_fit" else None
+    ours_iterator, dataset = ours(corpus, tokenizer, packing, B, T, num_lanes=lanes)
     reference_iterator = reference(train_files, encoding, bos, B, T)
-    print(f"  encoder: {dataset.encoder_name}; warming up ...", flush=True)
-    warm_up(ours_iterator, packing, B, dataset.num_lanes)
-    warm_up(reference_iterator, packing, B, 1)
+    per_buffer = args.equilibrium_rows if packing == "best_fit" else 2 * B
+    print(f"  encoder: {dataset.encoder_name}, {dataset.num_lanes} lane(s); warming up ...", flush=True)
+    warm_up(ours_iterator, per_buffer * dataset.num_lanes, B, "ours")
+    warm_up(reference_iterator, per_buffer, B, "reference")
     speeds = {"ours": [], "reference": []}
     for repeat in range(args.repeats):
         speeds["ours"].append(window_tokens_per_second(ours_iterator, B * T, args.window))
@@ -204,6 +213,10 @@ def main(argv=None):
     parser.add_argument("--seq-len", type=int, default=2048, help="tokens per row (T)")
     parser.add_argument("--repeats", type=int, default=4, help="alternating measurements of each kind")
     parser.add_argument("--window", type=float, default=1.5, help="seconds per steady-state window")
+    parser.add_argument("--lanes", type=int, default=1, help="data lanes of ours in the best-fit steady state")
+    parser.add_argument(
+        "--equilibrium-rows", type=int, default=3000, help="best-fit rows per buffer before the steady state is timed"
+    )
     parser.add_argument("--nanochat-repo", help="a nanochat checkout: use its own loader as the reference")
     add_corpus_arguments(parser)
     args = parser.parse_args(argv)
@@ -229,7 +242,9 @@ def main(argv=None):
             continue
         results.append(run_packing(args, packing, corpus, tokenizer, references[packing], train_files, encoding))
 
-    print(f"\n{'packing':<9} {'ours tok/s':>11} {'ref tok/s':>11} {'ratio':>6}  {'ours 1st':>8} {'ref 1st':>8} {'ratio':>6}")
+    print(
+        f"\n{'packing':<9} {'ours tok/s':>11} {'ref tok/s':>11} {'ratio':>6}  {'ours 1st':>8} {'ref 1st':>8} {'ratio':>6}"
+    )
     for r in results:
         print(
             f"{r['packing']:<9} {r['ours_tps'] / 1e3:>9,.0f} k {r['reference_tps'] / 1e3:>9,.0f} k "

@@ -269,7 +269,8 @@ class BestFitPacker:
         if key not in self.tokens:  # buffered before a resume: read back this chunk's buffered documents
             epoch, chunk = key[:2]
             pending = [k for k in self.entries if k[:2] == (epoch, chunk) and k not in self.tokens]
-            for k, tokens in zip(pending, self.reader.encode_documents(epoch, chunk, [k[2] for k in pending])):
+            documents = self.reader.encode_documents(epoch, chunk, [k[2] for k in pending])
+            for k, tokens in zip(pending, documents, strict=True):
                 if len(tokens) != self.entries[k]:
                     raise UserInputError(
                         f"data lane {self.reader.lane_id}: buffered document {k} has {len(tokens)} tokens but the "
@@ -327,5 +328,7 @@ def _position_of(state: dict) -> LanePosition:
 
 def _history_offset(lane_id, lane_row: int, oldest: int) -> int:
     if lane_row < oldest:
-        raise ValueError(f"data lane {lane_id}: row {lane_row} is older than the {HISTORY_ROWS_PER_LANE} rows remembered")
+        raise ValueError(
+            f"data lane {lane_id}: row {lane_row} is older than the {HISTORY_ROWS_PER_LANE} rows remembered"
+        )
     return lane_row - oldest

@@ -100,6 +100,7 @@ BEST_FIT_BUFFER_SIZE = 1000  # documents in nanochat's best-fit buffer
 DEFAULT_PREFETCH_ROWS = 64  # rows the background thread keeps ready; 0 = produce rows in the caller
 READ_THREADS = 4  # chunks read concurrently (each lane reads one ahead)
 
+
 def default_num_lanes(world_size: int) -> int:
     """8 lanes (so 1, 2, 4 and 8 processes see identical data), rounded up to a multiple of world_size."""
     return world_size * math.ceil(DEFAULT_NUM_LANES / world_size)

@@ -228,7 +228,7 @@ class MemoryEfficientMuonAdamW(NanoChatMuonAdamW):
         update, done = orthogonalised
         if done is not None:
             done.synchronize()
-        # nanochat G1's Muon has no weight decay (§5.1); lr·√max(1, rows/cols) as torch's "original".
+        # nanochat G1's Muon has no weight decay; lr·√max(1, rows/cols) as torch's "original".
         param.add_(update, alpha=-_adjust_lr(group["lr"], "original", param.shape))
         self._parameter_updated(param)
 
