@@ -94,7 +94,7 @@ def test_gradient_sums_are_fp32_and_exact():
 
 
 def test_bf16_weights_keep_small_updates_in_the_fp32_master():
-    """Spec §4.5, second quality rule: an update below half a bf16 ulp vanishes from plain bf16 weights."""
+    """The second quality rule of the offloading modes: an update below half a bf16 ulp vanishes from plain bf16 weights."""
 
     def weights_of_magnitude_half_to_one(model):
         with torch.no_grad():

@@ -3,7 +3,7 @@
 One representation is shared by training and conversion: tiktoken-style *mergeable ranks*, a map from a
 token's raw bytes to its id, where ids 0-255 are the single bytes (id = byte value) and every later id is
 a merged token in merge order. That is exactly what nanochat stores in its tiktoken `Encoding`
-(spec §8.1), so a tokenizer we train can be handed to nanochat and a tokenizer nanochat trained can be
+so a tokenizer we train can be handed to nanochat and a tokenizer nanochat trained can be
 loaded here, with the same ids either way.
 
 From the ranks we build a `tokenizers.Tokenizer` that reproduces tiktoken's encoding:

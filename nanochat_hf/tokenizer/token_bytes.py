@@ -1,4 +1,4 @@
-"""Per-token byte lengths, the denominator of bits-per-byte (spec §8.4).
+"""Per-token byte lengths, the denominator of bits-per-byte.
 
 bpb = sum of CE (nats) / (ln 2 * sum of token_bytes[target]) over valid targets; special tokens count 0
 bytes and are left out of both sums. nanochat saves the table as `token_bytes.pt`, an int32 tensor of

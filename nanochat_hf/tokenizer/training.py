@@ -1,4 +1,4 @@
-"""Train nanochat's byte-level BPE tokenizer with Hugging Face `tokenizers` (spec §8.1).
+"""Train nanochat's byte-level BPE tokenizer with Hugging Face `tokenizers`.
 
 nanochat trains with its own Rust BPE and encodes with tiktoken. We train with `tokenizers`' BpeTrainer
 on the same pre-tokenization (nanochat's split regex, then bytes), read the learned merges back in
@@ -24,7 +24,7 @@ from nanochat_hf.tokenizer.special_tokens import MIN_VOCAB_SIZE, NUM_BYTE_TOKENS
 
 logger = logging.getLogger(__name__)
 
-# nanochat's caps (spec §8.1): each document truncated to its first 10,000 characters; training stops
+# nanochat's caps: each document truncated to its first 10,000 characters; training stops
 # once the running character count exceeds max_chars (the document that crosses it is still used).
 # 2B characters is the G1 speedrun (and G2 default) setting; the G1 script default is 10B.
 DEFAULT_VOCAB_SIZE = 65536
