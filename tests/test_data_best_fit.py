@@ -6,6 +6,7 @@ import json
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from test_data_pretrain import as_key, row_tokens, take
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 
@@ -33,19 +34,6 @@ def write_jsonl(path, documents):
 
 def doc_tokens(tokenizer, index, words):
     return [tokenizer.bos_token_id] + [tokenizer.convert_tokens_to_ids(f"w{index}")] * words
-
-
-def take(dataset, count):
-    iterator = iter(dataset)
-    return [next(iterator) for _ in range(count)]
-
-
-def row_tokens(row):
-    return row["input_ids"].tolist() + [row["shift_labels"][-1].item()]
-
-
-def as_key(row):
-    return tuple(row_tokens(row))
 
 
 def test_rows_follow_best_fit_by_hand(word_tokenizer, tmp_path):
