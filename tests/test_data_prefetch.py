@@ -56,7 +56,9 @@ def test_a_new_pass_over_the_dataset_stops_the_previous_thread(tokenizer_dir):
 
     from nanochat_hf.data import PretrainDataset
 
-    dataset = PretrainDataset("embedded", AutoTokenizer.from_pretrained(tokenizer_dir), 32, num_lanes=2)
+    dataset = PretrainDataset(
+        "embedded", AutoTokenizer.from_pretrained(tokenizer_dir), 32, num_lanes=2, prefetch_rows=8
+    )
     first = iter(dataset)
     row = next(first)
     second = iter(dataset)

@@ -141,10 +141,11 @@ def test_same_seed_same_rows_other_seed_other_order(tokenizer, parquet_file):
     assert first != other
 
 
-def test_resume_at_consumed_rows_ignores_prefetched_rows(tokenizer, parquet_file, tmp_path):
+@pytest.mark.parametrize("prefetch_rows", [0, 8])
+def test_resume_at_consumed_rows_ignores_prefetched_rows(tokenizer, parquet_file, tmp_path, prefetch_rows):
     uninterrupted = take(PretrainDataset(parquet_file, tokenizer, SEQ, num_lanes=4, seed=1), 40)
 
-    interrupted = PretrainDataset(parquet_file, tokenizer, SEQ, num_lanes=4, seed=1)
+    interrupted = PretrainDataset(parquet_file, tokenizer, SEQ, num_lanes=4, seed=1, prefetch_rows=prefetch_rows)
     take(interrupted, 17)  # the trainer consumed 13; a DataLoader prefetched 4 more
     save_data_state(interrupted, tmp_path, consumed_rows=13)
     assert (tmp_path / "data_state_rank0.json").is_file()

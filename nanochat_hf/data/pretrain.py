@@ -54,9 +54,9 @@ different number of processes (same L) as long as every lane stopped at the same
 
 Speed. Text is encoded with the fastest exact encoder (`nanochat_hf.tokenizer.fast_encode`: tiktoken when
 it gives the tokenizer's ids exactly, else the tokenizer's Rust batch path), into flat numpy buffers that
-rows are sliced from. Rows are produced `prefetch_rows` ahead in a background thread (reading parquet and
-tokenizing release the GIL, so this overlaps the training step), and each lane reads its next chunk
-while it consumes the current one. Nothing in the lane loops over tokens in Python.
+rows are sliced from. When training on a GPU, rows are produced `prefetch_rows` ahead in a background thread
+(reading parquet and tokenizing release the GIL, so this overlaps the training step), and each lane
+reads its next chunk while it consumes the current one. Nothing in the lane loops over tokens in Python.
 
 Limits: the DataLoader must use `num_workers=0`; worker processes would each hold their own copy of the
 position (the thread above does the work a worker would). Under multi-process training the dataset
@@ -97,7 +97,7 @@ TOKENIZER_BATCH_SIZE = 128  # nanochat tokenizes 128 documents at a time
 PACKINGS = ("stream", "best_fit")  # nanochat generation 1 and generation 2
 DEFAULT_PACKING = {1: "stream", 2: "best_fit"}
 BEST_FIT_BUFFER_SIZE = 1000  # documents in nanochat's best-fit buffer
-DEFAULT_PREFETCH_ROWS = 64  # rows the background thread keeps ready; 0 = produce rows in the caller
+DEFAULT_PREFETCH_ROWS = 64  # rows the background thread keeps ready when training on a GPU
 READ_THREADS = 4  # chunks read concurrently (each lane reads one ahead)
 
 
@@ -130,7 +130,8 @@ class PretrainDataset(IterableDataset):
     BOS-aligned best-fit rows from a buffer of `buffer_size` documents per lane). `encoder`: "auto"
     (tiktoken when it gives the tokenizer's ids exactly), "tiktoken", "tokenizers", or an encoder object
     from `nanochat_hf.tokenizer.fast_encode.batch_encoder`. `prefetch_rows`: rows produced ahead in a
-    background thread (0: in the iterating thread).
+    background thread (0: in the iterating thread; None: 64 when CUDA is available, else 0, because when
+    the CPU itself trains, tokenizing ahead only competes with the training step for the same cores).
     """
 
     def __init__(
@@ -148,7 +149,7 @@ class PretrainDataset(IterableDataset):
         packing: str = "stream",
         buffer_size: int = BEST_FIT_BUFFER_SIZE,
         encoder="auto",
-        prefetch_rows: int = DEFAULT_PREFETCH_ROWS,
+        prefetch_rows: int | None = None,
     ):
         super().__init__()
         if not isinstance(sequence_len, int) or sequence_len < 1:
@@ -166,6 +167,8 @@ class PretrainDataset(IterableDataset):
             raise UserInputError(f"buffer_size must be a positive integer, got {buffer_size!r}")
         if not isinstance(tokenizer_batch_size, int) or tokenizer_batch_size < 1:
             raise UserInputError(f"tokenizer_batch_size must be a positive integer, got {tokenizer_batch_size!r}")
+        if prefetch_rows is None:
+            prefetch_rows = DEFAULT_PREFETCH_ROWS if torch.cuda.is_available() else 0
         if not isinstance(prefetch_rows, int) or prefetch_rows < 0:
             raise UserInputError(f"prefetch_rows must be a non-negative integer, got {prefetch_rows!r}")
         bos_id = getattr(tokenizer, "bos_token_id", None)
