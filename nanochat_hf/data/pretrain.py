@@ -84,6 +84,7 @@ from nanochat_hf.atomic import write_json_atomically
 from nanochat_hf.data.lanes import BestFitPacker, LanePosition, LaneReader, StreamPacker
 from nanochat_hf.data.prefetch import BackgroundIterator
 from nanochat_hf.data.sources import DEFAULT_HUB_DATASET, TextSource, open_text_source, split_into_lanes_chunks
+from nanochat_hf.defaults import SEQUENCE_LEN
 from nanochat_hf.errors import UserInputError
 from nanochat_hf.tokenizer.fast_encode import batch_encoder
 
@@ -407,7 +408,7 @@ def load_data_state(dataset: PretrainDataset, checkpoint_dir) -> None:
 def build_pretrain_datasets(
     source=DEFAULT_HUB_DATASET,
     tokenizer=None,
-    sequence_len: int = 2048,
+    sequence_len: int = SEQUENCE_LEN,
     *,
     rank: int = 0,
     world_size: int = 1,

@@ -1,4 +1,4 @@
-"""nanochat's conversation rendering: the chat template, and a direct `(input_ids, labels)` renderer.
+"""nanochat's conversation rendering (`render_conversation`): the chat template, and a direct `(input_ids, labels)` renderer.
 
 Two ways to turn messages into tokens, which agree token for token:
 

@@ -16,6 +16,7 @@ continuation byte, half of an emoji, ...):
 from pathlib import Path
 
 from nanochat_hf.errors import UserInputError
+from nanochat_hf.tokenizer.bpe import token_raw_bytes
 
 
 TOKEN_BYTES_FILENAME = "token_bytes.pt"
@@ -33,8 +34,6 @@ def byte_length(token: bytes, rule: str = "g1") -> int:
 def compute_token_bytes(tokenizer, rule: str = "g1"):
     """int32 tensor [len(tokenizer)]: byte length of each token under `rule`, 0 for special/added tokens."""
     import torch
-
-    from nanochat_hf.tokenizer.bpe import token_raw_bytes
 
     if rule not in TOKEN_BYTES_RULES:
         raise UserInputError(f"token bytes rule must be one of {TOKEN_BYTES_RULES}, got {rule!r}")
