@@ -15,8 +15,16 @@ Files are cached under `--workdir` (default: the system temp folder), keyed by t
 import math
 import os
 import random
+import shutil
 import tempfile
 from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from transformers import AutoTokenizer
+
+from nanochat_hf.embedded_corpus import iter_embedded_documents
+from nanochat_hf.tokenizer import load_nanochat_tokenizer, save_tokenizer_folder, train_tokenizer
 
 
 ROWS_PER_GROUP = 1024  # nanochat's row-group size
@@ -40,11 +48,6 @@ def make_corpus(args) -> Path:
     folder = Path(args.workdir) / f"corpus-{args.shards}x{args.shard_mb:g}M-median{args.median_chars}"
     if (folder / "done").is_file():
         return folder
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    from nanochat_hf.embedded_corpus import iter_embedded_documents
-
     print(f"writing a {args.shards} x {args.shard_mb:g}M-character corpus to {folder} (once) ...", flush=True)
     pieces = list(iter_embedded_documents())
     rng = random.Random(0)
@@ -81,26 +84,16 @@ def make_corpus(args) -> Path:
 
 def make_tokenizer(args):
     """`args.tokenizer` (HF folder or nanochat's tokenizer.pkl folder) or a generated nanochat tokenizer."""
-    from transformers import AutoTokenizer
-
     if args.tokenizer:
         path = Path(args.tokenizer)
         if (path / "tokenizer.pkl").is_file() and not (path / "tokenizer.json").is_file():
-            from nanochat_hf.tokenizer import load_nanochat_tokenizer
-
             return load_nanochat_tokenizer(path)[0]
         return AutoTokenizer.from_pretrained(path)
     folder = Path(args.workdir) / f"tokenizer-{args.vocab_size}"
     if not (folder / "tokenizer.json").is_file():
-        from nanochat_hf.embedded_corpus import iter_embedded_documents
-        from nanochat_hf.tokenizer import train_tokenizer
-        from nanochat_hf.tokenizer.bpe import save_tokenizer_folder
-
         print(f"training a {args.vocab_size}-token nanochat tokenizer on the embedded corpus (once) ...", flush=True)
         tokenizer = train_tokenizer(iter_embedded_documents(), vocab_size=args.vocab_size, show_progress=False)
         if folder.exists():  # an interrupted earlier attempt
-            import shutil
-
             shutil.rmtree(folder)
         save_tokenizer_folder(tokenizer, folder)
     return AutoTokenizer.from_pretrained(folder)
@@ -108,8 +101,6 @@ def make_tokenizer(args):
 
 def parquet_texts(folder: Path, max_chars: float) -> list[str]:
     """Documents from the first shards of `folder`, row group by row group, up to `max_chars` characters."""
-    import pyarrow.parquet as pq
-
     texts, chars = [], 0
     for path in sorted(Path(folder).glob("*.parquet")):
         parquet = pq.ParquetFile(path)

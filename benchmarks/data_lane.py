@@ -34,7 +34,7 @@ import torch
 from bench_corpus import add_corpus_arguments, cpu_count, make_corpus, make_tokenizer
 
 from nanochat_hf.data import PretrainDataset, build_train_dataloader
-from nanochat_hf.tokenizer.fast_encode import tiktoken_encoding_for
+from nanochat_hf.data.encoding import tiktoken_encoding_for
 
 
 NANOCHAT_THREADS, NANOCHAT_BATCH, NANOCHAT_BUFFER = 4, 128, 1000

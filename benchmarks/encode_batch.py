@@ -22,7 +22,7 @@ import time
 
 from bench_corpus import add_corpus_arguments, cpu_count, make_corpus, make_tokenizer, parquet_texts
 
-from nanochat_hf.tokenizer.fast_encode import TokenizersBatchEncoder, batch_encoder, tiktoken_encoding_for
+from nanochat_hf.data.encoding import TokenizersBatchEncoder, batch_encoder, tiktoken_encoding_for
 
 
 def main(argv=None):

@@ -25,8 +25,9 @@ from concurrent.futures import ThreadPoolExecutor
 import torch
 
 from nanochat_hf import NanoChatConfig, NanoChatForCausalLM
-from nanochat_hf.optim.host_sum import HOST_SUM_BYTES_PER_PARAM, host_sum_seconds, measure_host_bandwidth
+from nanochat_hf.optim.host_sum import measure_host_bandwidth
 from nanochat_hf.optim.offload import _accumulate
+from nanochat_hf.planning.host_sum_time import HOST_SUM_BYTES_PER_PARAM, host_sum_seconds
 
 
 def parameter_shapes(depth: int, vocab_size: int) -> list[torch.Size]:

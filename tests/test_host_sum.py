@@ -9,14 +9,9 @@ from test_memory_engine import accumulate, batches, max_difference, tiny_model
 
 from nanochat_hf.errors import UserInputError
 from nanochat_hf.optim import build_optimizer
-from nanochat_hf.optim.host_sum import (
-    HOST_SUM_BYTES_PER_PARAM,
-    SUM_SLICE_ELEMENTS,
-    accumulate_into,
-    host_sum_seconds,
-    measure_host_bandwidth,
-)
+from nanochat_hf.optim.host_sum import SUM_SLICE_ELEMENTS, accumulate_into, measure_host_bandwidth
 from nanochat_hf.optim.offload import OffloadedMuonAdamW
+from nanochat_hf.planning.host_sum_time import HOST_SUM_BYTES_PER_PARAM, choose_flush_every, host_sum_seconds
 
 
 pytestmark = pytest.mark.usefixtures("one_cpu_thread")
@@ -88,3 +83,14 @@ def test_cost_formula_counts_flushes_and_bytes():
         host_sum_seconds(1, 1, bandwidth, flush_every=0)
     measured = measure_host_bandwidth(num_elements=1 << 20, repeats=1)
     assert 1e8 < measured < 1e13  # bytes per second, some physical value
+
+
+def test_the_planner_flushes_every_micro_step_when_that_hides_under_backward():
+    d32, bandwidth = 1_879_048_192, 20e9  # ~0.94 s per flush
+    assert choose_flush_every(d32, 256, bandwidth, backward_seconds=2.0, spare_gpu_bytes=0) == (1, 0.0)
+    # A slow host: 0.94 s per flush against 0.3 s of backward. With room for bf16 gradients on the GPU, 4
+    # micro-steps per flush hide it; without, every flush shows 0.64 s.
+    every, exposed = choose_flush_every(d32, 256, bandwidth, backward_seconds=0.3, spare_gpu_bytes=4 * 2**30)
+    assert every == 4 and exposed == 0.0
+    every, exposed = choose_flush_every(d32, 256, bandwidth, backward_seconds=0.3, spare_gpu_bytes=2**30)
+    assert every == 1 and exposed == pytest.approx(256 * (d32 * 10 / bandwidth - 0.3))

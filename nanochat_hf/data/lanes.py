@@ -34,8 +34,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from nanochat_hf.data.encoding import TOKEN_DTYPE
 from nanochat_hf.errors import UserInputError
-from nanochat_hf.tokenizer.fast_encode import TOKEN_DTYPE
 
 
 FIRST_WINDOW_DOCS = 4  # documents tokenized right after a seek; doubles per batch up to the batch size

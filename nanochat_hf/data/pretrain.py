@@ -52,7 +52,7 @@ is saved per rank as `data_state_rank{r}.json` in the checkpoint folder (`save_d
 `load_data_state`); the lanes of all ranks together describe the whole run, so a run can resume with a
 different number of processes (same L) as long as every lane stopped at the same row count.
 
-Speed. Text is encoded with the fastest exact encoder (`nanochat_hf.tokenizer.fast_encode`: tiktoken when
+Speed. Text is encoded with the fastest exact encoder (`nanochat_hf.data.encoding`: tiktoken when
 it gives the tokenizer's ids exactly, else the tokenizer's Rust batch path), into flat numpy buffers that
 rows are sliced from. When training on a GPU, rows are produced `prefetch_rows` ahead in a background thread
 (reading parquet and tokenizing release the GIL, so this overlaps the training step), and each lane
@@ -81,12 +81,12 @@ import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
 from nanochat_hf.atomic import write_json_atomically
+from nanochat_hf.data.encoding import batch_encoder
 from nanochat_hf.data.lanes import BestFitPacker, LanePosition, LaneReader, StreamPacker
 from nanochat_hf.data.prefetch import BackgroundIterator
 from nanochat_hf.data.sources import DEFAULT_HUB_DATASET, TextSource, open_text_source, split_into_lanes_chunks
 from nanochat_hf.defaults import SEQUENCE_LEN
 from nanochat_hf.errors import UserInputError
-from nanochat_hf.tokenizer.fast_encode import batch_encoder
 
 
 logger = logging.getLogger(__name__)
@@ -130,7 +130,7 @@ class PretrainDataset(IterableDataset):
     `packing`: "stream" (generation 1: rows cut from the document stream) or "best_fit" (generation 2:
     BOS-aligned best-fit rows from a buffer of `buffer_size` documents per lane). `encoder`: "auto"
     (tiktoken when it gives the tokenizer's ids exactly), "tiktoken", "tokenizers", or an encoder object
-    from `nanochat_hf.tokenizer.fast_encode.batch_encoder`. `prefetch_rows`: rows produced ahead in a
+    from `nanochat_hf.data.encoding.batch_encoder`. `prefetch_rows`: rows produced ahead in a
     background thread (0: in the iterating thread; None: 64 when CUDA is available, else 0, because when
     the CPU itself trains, tokenizing ahead only competes with the training step for the same cores).
     """

@@ -10,8 +10,8 @@ How a step runs:
 1. Backward: as soon as autograd has accumulated a parameter's gradient, a post-accumulate-grad hook
    (`Tensor.register_post_accumulate_grad_hook`) copies it into a pinned staging buffer (on a side CUDA
    stream, so the copy overlaps the rest of backward) and drops the GPU gradient; a CPU thread waits for
-   the copy and adds it to the parameter's fp32 sum (`host_sum.accumulate_into`: exact, at the speed of
-   an fp32 add). Gradient accumulation over hundreds of micro-steps is therefore fp32 (a bf16 sum would
+   the copy and adds it to the parameter's fp32 sum (`host_sum.accumulate_into`: exact, and faster than
+   a mixed-dtype `add_`). Gradient accumulation over hundreds of micro-steps is therefore fp32 (a bf16 sum would
    drop small contributions), while the GPU never holds more than a bucket. A staging buffer is
    reused by layer i + bucket only once layer i's sum is done, which bounds both the GPU gradients in
    flight and the pinned memory to what the planner counts.

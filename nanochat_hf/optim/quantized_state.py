@@ -19,7 +19,7 @@ import math
 import torch
 
 from ..errors import UserInputError
-from ..memory_modes import MIN_8BIT_NUMEL, QUANT_BLOCK_SIZE
+from ..planning.memory_modes import MIN_8BIT_NUMEL, QUANT_BLOCK_SIZE
 
 
 def bitsandbytes_functional():

@@ -1,4 +1,4 @@
-"""The data lane's batch encoders (nanochat_hf.tokenizer.fast_encode): tiktoken only where its ids are exactly
+"""The data lane's batch encoders (nanochat_hf.data.encoding): tiktoken only where its ids are exactly
 the tokenizer's, the Rust batch path otherwise, the same ids and flat layout from both."""
 
 import json
@@ -9,15 +9,15 @@ import pytest
 from tokenizers import Tokenizer
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
-from nanochat_hf.embedded_corpus import iter_embedded_documents
-from nanochat_hf.errors import UserInputError
-from nanochat_hf.tokenizer import SPECIAL_TOKENS
-from nanochat_hf.tokenizer.fast_encode import (
+from nanochat_hf.data.encoding import (
     TiktokenBatchEncoder,
     TokenizersBatchEncoder,
     batch_encoder,
     tiktoken_encoding_for,
 )
+from nanochat_hf.embedded_corpus import iter_embedded_documents
+from nanochat_hf.errors import UserInputError
+from nanochat_hf.tokenizer import SPECIAL_TOKENS
 
 
 tiktoken = pytest.importorskip("tiktoken")

@@ -32,6 +32,7 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
+from transformers.convert_slow_tokenizer import bytes_to_unicode
 
 from nanochat_hf.errors import UserInputError
 
@@ -186,8 +187,6 @@ def tiktoken_encoding_for(tokenizer):
 
 
 def _exact_tiktoken_encoding(tiktoken, backend):
-    from nanochat_hf.tokenizer.bpe import byte_to_unicode
-
     spec = json.loads(backend.to_str())
     model = spec.get("model") or {}
     pattern = _nanochat_style_pattern(spec)
@@ -203,7 +202,7 @@ def _exact_tiktoken_encoding(tiktoken, backend):
     if any(not token.get("special") for token in spec.get("added_tokens", [])):
         reasons.append("it has non-special added tokens")
     vocab = model.get("vocab") or {}
-    spelling = byte_to_unicode()  # byte -> the printable character tokenizers stores for it
+    spelling = bytes_to_unicode()  # byte -> the printable character tokenizers stores for it (GPT-2's map)
     if not reasons:
         if not set("".join(vocab)) <= set(spelling.values()) or sorted(vocab.values()) != list(range(len(vocab))):
             reasons.append("its vocabulary is not byte-level tokens with ids 0..n-1")
@@ -229,7 +228,7 @@ def _exact_tiktoken_encoding(tiktoken, backend):
 
 
 def _merges_follow_ranks(vocab: dict[str, int], merges: list) -> bool:
-    """Whether `merges` is exactly the list `bpe.tokenizer_from_mergeable_ranks` derives from the ranks: token
+    """Whether `merges` is exactly the list `nanochat_hf.tokenizer.bpe.tokenizer_from_mergeable_ranks` derives from the ranks: token
     by token in id order, every split of the token into two tokens, ordered by (left id, right id).
 
     Works on the stored spellings (one character per byte), so a split at character i is a split at byte i.
