@@ -141,10 +141,11 @@ def test_same_seed_same_rows_other_seed_other_order(tokenizer, parquet_file):
     assert first != other
 
 
-def test_resume_at_consumed_rows_ignores_prefetched_rows(tokenizer, parquet_file, tmp_path):
+@pytest.mark.parametrize("prefetch_rows", [0, 8])
+def test_resume_at_consumed_rows_ignores_prefetched_rows(tokenizer, parquet_file, tmp_path, prefetch_rows):
     uninterrupted = take(PretrainDataset(parquet_file, tokenizer, SEQ, num_lanes=4, seed=1), 40)
 
-    interrupted = PretrainDataset(parquet_file, tokenizer, SEQ, num_lanes=4, seed=1)
+    interrupted = PretrainDataset(parquet_file, tokenizer, SEQ, num_lanes=4, seed=1, prefetch_rows=prefetch_rows)
     take(interrupted, 17)  # the trainer consumed 13; a DataLoader prefetched 4 more
     save_data_state(interrupted, tmp_path, consumed_rows=13)
     assert (tmp_path / "data_state_rank0.json").is_file()
@@ -260,3 +261,34 @@ def test_model_loss_counts_every_target_of_a_row(tokenizer, parquet_file):
     output = model(**batch)
     direct = torch.nn.functional.cross_entropy(output.logits.flatten(0, 1), batch["shift_labels"].flatten())
     torch.testing.assert_close(output.loss, direct)  # all T targets, as nanochat; not T - 1
+
+
+def test_generation_2_dataset_is_climbmix_with_its_pinned_validation_shard(tmp_path):
+    from nanochat_hf.data import CLIMBMIX_HUB_DATASET, DATASET_BY_GENERATION, DEFAULT_PACKING
+    from nanochat_hf.data.sources import ParquetSource, hub_parquet_files
+
+    assert DATASET_BY_GENERATION == {1: "karpathy/fineweb-edu-100b-shuffle", 2: "karpathy/climbmix-400b-shuffle"}
+    assert DEFAULT_PACKING == {1: "stream", 2: "best_fit"}
+    listed = ["README.md", "shard_06542.parquet", "shard_00000.parquet", "shard_00001.parquet"]
+    urls, validation = hub_parquet_files(CLIMBMIX_HUB_DATASET, "abc123", listed)
+    assert urls == [f"hf://datasets/karpathy/climbmix-400b-shuffle@abc123/shard_{i:05d}.parquet" for i in (0, 1, 6542)]
+    assert validation == 2
+    # A partial listing that lacks the pinned shard fails clearly instead of validating on a train shard.
+    with pytest.raises(UserInputError, match="shard_06542.parquet"):
+        hub_parquet_files(CLIMBMIX_HUB_DATASET, "abc123", ["shard_00000.parquet", "shard_00001.parquet"])
+    # Other datasets hold out their last file, as nanochat generation 1.
+    assert hub_parquet_files("someone/corpus", "r", ["b.parquet", "a.parquet"])[1] is None
+
+    # The pinned index picks the validation file even when it is not the last one.
+    for name in ("shard_00000", "shard_06542", "shard_00001"):
+        pq.write_table(pa.table({"text": [f"{name} doc {i}" for i in range(4)]}), tmp_path / f"{name}.parquet")
+    files = [str(tmp_path / f"{name}.parquet") for name in ("shard_00000", "shard_06542", "shard_00001")]
+    source = ParquetSource("climbmix-like", files, validation_file=1)
+    assert list(source.iter_documents("validation")) == [f"shard_06542 doc {i}" for i in range(4)]
+    assert "shard_06542" not in " ".join(source.iter_documents("train"))
+
+
+@pytest.mark.skipif(not huggingface_hub.constants.HF_HUB_OFFLINE, reason="would try the network")
+def test_unreachable_climbmix_is_a_user_error():
+    with pytest.raises(UserInputError, match="Hub dataset could not be reached"):
+        open_text_source("karpathy/climbmix-400b-shuffle")

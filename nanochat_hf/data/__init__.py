@@ -1,7 +1,9 @@
-"""Pretraining data: text sources (`sources`) and packed, resumable training rows (`pretrain`)."""
+"""Pretraining data: text sources (`sources`) and packed, resumable training rows (`pretrain`, `lanes`)."""
 
 from .pretrain import (
     DATA_STATE_FILENAME,
+    DEFAULT_PACKING,
+    PACKINGS,
     LanePosition,
     PretrainDataset,
     build_pretrain_datasets,
@@ -11,13 +13,24 @@ from .pretrain import (
     load_data_state,
     save_data_state,
 )
-from .sources import DEFAULT_HUB_DATASET, EMBEDDED, TextSource, open_text_source
+from .sources import (
+    CLIMBMIX_HUB_DATASET,
+    DATASET_BY_GENERATION,
+    DEFAULT_HUB_DATASET,
+    EMBEDDED,
+    TextSource,
+    open_text_source,
+)
 
 
 __all__ = [
+    "CLIMBMIX_HUB_DATASET",
+    "DATASET_BY_GENERATION",
     "DATA_STATE_FILENAME",
     "DEFAULT_HUB_DATASET",
+    "DEFAULT_PACKING",
     "EMBEDDED",
+    "PACKINGS",
     "LanePosition",
     "PretrainDataset",
     "TextSource",

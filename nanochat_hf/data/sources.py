@@ -2,9 +2,10 @@
 
 A *source* is one of
 
-- a Hub dataset id (default `karpathy/fineweb-edu-100b-shuffle`, nanochat generation 1's data): its
-  parquet shards, sorted by path, are read straight from the Hub (`hf://` through `huggingface_hub`'s
-  fsspec filesystem and pyarrow), a row group at a time;
+- a Hub dataset id (default `karpathy/fineweb-edu-100b-shuffle`, nanochat generation 1's data;
+  generation 2 trains on `karpathy/climbmix-400b-shuffle`, `DATASET_BY_GENERATION`): its parquet shards,
+  sorted by path, are read straight from the Hub (`hf://` through `huggingface_hub`'s fsspec filesystem
+  and pyarrow), a row group at a time (each file's footer is read once, when the source is opened);
 - local files or folders: `.parquet` (a string column `text`), `.jsonl`/`.json` (a `text` field per
   record) or `.txt` (documents separated by blank lines). Folders are searched recursively; one kind
   of file per source;
@@ -20,8 +21,10 @@ block. Chunks are the unit the training loader shards and seeks by: reading chun
 documents every time, so a position "chunk i, document d" can be resumed by reading one chunk.
 
 Validation split, as nanochat: with several files the **last file** (sorted) is held out (for the Hub
-dataset that is the last shard, `shard_01822`); with a single file, or an in-memory source, the last
-5 % of the documents (at least one) are held out. The split is deterministic.
+dataset that is the last shard, `shard_01822`); a Hub dataset whose validation shard nanochat pins
+(ClimbMix: `shard_06542`, `VALIDATION_SHARDS`) holds out exactly that file and fails clearly without
+it; with a single file, or an in-memory source, the last 5 % of the documents (at least one) are held
+out. The split is deterministic.
 
 Why not `datasets` streaming for parquet: its `IterableDataset.state_dict()` resumes by example
 count inside a shard, which we would also have to map to rows actually consumed by the trainer; with
@@ -46,7 +49,12 @@ from nanochat_hf.errors import UserInputError
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_HUB_DATASET = "karpathy/fineweb-edu-100b-shuffle"
+DEFAULT_HUB_DATASET = "karpathy/fineweb-edu-100b-shuffle"  # nanochat generation 1
+CLIMBMIX_HUB_DATASET = "karpathy/climbmix-400b-shuffle"  # nanochat generation 2
+DATASET_BY_GENERATION = {1: DEFAULT_HUB_DATASET, 2: CLIMBMIX_HUB_DATASET}
+# Validation shards nanochat pins by name (its download script always fetches it); other datasets hold out
+# their last file.
+VALIDATION_SHARDS = {CLIMBMIX_HUB_DATASET: "shard_06542.parquet"}
 EMBEDDED = "embedded"
 TEXT_COLUMN = "text"
 SPLITS = ("train", "validation")
@@ -91,6 +99,7 @@ class TextSource:
     name: str
     files: list[str]
     blocks: list[Block]
+    validation_file: int | None = None  # the held-out file when not the last one
 
     def read_block(self, index: int) -> list[str]:
         raise NotImplementedError
@@ -107,8 +116,8 @@ class TextSource:
         if split not in SPLITS:
             raise UserInputError(f"split must be one of {SPLITS}, got {split!r}")
         if len(self.files) >= 2:
-            # nanochat: the last file (sorted) is the validation shard.
-            val_file = len(self.files) - 1
+            # nanochat: the last file (sorted) is the validation shard, unless one is pinned.
+            val_file = len(self.files) - 1 if self.validation_file is None else self.validation_file
             keep = (lambda b: b.file == val_file) if split == "validation" else (lambda b: b.file != val_file)
             return [Chunk(i, 0, b.num_docs) for i, b in enumerate(self.blocks) if keep(b) and b.num_docs]
         # One file or an in-memory table: hold out the last documents, across block boundaries.
@@ -166,35 +175,50 @@ def split_into_lanes_chunks(chunks: Sequence[Chunk], min_chunks: int, where: str
 
 
 class ParquetSource(TextSource):
-    """Parquet files read a row group at a time with pyarrow; paths may be local or `hf://` URLs."""
+    """Parquet files read a row group at a time with pyarrow; paths may be local or `hf://` URLs.
 
-    def __init__(self, name: str, files: list[str]):
+    Every file's footer is read once here (concurrently: remote ones cost a round trip each) and reused
+    for every row group read. Local files are read by pyarrow's own I/O, remote ones through fsspec.
+    """
+
+    def __init__(self, name: str, files: list[str], validation_file: int | None = None):
         self.name = name
         self.files = list(files)
+        self.validation_file = validation_file
         self._last_block: tuple[int, list[str]] | None = None
-        # Footers are small but remote ones cost a round trip each: read them concurrently.
         with ThreadPoolExecutor(max_workers=min(16, max(1, len(self.files)))) as pool:
-            row_group_sizes = list(pool.map(self._row_group_sizes, self.files))
+            self._metadata = list(pool.map(self._read_metadata, self.files))
         self.blocks = [
-            Block(file_index, row_group, num_rows)
-            for file_index, sizes in enumerate(row_group_sizes)
-            for row_group, num_rows in enumerate(sizes)
+            Block(file_index, row_group, metadata.row_group(row_group).num_rows)
+            for file_index, metadata in enumerate(self._metadata)
+            for row_group in range(metadata.num_row_groups)
         ]
 
     @staticmethod
-    def _open(path: str):
-        import fsspec
+    def _is_local(path: str) -> bool:
+        return "://" not in path
 
-        return fsspec.open(path, "rb").open()
-
-    def _row_group_sizes(self, path: str) -> list[int]:
-        import pyarrow as pa
+    def _parquet_file(self, path: str, metadata=None):
         import pyarrow.parquet as pq
 
+        if self._is_local(path):
+            return pq.ParquetFile(path, metadata=metadata), None
+        import fsspec
+
+        handle = fsspec.open(path, "rb").open()
+        return pq.ParquetFile(handle, metadata=metadata), handle
+
+    def _read_metadata(self, path: str):
+        import pyarrow as pa
+
         try:
-            with self._open(path) as handle:
-                metadata = pq.ParquetFile(handle).metadata
+            parquet, handle = self._parquet_file(path)
+            try:
+                metadata = parquet.metadata
                 schema = metadata.schema.to_arrow_schema()
+            finally:
+                if handle is not None:
+                    handle.close()
         except (OSError, pa.ArrowException) as err:
             raise UserInputError(f"{path}: cannot read as a parquet file ({err})") from err
         if TEXT_COLUMN not in schema.names:
@@ -205,17 +229,20 @@ class ParquetSource(TextSource):
         column_type = schema.field(TEXT_COLUMN).type
         if not (pa.types.is_string(column_type) or pa.types.is_large_string(column_type)):
             raise UserInputError(f"{path}: column '{TEXT_COLUMN}' has type {column_type}, expected string")
-        return [metadata.row_group(i).num_rows for i in range(metadata.num_row_groups)]
+        return metadata
 
     def read_block(self, index: int) -> list[str]:
-        import pyarrow.parquet as pq
-
         # Keep the last row group read: the sub-chunks of a small source share row groups.
-        if self._last_block is not None and self._last_block[0] == index:
-            return self._last_block[1]
+        last = self._last_block
+        if last is not None and last[0] == index:
+            return last[1]
         block = self.blocks[index]
-        with self._open(self.files[block.file]) as handle:
-            table = pq.ParquetFile(handle).read_row_group(block.row_group, columns=[TEXT_COLUMN])
+        parquet, handle = self._parquet_file(self.files[block.file], self._metadata[block.file])
+        try:
+            table = parquet.read_row_group(block.row_group, columns=[TEXT_COLUMN])
+        finally:
+            if handle is not None:
+                handle.close()
         texts = [text or "" for text in table.column(0).to_pylist()]
         self._last_block = (index, texts)
         return texts
@@ -342,6 +369,24 @@ def _resolve_local(paths: list[Path]) -> TextSource:
     return _load_table_files(names, kind)
 
 
+def hub_parquet_files(repo_id: str, revision: str, paths: list[str]) -> tuple[list[str], int | None]:
+    """The `hf://` URLs of a Hub dataset's parquet files (sorted, pinned to `revision`) and the index of a
+    pinned validation shard (None: the last file is held out)."""
+    paths = sorted(p for p in paths if p.endswith(".parquet"))
+    if not paths:
+        raise UserInputError(f"dataset {repo_id!r}: the Hub repository holds no parquet files")
+    validation = None
+    pinned = VALIDATION_SHARDS.get(repo_id)
+    if pinned is not None:
+        matches = [i for i, p in enumerate(paths) if p.rsplit("/", 1)[-1] == pinned]
+        if not matches:
+            raise UserInputError(
+                f"dataset {repo_id!r}: has no {pinned}, the validation shard nanochat holds out for this dataset"
+            )
+        validation = matches[0]
+    return [f"hf://datasets/{repo_id}@{revision}/{p}" for p in paths], validation
+
+
 def _resolve_hub(repo_id: str) -> TextSource:
     """The parquet shards of a Hub dataset repository, pinned to its current revision."""
     from huggingface_hub import HfApi
@@ -353,13 +398,11 @@ def _resolve_hub(repo_id: str) -> TextSource:
             f"dataset {repo_id!r}: not a local path, and the Hub dataset could not be reached ({type(err).__name__}: "
             f"{err}); for an offline run pass local files or 'embedded'"
         ) from err
-    paths = sorted(s.rfilename for s in (info.siblings or []) if s.rfilename.endswith(".parquet"))
-    if not paths:
-        raise UserInputError(f"dataset {repo_id!r}: the Hub repository holds no parquet files")
     # Pin the revision so every rank (and a resumed run) sees the same shard list.
-    urls = [f"hf://datasets/{repo_id}@{info.sha}/{p}" for p in paths]
-    logger.info("dataset %s@%s: %d parquet shards (the last is the validation shard)", repo_id, info.sha, len(urls))
-    return ParquetSource(repo_id, urls)
+    urls, validation = hub_parquet_files(repo_id, info.sha, [s.rfilename for s in (info.siblings or [])])
+    held_out = urls[-1 if validation is None else validation].rsplit("/", 1)[-1]
+    logger.info("dataset %s@%s: %d parquet shards (validation: %s)", repo_id, info.sha, len(urls), held_out)
+    return ParquetSource(repo_id, urls, validation_file=validation)
 
 
 def open_text_source(source: str | os.PathLike | Sequence[str | os.PathLike] = DEFAULT_HUB_DATASET) -> TextSource:

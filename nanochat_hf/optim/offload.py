@@ -10,10 +10,15 @@ How a step runs:
 1. Backward: as soon as autograd has accumulated a parameter's gradient, a post-accumulate-grad hook
    (`Tensor.register_post_accumulate_grad_hook`) copies it into a pinned staging buffer (on a side CUDA
    stream, so the copy overlaps the rest of backward) and drops the GPU gradient; a CPU thread waits for
-   the copy and adds it to the parameter's fp32 sum. Gradient accumulation over hundreds of micro-steps
-   is therefore fp32 (a bf16 sum would drop small contributions), while the GPU never holds more than a bucket.
-   A staging buffer is reused by layer i + bucket only once layer i's sum is done, which bounds both
-   the GPU gradients in flight and the pinned memory to what the planner counts.
+   the copy and adds it to the parameter's fp32 sum (`host_sum.accumulate_into`: exact, and faster than
+   a mixed-dtype `add_`). Gradient accumulation over hundreds of micro-steps is therefore fp32 (a bf16 sum would
+   drop small contributions), while the GPU never holds more than a bucket. A staging buffer is
+   reused by layer i + bucket only once layer i's sum is done, which bounds both the GPU gradients in
+   flight and the pinned memory to what the planner counts.
+   `flush_every = k > 1` trades GPU memory and precision for CPU time: autograd keeps accumulating each
+   gradient in place on the device (in the weights' dtype, bf16) for k micro-steps and only every k-th
+   backward (and before clipping or the step) streams the sum to the host, so the host sums k times
+   less often; the device then holds every parameter's gradient between flushes.
 2. `clip_grad_norm_` (nanochat's max norm 1.0) works on the fp32 sums: the Trainer's own clipping would
    see no GPU gradients at all, so `NanoChatPretrainer` routes it here, and a step clips at most once.
 3. `step()`: Muon (`MemoryEfficientMuonAdamW` with `newton_schulz_device` = the GPU): momentum and
@@ -51,6 +56,7 @@ import torch
 from torch import nn
 
 from ..errors import UserInputError
+from .host_sum import accumulate_into
 from .memory_efficient import MemoryEfficientMuonAdamW
 from .muon_adamw import nanochat_param_groups
 
@@ -81,13 +87,14 @@ class _Entry:
     master: torch.Tensor
     slot: _StagingSlot
     received: bool = False  # a gradient arrived since the last step
+    held: int = 0  # backward passes accumulated in the device gradient and not yet streamed (flush_every > 1)
     hook: Any = field(default=None, repr=False)
 
 
 def _accumulate(grad_sum: torch.Tensor, staged: torch.Tensor, copied) -> None:
     if copied is not None:
         copied.synchronize()
-    grad_sum.add_(staged)  # bf16 (or fp32) into fp32: the sum is fp32
+    accumulate_into(grad_sum, staged)  # bf16 (or fp32) into fp32: the sum is fp32
 
 
 class OffloadedMuonAdamW(MemoryEfficientMuonAdamW):
@@ -104,6 +111,8 @@ class OffloadedMuonAdamW(MemoryEfficientMuonAdamW):
         weights_dtype: dtype of the model's weights on the device (bf16; fp32 for exactness tests).
         embedding_dtype: dtype of `wte` on the device (default: `weights_dtype`).
         grad_bucket_layers: blocks whose gradients may be on the device (and staged) at once.
+        flush_every: stream gradients to the host every this many backward passes (1: every pass, fp32
+            accumulation throughout; k > 1: k passes accumulate on the device in the weights' dtype first).
         max_grad_norm: clip the fp32 gradient sums to this norm in `step()` unless `clip_grad_norm_` was
             already called for this step (0 = no clipping).
         muon_momentum, adamw_state: "full" or "8bit" (see `MemoryEfficientMuonAdamW`).
@@ -118,6 +127,7 @@ class OffloadedMuonAdamW(MemoryEfficientMuonAdamW):
         weights_dtype: torch.dtype = torch.bfloat16,
         embedding_dtype: torch.dtype | None = None,
         grad_bucket_layers: int = 2,
+        flush_every: int = 1,
         max_grad_norm: float = 0.0,
         muon_momentum: str = "full",
         adamw_state: str = "full",
@@ -125,6 +135,8 @@ class OffloadedMuonAdamW(MemoryEfficientMuonAdamW):
     ):
         if grad_bucket_layers < 1:
             raise UserInputError(f"grad_bucket_layers must be >= 1, got {grad_bucket_layers}")
+        if not isinstance(flush_every, int) or flush_every < 1:
+            raise UserInputError(f"flush_every must be an integer >= 1, got {flush_every!r}")
         device = torch.device(device) if device is not None else next(model.parameters()).device
         groups = nanochat_param_groups(model, **group_settings)
         routed = {name for group in groups for name, _ in group["params"]}
@@ -143,6 +155,7 @@ class OffloadedMuonAdamW(MemoryEfficientMuonAdamW):
         super().__init__(groups, muon_momentum=muon_momentum, adamw_state=adamw_state, newton_schulz_device=device)
 
         self.device, self.weights_dtype, self.max_grad_norm = device, weights_dtype, max_grad_norm
+        self.flush_every = flush_every
         self._clipped_this_step = False
         self._on_cuda = device.type == "cuda"
         self._copy_stream = torch.cuda.Stream(device) if self._on_cuda else None
@@ -171,7 +184,15 @@ class OffloadedMuonAdamW(MemoryEfficientMuonAdamW):
 
     def _gradient_ready(self, param: nn.Parameter) -> None:
         entry = self._entries[param]
+        entry.held += 1
+        if entry.held < self.flush_every:
+            return  # autograd keeps accumulating into param.grad on the device
+        self._flush(entry)
+
+    def _flush(self, entry: _Entry) -> None:
+        param = entry.weight
         grad, slot = param.grad, entry.slot
+        entry.held = 0
         slot.wait()  # the previous user of this buffer (bucket_layers blocks ago) must be summed first
         if self._on_cuda:
             self._copy_stream.wait_stream(torch.cuda.current_stream(grad.device))
@@ -188,7 +209,11 @@ class OffloadedMuonAdamW(MemoryEfficientMuonAdamW):
         slot.pending = self._adder.submit(_accumulate, entry.master.grad, slot.buffer, copied)
 
     def finish_accumulation(self) -> None:
-        """Wait until every streamed gradient is in its fp32 sum."""
+        """Stream any gradient still held on the device, then wait until every one is in its fp32 sum."""
+        for entry in self._entries.values():
+            if entry.held and entry.weight.grad is not None:
+                self._flush(entry)
+            entry.held = 0
         for slot in self._slots:
             slot.wait()
 
@@ -248,6 +273,9 @@ class OffloadedMuonAdamW(MemoryEfficientMuonAdamW):
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         """Drop any gradient sums not yet used (the sums are zeroed by `step()` itself)."""
+        for entry in self._entries.values():
+            if entry.held:  # still on the device: nothing to stream
+                entry.weight.grad, entry.held = None, 0
         self.finish_accumulation()
         for entry in self._entries.values():
             entry.master.grad.zero_()
