@@ -110,6 +110,14 @@ class PretrainArguments:
     # ---- evaluation, samples, metrics
     eval_every: int = field(default=250, metadata={"help": "Validation bits-per-byte every N steps (0: never)."})
     eval_tokens: int = field(default=10_485_760, metadata={"help": "Validation tokens per evaluation."})
+    core_every: int = field(
+        default=0,
+        metadata={"help": "CORE every N steps and at the end (0: never; nanochat: 2000). Needs core_bundle."},
+    )
+    core_bundle: str | None = field(
+        default=None, metadata={"help": "DCLM eval bundle for CORE: folder, zip, Hub dataset id, or 'embedded'."}
+    )
+    core_max_per_task: int = field(default=500, metadata={"help": "CORE examples per task (nanochat: 500)."})
     sample_every: int = field(default=2000, metadata={"help": "Print greedy samples every N steps (0: never)."})
     sample_prompts: list[str] = field(default_factory=lambda: list(NANOCHAT_SAMPLE_PROMPTS))
     sample_max_new_tokens: int = field(default=16)
