@@ -78,6 +78,9 @@ def write_model_card(folder, settings: dict, log_history: list[dict], step: int,
         settings_table=_table(_flatten(settings)),
         metrics_table=_table(sorted(latest_metrics(log_history).items())),
     )
+    from ..eval.report import model_card_report_section  # a report card from `nanochat-hf report` stays in
+
+    card += model_card_report_section(folder)
     path = Path(folder) / "README.md"
     path.write_text(card, encoding="utf-8")
     return path
