@@ -52,7 +52,18 @@ def test_batch_size_does_not_change_the_results(capsys, model_dir, bundle_dir):
 
 
 def test_two_processes_give_the_same_results_as_one(capsys, model_dir, bundle_dir, tmp_path):
-    arguments = [str(model_dir), "--tasks", "core,bpb", "--eval-bundle", str(bundle_dir), "--bpb-tokens", "512"]
+    arc = write_jsonl(tmp_path / "arc.jsonl", ARC_ROWS)
+    arguments = [str(model_dir), "--tasks", "core,bpb,arc-easy,spellingbee", "--eval-bundle", str(bundle_dir)]
+    arguments += [
+        "--bpb-tokens",
+        "512",
+        "--dataset",
+        f"arc-easy={arc}",
+        "--max-problems",
+        "7",
+        "--max-new-tokens",
+        "6",
+    ]
     arguments += ["--batch-size", "3", "--json", "--no-progress"]
     single = eval_json(capsys, *arguments[:-2])
     launch = [sys.executable, "-m", "accelerate.commands.launch", "--config_file"]
@@ -64,6 +75,7 @@ def test_two_processes_give_the_same_results_as_one(capsys, model_dir, bundle_di
     double = json.loads(lines[0])
     assert double["core"] == single["core"]
     assert double["bpb"]["bpb"] == pytest.approx(single["bpb"]["bpb"], rel=1e-6)
+    assert double["chat"] == single["chat"] and double["chat"]["problems"] == {"ARC-Easy": 7, "SpellingBee": 7}
 
 
 def test_chat_tasks_from_local_files(capsys, tmp_path):

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from helpers import tiny_pretrain_argv
+from helpers import intercept_hub_uploads, tiny_pretrain_argv
 from PIL import Image
 
 from nanochat_hf.cli import main as cli_main
@@ -120,29 +120,10 @@ def test_embed_report_between_markers():
 
 def test_push_uploads_card_report_and_plots(run_dir, monkeypatch):
     """The real upload path, intercepted only where it would reach the network."""
-    import huggingface_hub
-
-    uploaded = {}
-
-    def fake_create_repo(self, repo_id, **kwargs):
-        return huggingface_hub.RepoUrl(f"https://huggingface.co/{repo_id}")
-
-    def fake_create_commit(self, repo_id, operations, **kwargs):
-        for op in operations:
-            uploaded[op.path_in_repo] = op.path_or_fileobj
-        return huggingface_hub.CommitInfo(
-            commit_url=f"https://huggingface.co/{repo_id}/commit/0",
-            commit_message="",
-            commit_description="",
-            oid="0" * 40,
-            pr_url=None,
-        )
-
-    monkeypatch.setattr(huggingface_hub.HfApi, "create_repo", fake_create_repo)
-    monkeypatch.setattr(huggingface_hub.HfApi, "create_commit", fake_create_commit)
+    uploaded = intercept_hub_uploads(monkeypatch)
     assert cli_main(["report", str(run_dir), "--push-to-hub", "someone/tiny-nanochat"]) == 0
     assert set(uploaded) == {"README.md", "report.md", "report_loss.png", "report_val_bpb.png", "report_mfu.png"}
-    card = Path(uploaded["README.md"]).read_text()
+    card = uploaded["README.md"].decode()
     assert CARD_BEGIN in card and yaml.safe_load(card.split("---")[1])["library_name"] == "transformers"
 
 
@@ -160,3 +141,21 @@ def test_quickstart_ends_with_core_and_the_report(run_dir, tmp_path, capsys):
     core = json.loads((root / "quickstart" / "final" / "eval_core.json").read_text())["core"]["core_metric"]
     assert lines[-1].endswith(f"{core:.4f}")
     assert (root / "quickstart" / "final" / "report_loss.png").read_bytes().startswith(PNG_SIGNATURE)
+
+
+def test_report_of_a_chat_run_has_the_chatcore_table(tmp_path, capsys):
+    from chat_helpers import chat_args, save_tiny_model
+    from test_eval_chat import ARC_ROWS, write_jsonl
+
+    from nanochat_hf.chat.sft import run_sft
+
+    base = save_tiny_model(tmp_path / "base", random_weights=True, n_layer=2)
+    final = run_sft(*chat_args(tmp_path / "sft", base, max_steps=2))
+    data = write_jsonl(tmp_path / "arc.jsonl", ARC_ROWS)
+    argv = ["eval", str(final), "--tasks", "arc-easy", "--dataset", f"arc-easy={data}", "--no-progress"]
+    assert cli_main([*argv, "--output", str(final / "eval_chat.json")]) == 0
+    assert cli_main(["report", str(tmp_path / "sft")]) == 0
+    report = (final / "report.md").read_text()
+    accuracy = json.loads((final / "eval_chat.json").read_text())["chat"]["accuracy"]["ARC-Easy"]
+    assert "# Report card: nanochat d2 (SFT)" in report and "## ChatCORE" in report
+    assert f"| ARC-Easy | {accuracy:.4f} |" in report and "| base model |" in report

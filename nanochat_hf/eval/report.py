@@ -116,7 +116,9 @@ def _duration(seconds) -> str:
     if seconds is None:
         return "not logged"
     hours, rest = divmod(float(seconds), 3600)
-    return f"{int(hours)} h {rest / 60:.1f} min" if hours else f"{rest / 60:.1f} min ({seconds:.0f} s)"
+    if hours:
+        return f"{int(hours)} h {rest / 60:.1f} min"
+    return f"{rest / 60:.1f} min" if rest >= 60 else f"{rest:.1f} s"
 
 
 def _parameters(settings: dict, config: dict):
@@ -195,7 +197,8 @@ def render_report(run: dict) -> str:
     parameters = _parameters(settings, config)
     flops_per_token = model.get("flops_per_token")
     progress = f" (step {steps:,} of {max_steps:,})" if steps is not None and max_steps else ""
-    lines = [f"# Report card: nanochat d{depth}", "", f"Checkpoint: `{folder}`{progress}.", ""]
+    stage = {"mid": "midtrained", "sft": "SFT"}.get(settings.get("stage"), settings.get("stage", "base"))
+    lines = [f"# Report card: nanochat d{depth} ({stage})", "", f"Checkpoint: `{folder}`{progress}.", ""]
     lines += [
         "## Model",
         "",
@@ -220,7 +223,8 @@ def render_report(run: dict) -> str:
         _table(
             ["", ""],
             [
-                ["dataset", data.get("dataset")],
+                ["dataset", data.get("dataset") or ", ".join(data.get("dataset_mixture", [])) or None],
+                *([["base model", settings["base_model"]]] if settings.get("base_model") else []),
                 ["tokenizer", data.get("tokenizer")],
                 ["tokens trained", tokens],
                 ["tokens per parameter", round(tokens / parameters, 2) if tokens and parameters else None],
