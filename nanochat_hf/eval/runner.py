@@ -146,20 +146,28 @@ def run_evaluation(request: EvalRequest) -> dict:
     device = _device(request)
     dtype = getattr(torch, request.dtype)
 
+    prepared = {}  # what needs the tokenizer but not the model, made before the model is loaded
+
     def check_tokenizer(tokenizer):
+        from .bpb import find_token_bytes
+        from .core import prepare_core
+
         if chat_tasks:
             check_tokenizer_for_tasks(tokenizer, chat_tasks, where=f"tokenizer of {request.model}")
+        if bundle is not None:
+            prepared["core"] = prepare_core(bundle, tokenizer, request.max_per_task)
+        if text_source is not None:
+            prepared["token_bytes"] = find_token_bytes(request.model, tokenizer, request.token_bytes_rule)
 
     model, tokenizer = load_model_for_eval(request.model, device, dtype, request.trust_remote_code, check_tokenizer)
     results = {"model": request.model}
     autocast_dtype = _autocast_dtype(request, device)
     if bundle is not None:
-        from .core import bos_token_id, prepare_core, score_core
+        from .core import bos_token_id, score_core
 
-        prepared = prepare_core(bundle, tokenizer, request.max_per_task)
         core = score_core(
             model,
-            prepared,
+            prepared["core"],
             bos_token_id(tokenizer),
             batch_size=request.batch_size,
             autocast_dtype=autocast_dtype,
@@ -167,15 +175,20 @@ def run_evaluation(request: EvalRequest) -> dict:
         )
         results["core"] = {**core.to_dict(), "bundle": str(request.eval_bundle), "max_per_task": request.max_per_task}
     if "bpb" in tasks:
-        from .bpb import evaluate_text_bpb, find_token_bytes, open_bpb_rows
+        from .bpb import evaluate_text_bpb, open_bpb_rows
 
         sequence_len = request.sequence_len or getattr(model.config, "max_position_embeddings", None)
         if not sequence_len:
             raise UserInputError("--sequence-len is needed: the model's config gives no context length")
         rows = open_bpb_rows(tokenizer, text_source, request.bpb_split, sequence_len)
-        token_bytes = find_token_bytes(request.model, tokenizer, request.token_bytes_rule)
         results["bpb"] = evaluate_text_bpb(
-            model, rows, token_bytes, request.bpb_tokens, request.batch_size, autocast_dtype, request.show_progress
+            model,
+            rows,
+            prepared["token_bytes"],
+            request.bpb_tokens,
+            request.batch_size,
+            autocast_dtype,
+            request.show_progress,
         )
     if chat_tasks:
         from .chatcore import evaluate_chat

@@ -169,15 +169,36 @@ class Sandbox:
         )
 
 
+def _group_members_alive(pgid: int) -> bool:
+    """Whether a process of group `pgid` still runs (Linux: read /proc; elsewhere assume not)."""
+    proc = Path("/proc")
+    if not proc.is_dir():
+        return False
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[2]) == pgid and fields[0] not in ("Z", "X"):  # fields: state, ppid, pgrp, ...
+            return True
+    return False
+
+
 def _kill_group(process: subprocess.Popen) -> None:
-    """SIGKILL the program's whole session/process group (it may have left children), then reap it."""
-    try:
-        os.killpg(process.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
-    deadline = time.monotonic() + 5
-    while process.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.01)
+    """SIGKILL the program's whole process group (it may have left children) until none of it runs; reap it."""
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        if process.poll() is not None and not _group_members_alive(process.pid):
+            return
+        if time.monotonic() > deadline:
+            return
+        time.sleep(0.02)
 
 
 def _read_status(fd: int) -> dict:
