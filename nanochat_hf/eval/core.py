@@ -276,9 +276,15 @@ def score_task(
     predictions = torch.zeros(len(prepared.examples), dtype=torch.long)
     keep_logits = accepts_logits_to_keep(model)
     description = f"CORE {task.label} ({task.num_fewshot}-shot {task.task_type})"
+    # Every process runs as many forward passes as the busiest one: a sharded model (FSDP, ZeRO-3) gathers
+    # its weights collectively in each pass, so a process that stopped early would leave the others waiting.
+    num_batches = math.ceil(math.ceil(len(prepared.examples) / world_size) / batch_size)
     with tqdm(total=len(mine), desc=description, unit="ex", disable=not (show_progress and is_main_process())) as bar:
-        for first in range(0, len(mine), batch_size):
+        for first in range(0, num_batches * batch_size, batch_size):
             indices = mine[first : first + batch_size]
+            if not indices:
+                _span_outcomes(model, [[pad_id, pad_id]], [(1, 2)], pad_id, keep_logits)  # keeps the passes in step
+                continue
             rows, spans, owners = [], [], []
             for idx in indices:
                 example = prepared.examples[idx]
