@@ -78,7 +78,8 @@ def main(argv=None) -> int:
         print(f"\n\nKeep chatting: nanochat-hf chat {chat_model}")
 
         print("[4/4] CORE of the base model on a small bundle made from Python's documentation")
-        results = run_evaluation(EvalRequest(model=str(base), tasks=["core"], eval_bundle="embedded", device="cpu"))
+        request = EvalRequest(model=str(base), tasks=["core"], eval_bundle="embedded", max_per_task=32, device="cpu")
+        results = run_evaluation(request)
         write_json_atomically(Path(base) / "eval_core.json", results)
         report = write_report(base)
         core = results["core"]

@@ -39,9 +39,14 @@ def find_checkpoint_folder(run_dir) -> Path:
     for candidate in (run_dir, run_dir / "final"):
         if (candidate / "trainer_state.json").is_file():
             return candidate
+    prefix = "checkpoint-"
     checkpoints = sorted(
-        (p for p in run_dir.glob("checkpoint-*") if (p / "trainer_state.json").is_file() and p.name[11:].isdigit()),
-        key=lambda p: int(p.name[11:]),
+        (
+            p
+            for p in run_dir.glob(prefix + "*")
+            if (p / "trainer_state.json").is_file() and p.name[len(prefix) :].isdigit()
+        ),
+        key=lambda p: int(p.name[len(prefix) :]),
     )
     if not checkpoints:
         raise UserInputError(f"{run_dir}: no trainer_state.json here, in final/ or in any checkpoint-N/")
