@@ -1,4 +1,4 @@
-"""Midtraining of a nanochat base model (nanochat generation 1, nanochat-facts §10.1) with trl's SFTTrainer.
+"""Midtraining of a nanochat base model (nanochat generation 1's scripts/mid_train.py) with trl's SFTTrainer.
 
     accelerate launch --config_file accelerate_configs/multi_gpu.yaml recipes/midtrain.py \
         --config recipes/configs/midtrain_d32_8xh100.yaml

@@ -5,7 +5,8 @@
         --config recipes/configs/pretrain_d32_8xh100.yaml
     python recipes/pretrain.py --config recipes/configs/pretrain_d32_rtx4070.yaml --dry_run true
 
-Any field of the YAML (nanochat_hf.training.PretrainArguments or transformers.TrainingArguments) can be
+Any field of the YAML (nanochat_hf.training.PretrainArguments or PretrainTrainingArguments, which are
+transformers' TrainingArguments with an optional micro-batch and `dry_run`) can be
 overridden on the command line: `--depth 12 --max_steps 100 --output_dir runs/try`.
 Resume after a crash with `--resume_from_checkpoint last` (or a checkpoint folder).
 """
@@ -14,7 +15,7 @@ import logging
 import sys
 
 from nanochat_hf.errors import UserInputError
-from nanochat_hf.training.pretrain import parse_pretrain_arguments, run_pretraining
+from nanochat_hf.training import parse_pretrain_arguments, run_pretraining
 
 
 def main(argv=None, default_config: str | None = None) -> int:

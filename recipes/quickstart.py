@@ -11,14 +11,23 @@
 4. CORE of the base model on a small bundle generated from Python's documentation, and the run's report
    card (runs/quickstart/final/report.md with its plots).
 
-No GPU, no download; several minutes on 2 CPU cores. A stage whose output folder exists is skipped (delete
-the folder to redo it). The chat model then also works with `nanochat-hf chat runs/quickstart-sft/final`.
+No GPU, no download; several minutes on 2 CPU cores. A stage whose final folder exists is skipped (delete
+the folder to redo it): final folders appear only once complete, so an existing one is a finished stage. The chat model then also works with `nanochat-hf chat runs/quickstart-sft/final`.
 """
 
 import argparse
 import logging
 import sys
 from pathlib import Path
+
+from nanochat_hf.atomic import write_json_atomically
+from nanochat_hf.chat.engine import ChatEngine, load_chat_model
+from nanochat_hf.errors import UserInputError
+from nanochat_hf.eval.report import write_report
+from nanochat_hf.eval.runner import EvalRequest, run_evaluation
+from nanochat_hf.training import parse_pretrain_arguments, run_pretraining
+from nanochat_hf.training.sft import run_sft
+from nanochat_hf.training.sft_arguments import parse_chat_arguments
 
 
 CONFIGS = Path(__file__).resolve().parent / "configs"
@@ -37,15 +46,6 @@ def main(argv=None) -> int:
         pretrain_overrides = ["--output_dir", str(Path(options.output_root) / "quickstart")]
         sft_overrides = ["--output_dir", str(Path(options.output_root) / "quickstart-sft")]
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
-
-    from nanochat_hf.atomic import write_json_atomically
-    from nanochat_hf.chat.engine import ChatEngine, load_chat_model
-    from nanochat_hf.chat.sft import parse_chat_arguments, run_sft
-    from nanochat_hf.errors import UserInputError
-    from nanochat_hf.eval.report import write_report
-    from nanochat_hf.eval.runner import EvalRequest, run_evaluation
-    from nanochat_hf.training.pretrain import parse_pretrain_arguments, run_pretraining
-
     try:
         args, training_args = parse_pretrain_arguments(["--config", str(PRETRAIN_CONFIG), *pretrain_overrides])
         base = Path(training_args.output_dir) / "final"

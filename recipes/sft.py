@@ -5,7 +5,7 @@
         --config recipes/configs/sft_d32_8xh100.yaml
     python recipes/sft.py --config recipes/configs/sft_d32_qlora_rtx4070.yaml     # one 12 GB GPU
 
-Any YAML field (nanochat_hf.chat.ChatTrainingArguments, trl.SFTConfig, trl.ModelConfig) can be overridden
+Any YAML field (nanochat_hf.training.sft_arguments.ChatTrainingArguments, trl.SFTConfig, trl.ModelConfig) can be overridden
 on the command line: `--model_name_or_path runs/d20-mid/final --max_steps 100`.
 The result is output_dir/final: a chat model (or, with use_peft, a LoRA adapter: merge it with
 `nanochat-hf merge-lora`). Talk to it with `nanochat-hf chat output_dir/final`.
@@ -15,11 +15,11 @@ import logging
 import sys
 
 from nanochat_hf.errors import UserInputError
+from nanochat_hf.training.sft import run_sft
+from nanochat_hf.training.sft_arguments import parse_chat_arguments
 
 
 def main(argv=None, default_config: str | None = None) -> int:
-    from nanochat_hf.chat.sft import parse_chat_arguments, run_sft
-
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     try:
         args, training_args, model_args = parse_chat_arguments(sys.argv[1:] if argv is None else argv, default_config)

@@ -16,7 +16,7 @@ def chat_tokenizer_dir() -> Path:
     from nanochat_hf.chat.synthetic import embedded_conversations
     from nanochat_hf.embedded_corpus import iter_embedded_documents
     from nanochat_hf.tokenizer import train_tokenizer
-    from nanochat_hf.tokenizer.bpe import save_tokenizer_folder
+    from nanochat_hf.tokenizer.folder import save_tokenizer_folder
 
     chats = []
     for conversation in embedded_conversations(200):
@@ -53,7 +53,7 @@ def save_tiny_model(
     from helpers import randomize_
 
     from nanochat_hf import NanoChatForCausalLM
-    from nanochat_hf.chat.engine import configure_chat_generation
+    from nanochat_hf.chat.generation import configure_chat_generation
 
     tokenizer = chat_tokenizer()
     torch.manual_seed(seed)
@@ -72,7 +72,7 @@ def chat_args(output_dir, model, **overrides):
     """(ChatTrainingArguments, SFTConfig, ModelConfig) of a tiny CPU fine-tuning run; `overrides` as on the command line."""
     from helpers import to_argv
 
-    from nanochat_hf.chat.sft import parse_chat_arguments
+    from nanochat_hf.training.sft_arguments import parse_chat_arguments
 
     settings = {
         "model_name_or_path": str(model),

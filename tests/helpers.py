@@ -19,7 +19,7 @@ def randomize_(model, seed: int = 0, scale: float = 0.3):
 
 
 def nanochat_reference_logits(state_dict: dict, config, idx: torch.Tensor) -> torch.Tensor:
-    """nanochat's generation-1 forward written out from the spec (nanochat-facts §1.3-§1.9): bfloat16
+    """nanochat's generation-1 forward written out from its description (gpt.py at 16788ee): bfloat16
     rotary tables rotating by -theta, rotary before QK-norm, SDPA with GQA, ReLU^2, soft-cap 15 in float32.
     Tensors are used as float32, as nanochat does on CPU."""
     sd = {k.removeprefix("_orig_mod."): v.float() for k, v in state_dict.items()}
@@ -159,7 +159,7 @@ def write_tiny_tokenizer(folder, vocab_size: int = 512):
     """A small nanochat tokenizer trained on the embedded corpus, saved with its token_bytes.pt."""
     from nanochat_hf.data.sources import open_text_source
     from nanochat_hf.tokenizer import compute_token_bytes, train_tokenizer
-    from nanochat_hf.tokenizer.bpe import save_tokenizer_folder
+    from nanochat_hf.tokenizer.folder import save_tokenizer_folder
 
     texts = open_text_source("embedded").iter_documents("train")
     tokenizer = train_tokenizer(

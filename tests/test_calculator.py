@@ -1,4 +1,4 @@
-"""The calculator tool: what it computes, and everything it refuses (nanochat-facts §12.3)."""
+"""The calculator tool: what it computes, and everything it refuses."""
 
 import random
 

@@ -12,15 +12,14 @@ from transformers import PreTrainedTokenizerFast, Trainer, TrainerCallback, Trai
 
 from nanochat_hf import NanoChatConfig, NanoChatForCausalLM
 from nanochat_hf.callbacks import (
-    DataStateCallback,
     EnergyCallback,
     SampleCallback,
     ThroughputCallback,
     ValBpbCallback,
     add_metric_callbacks,
 )
-from nanochat_hf.data import PretrainDataset, build_pretrain_datasets, load_data_state
-from nanochat_hf.hardware import get_gpu
+from nanochat_hf.data import build_pretrain_datasets
+from nanochat_hf.planning.gpus import get_gpu, unlisted_gpu
 from nanochat_hf.tokenizer.token_bytes import compute_token_bytes
 
 
@@ -42,7 +41,7 @@ def tokenizer():
         vocab_size=300, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False
     )
     backend.train_from_iterator(make_documents(200), trainer)
-    backend.add_special_tokens(["<|bos|>"])  # after the mergeable tokens, as in nanochat (spec §8.3)
+    backend.add_special_tokens(["<|bos|>"])  # after the mergeable tokens, as in nanochat
     return PreTrainedTokenizerFast(tokenizer_object=backend, bos_token="<|bos|>")
 
 
@@ -126,15 +125,23 @@ def test_throughput_mfu_against_the_table_peak(tmp_path, tokenizer, corpus):
     _, recorder, _, _ = run_trainer(tmp_path, tokenizer, corpus, [ThroughputCallback(gpu="rtx4070")])
     model = tiny_model(tokenizer)
     config = model.config
-    # nanochat G1 (spec §4.1): 6 * (N - N_wte) + 12 * L * n_head * head_dim * T
+    # nanochat generation 1: 6 * (N - N_wte) + 12 * L * n_head * head_dim * T
     n_total = sum(p.numel() for p in model.parameters())
     n_wte = model.get_input_embeddings().weight.numel()
     flops_per_token = 6 * (n_total - n_wte) + 12 * config.n_layer * config.n_head * config.head_dim * SEQ
     entries = [entry for entry in recorder.logs if "mfu_percent" in entry]
     assert len(entries) == 2
     for entry in entries:
-        expected = 100 * flops_per_token * entry["tokens_per_second"] / (58.3e12)  # RTX 4070 dense BF16 (hardware §1)
+        expected = 100 * flops_per_token * entry["tokens_per_second"] / (58.3e12)  # RTX 4070 dense BF16 peak
         assert entry["mfu_percent"] == pytest.approx(expected)
+
+
+def test_a_card_the_table_does_not_list_gets_no_mfu_and_no_table_energy(tmp_path, tokenizer, corpus):
+    card = unlisted_gpu("NVIDIA GeForce RTX 4070 Ti", 12 * 2**30, (8, 9))  # what resolve_gpu() reports for it
+    callbacks = [ThroughputCallback(gpu=card), EnergyCallback(price_per_kwh=0.3, gpu=card, use_nvml=False)]
+    _, recorder, _, _ = run_trainer(tmp_path, tokenizer, corpus, callbacks)
+    assert logged(recorder, "tokens_per_second")
+    assert not logged(recorder, "mfu_percent") and not logged(recorder, "energy_kwh")
 
 
 def test_val_bpb_equals_a_direct_computation(tmp_path, tokenizer, corpus):
@@ -189,7 +196,7 @@ def test_energy_is_table_power_times_time_and_costs_the_price(tmp_path, tokenize
     callback = EnergyCallback(price_per_kwh=0.3, currency="EUR", gpu="rtx4070", use_nvml=False)
     _, recorder, _, wall_seconds = run_trainer(tmp_path, tokenizer, corpus, [callback])
     watts = get_gpu("rtx4070").board_power_w
-    assert watts == 200  # the RTX 4070's board power (hardware-and-budget.md §1)
+    assert watts == 200  # the RTX 4070's board power (200 W TGP)
     energies = [(entry["step"], entry["energy_kwh"]) for entry in recorder.logs if "loss" in entry]
     assert len(energies) == 2 and 0 < energies[0][1] < energies[1][1]
     assert energies[-1][1] <= watts * wall_seconds / 3.6e6
@@ -201,78 +208,3 @@ def test_energy_is_table_power_times_time_and_costs_the_price(tmp_path, tokenize
 def test_energy_is_absent_on_cpu_without_a_power_figure(tmp_path, tokenizer, corpus):
     _, recorder, _, _ = run_trainer(tmp_path, tokenizer, corpus, [EnergyCallback(price_per_kwh=0.3)])
     assert not logged(recorder, "energy_kwh")
-
-
-def test_data_state_callback_resumes_exactly(tmp_path, tokenizer, corpus):
-    common = dict(max_steps=4, logging_steps=1, grad_accum=2)
-    _, uninterrupted, _, _ = run_trainer(tmp_path / "a", tokenizer, corpus, **common)
-
-    # Same run, checkpointing at step 2 with the data position of every rank.
-    train, _ = build_pretrain_datasets(corpus, tokenizer, SEQ, num_lanes=2)
-    first_run = tmp_path / "b"
-    args = dict(
-        output_dir=str(first_run),
-        max_steps=4,
-        per_device_train_batch_size=MICRO_BATCH,
-        gradient_accumulation_steps=2,
-        learning_rate=3e-3,
-        logging_steps=1,
-        save_strategy="steps",
-        save_steps=2,
-        report_to="none",
-        use_cpu=True,
-        remove_unused_columns=False,
-        disable_tqdm=True,
-        seed=0,
-        ignore_data_skip=True,  # the data position is restored directly, not by replaying batches
-    )
-    trainer = Trainer(
-        model=tiny_model(tokenizer),
-        args=TrainingArguments(**args),
-        train_dataset=train,
-        data_collator=default_data_collator,
-        callbacks=[DataStateCallback(train)],
-    )
-    trainer.train()
-    checkpoint = first_run / "checkpoint-2"
-    assert (checkpoint / "data_state_rank0.json").is_file()
-
-    # The saved position is the first row the trainer had not consumed (2 steps x 2 x 2 rows),
-    # even though the dataloader had prefetched further.
-    fresh = PretrainDataset(corpus, tokenizer, SEQ, num_lanes=2)
-    restored = PretrainDataset(corpus, tokenizer, SEQ, num_lanes=2)
-    load_data_state(restored, checkpoint)
-    expected_rows = [row for _, row in zip(range(10), iter(fresh), strict=False)][8:]
-    got_rows = [row for _, row in zip(range(2), iter(restored), strict=False)]
-    for expected, got in zip(expected_rows, got_rows, strict=True):
-        assert torch.equal(expected["input_ids"], got["input_ids"])
-
-    # Restoring the data but letting the Trainer also skip batches would skip them twice.
-    args_replaying = TrainingArguments(**{**args, "ignore_data_skip": False})
-    replaying = Trainer(
-        model=tiny_model(tokenizer),
-        args=args_replaying,
-        train_dataset=restored,
-        data_collator=default_data_collator,
-        callbacks=[DataStateCallback(restored)],
-    )
-    with pytest.raises(ValueError, match="ignore_data_skip"):
-        replaying.train(resume_from_checkpoint=str(checkpoint))
-
-    # Resume from the checkpoint: steps 3 and 4 give the uninterrupted run's losses.
-    resumed_data = PretrainDataset(corpus, tokenizer, SEQ, num_lanes=2)
-    load_data_state(resumed_data, checkpoint)
-    recorder = Recorder()
-    resumed = Trainer(
-        model=tiny_model(tokenizer),
-        args=TrainingArguments(**args),
-        train_dataset=resumed_data,
-        data_collator=default_data_collator,
-        callbacks=[recorder, DataStateCallback(resumed_data)],
-    )
-    resumed.train(resume_from_checkpoint=str(checkpoint))
-    losses = dict(logged(uninterrupted, "loss"))
-    resumed_losses = dict(logged(recorder, "loss"))
-    assert sorted(resumed_losses) == [3, 4]
-    for step in (3, 4):
-        assert resumed_losses[step] == pytest.approx(losses[step], abs=1e-5)

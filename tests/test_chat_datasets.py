@@ -1,4 +1,4 @@
-"""Chat training data: nanochat's converters (§9.2, §9.3), mixtures, rendering with nanochat's mask, errors."""
+"""Chat training data: nanochat's converters (GSM8K tool calls, multiple choice), mixtures, rendering with nanochat's mask, errors."""
 
 import json
 
@@ -37,7 +37,7 @@ def test_gsm8k_answer_becomes_tool_call_parts():
         {"type": "python_output", "text": "72"},
         {"type": "text", "text": "72 clips altogether in April and May.\n#### 72"},
     ]
-    # Split on the LAST "=", and a span without "=" has an empty output (spec §9.2).
+    # Split on the LAST "=", and a span without "=" has an empty output (as nanochat does).
     assert gsm8k_answer_parts("<<a=b=3>><<5*2>>") == [
         {"type": "python", "text": "a=b"},
         {"type": "python_output", "text": "3"},

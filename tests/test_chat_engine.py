@@ -1,4 +1,4 @@
-"""The chat engine's tool loop (nanochat-facts §12.3), the chat CLI and `pipeline("text-generation")`.
+"""The chat engine's tool loop (as nanochat's engine.py runs it), the chat CLI and `pipeline("text-generation")`.
 
 The model is a real tiny NanoChatForCausalLM. Where a test needs the model to write a tool call, its
 `generate()` is driven by a logits processor that leaves only the scripted token possible at each step

@@ -95,7 +95,7 @@ def test_spelling_bee_with_another_word_list():
 def test_simple_spelling_is_nanochats_format():
     conversation = simple_spelling(0, words=("strawberry",))
     assert conversation["messages"] == [
-        {"role": "user", "content": "Spell the word: strawberry"},  # spec §9.4
+        {"role": "user", "content": "Spell the word: strawberry"},  # nanochat's SimpleSpelling prompt
         {"role": "assistant", "content": "strawberry:s,t,r,a,w,b,e,r,r,y"},
     ]
 

@@ -1,4 +1,4 @@
-"""Chat format: the Jinja template and `render_conversation` both reproduce nanochat's rendering (spec §9.1)."""
+"""Chat format: the Jinja template and `render_conversation` both reproduce nanochat's rendering."""
 
 import jinja2
 import pytest
@@ -49,7 +49,7 @@ def encoding(tokenizer):
 
 
 def nanochat_render(encoding, messages, max_tokens=2048):
-    """Straight from spec §9.1, independent of our code: ids and mask (1 = trained)."""
+    """Straight from nanochat's render_conversation rules, independent of our code: ids and mask (1 = trained)."""
     special = encoding.encode_single_token
     ids, mask = [], []
 

@@ -2,7 +2,7 @@
 
 The plain loss is the model's own whole-logits path (`lm_head -> float -> 15 tanh(x / 15) ->
 transformers' ForCausalLMLoss`); the chunked one never holds the whole `tokens x vocab` logits
-(hardware-and-budget.md §4.3).
+(see docs/memory-and-time.md).
 """
 
 import pytest

@@ -261,3 +261,4 @@ def test_folder_with_two_formats_needs_from(config, tmp_path, capsys):
     assert cli_main(["convert", str(src), str(tmp_path / "out")]) == 2
     assert "pass --from to choose" in capsys.readouterr().err
     assert cli_main(["convert", str(src), str(tmp_path / "out"), "--from", "nanochat"]) == 0
+    assert cli_main(["convert", str(src), str(tmp_path / "out-hf"), "--from", "hf"]) == 0

@@ -8,8 +8,7 @@ import pytest
 from eval_helpers import CORE_YAML, core_examples, write_bundle
 
 from nanochat_hf.errors import UserInputError
-from nanochat_hf.eval.bundle import load_bundle
-from nanochat_hf.eval.embedded_bundle import write_embedded_bundle
+from nanochat_hf.eval.bundle import load_bundle, write_embedded_bundle
 
 
 @pytest.fixture

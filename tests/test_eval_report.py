@@ -24,7 +24,7 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory, tokenizer_dir):
-    from nanochat_hf.training.pretrain import parse_pretrain_arguments, run_pretraining
+    from nanochat_hf.training import parse_pretrain_arguments, run_pretraining
 
     output = tmp_path_factory.mktemp("run") / "run"
     argv = tiny_pretrain_argv(
@@ -91,12 +91,12 @@ def test_report_card_with_plots_and_model_card(run_dir, capsys):
 
 
 def test_model_card_rewrite_keeps_the_report(run_dir):
-    from nanochat_hf.training.model_card import write_model_card
+    from nanochat_hf.training.model_card import base_model_card, write_model_card
 
     final = run_dir / "final"
     write_report(run_dir)
     settings = json.loads((final / "run_settings.json").read_text())
-    write_model_card(final, settings, log_history(final), step=6, max_steps=6)
+    write_model_card(final, settings=settings, log_history=log_history(final), **base_model_card(settings, 6, 6))
     card = (final / "README.md").read_text()
     assert "## Training run" in card and card.count(CARD_BEGIN) == 1 and "### Training curves" in card
 
@@ -147,7 +147,7 @@ def test_report_of_a_chat_run_has_the_chatcore_table(tmp_path, capsys):
     from chat_helpers import chat_args, save_tiny_model
     from test_eval_chat import ARC_ROWS, write_jsonl
 
-    from nanochat_hf.chat.sft import run_sft
+    from nanochat_hf.training.sft import run_sft
 
     base = save_tiny_model(tmp_path / "base", random_weights=True, n_layer=2)
     final = run_sft(*chat_args(tmp_path / "sft", base, max_steps=2))

@@ -14,11 +14,11 @@ import torch
 from helpers import randomize_
 
 from nanochat_hf import NanoChatConfig, NanoChatForCausalLM
-from nanochat_hf.flops import ModelShape
-from nanochat_hf.memory_modes import MEMORY_MODES
 from nanochat_hf.optim import build_optimizer
 from nanochat_hf.optim.offload import MASTER_WEIGHT_KEY, OffloadedMuonAdamW
-from nanochat_hf.planner import static_memory
+from nanochat_hf.planning.flops import ModelShape
+from nanochat_hf.planning.memory import static_memory
+from nanochat_hf.planning.memory_modes import MEMORY_MODES
 
 
 CONFIG = dict(n_layer=3, n_embd=64, n_head=4, n_kv_head=2, vocab_size=256, sequence_len=16)
@@ -94,7 +94,7 @@ def test_gradient_sums_are_fp32_and_exact():
 
 
 def test_bf16_weights_keep_small_updates_in_the_fp32_master():
-    """Spec §4.5, second quality rule: an update below half a bf16 ulp vanishes from plain bf16 weights."""
+    """The second quality rule: an update below half a bf16 ulp vanishes from plain bf16 weights."""
 
     def weights_of_magnitude_half_to_one(model):
         with torch.no_grad():

@@ -22,22 +22,33 @@ from pathlib import Path
 import pytest
 import torch
 from helpers import KillAtStep, randomize_, tiny_pretrain_argv
-from transformers import TrainerCallback, TrainingArguments
+from import_graph import import_graph
+from transformers import AutoTokenizer, TrainerCallback
 
 from nanochat_hf import NanoChatConfig, NanoChatForCausalLM
+from nanochat_hf.data import build_pretrain_datasets
 from nanochat_hf.errors import UserInputError
-from nanochat_hf.flops import ModelShape
-from nanochat_hf.hardware import get_gpu
-from nanochat_hf.memory_modes import MEMORY_MODES
 from nanochat_hf.optim import nanochat_param_groups
 from nanochat_hf.optim.memory_efficient import MemoryEfficientMuonAdamW
 from nanochat_hf.optim.muon_adamw import NanoChatMuonAdamW
 from nanochat_hf.optim.offload import OffloadedMuonAdamW
 from nanochat_hf.optim.quantized_state import dequantize
-from nanochat_hf.planner import static_memory
-from nanochat_hf.training import PretrainArguments
+from nanochat_hf.planning import plan as plan_module
+from nanochat_hf.planning import time_energy
+from nanochat_hf.planning.flops import ModelShape
+from nanochat_hf.planning.gpus import get_gpu
+from nanochat_hf.planning.horizon import plan_horizon
+from nanochat_hf.planning.memory import static_memory
+from nanochat_hf.planning.memory_modes import MEMORY_MODES, MemoryKnobs, knobs_for_mode
+from nanochat_hf.training import (
+    NanoChatPretrainer,
+    PretrainArguments,
+    PretrainTrainingArguments,
+    parse_pretrain_arguments,
+    run_pretraining,
+)
 from nanochat_hf.training.memory import check_fp8_support, resolve_memory_setup
-from nanochat_hf.training.pretrain import parse_pretrain_arguments, run_pretraining
+from nanochat_hf.training.pretrain import settle_training_args
 
 
 REPO = Path(__file__).resolve().parents[1]
@@ -239,7 +250,7 @@ def test_8gb_mode_is_12gb_with_activation_checkpointing(tmp_path, tokenizer_dir)
     twelve, twelve_log = run(recipe_argv(tmp_path / "12gb", tokenizer_dir, memory_mode="12gb"))
     eight, eight_log = run(recipe_argv(tmp_path / "8gb", tokenizer_dir, memory_mode="8gb"))
     assert eight.checkpointing and not twelve.checkpointing
-    assert eight.loss_chunk_size == twelve.loss_chunk_size == MEMORY_MODES["12gb"].loss_chunk_tokens
+    assert eight.loss_chunk_size == twelve.loss_chunk_size == MEMORY_MODES["12gb"].loss_chunk_size
     assert [e["loss"] for e in eight_log] == pytest.approx([e["loss"] for e in twelve_log], abs=1e-5)
 
 
@@ -301,24 +312,23 @@ def test_settings_record_the_resolved_mode(tmp_path, tokenizer_dir):
 
 def d32_arguments(tmp_path, memory_mode="auto", micro_batch=None, **knobs):
     args = PretrainArguments(preset="d32", memory_mode=memory_mode, **knobs)
-    args.micro_batch_from_planner = micro_batch is None
-    training_args = TrainingArguments(
-        output_dir=str(tmp_path), use_cpu=True, bf16=True, per_device_train_batch_size=micro_batch or 8
+    training_args = PretrainTrainingArguments(
+        output_dir=str(tmp_path), use_cpu=True, bf16=True, per_device_train_batch_size=micro_batch
     )
-    return args, training_args, NanoChatConfig.from_preset("d32")
+    return args, training_args, ModelShape.from_config(NanoChatConfig.from_preset("d32"))
 
 
 def test_auto_picks_the_least_offloading_mode_that_fits_and_its_micro_batch(tmp_path):
     setup = resolve_memory_setup(*d32_arguments(tmp_path), gpu=get_gpu("rtx4070"))
     assert setup.mode == "12gb" and setup.knobs.master_weights == "cpu"
-    assert setup.micro_batch == setup.plan.memory.micro_batch == 1 and setup.plan.fits
+    assert setup.micro_batch == setup.choice.memory.micro_batch == 1 and setup.choice.fits
     laptop = resolve_memory_setup(*d32_arguments(tmp_path), gpu=get_gpu("rtx4070-laptop"))
     assert laptop.mode == "8gb" and laptop.knobs.activation_checkpointing == "block"
     # Eager autocast keeps bf16 copies of fp32 weights, so 24gb does not fit a 24 GiB card without compile.
     assert resolve_memory_setup(*d32_arguments(tmp_path), gpu=get_gpu("rtx4090")).mode == "12gb"
-    args, training_args, config = d32_arguments(tmp_path)
+    args, training_args, shape = d32_arguments(tmp_path)
     training_args.torch_compile = True
-    assert resolve_memory_setup(args, training_args, config, gpu=get_gpu("rtx4090")).mode == "24gb"
+    assert resolve_memory_setup(args, training_args, shape, gpu=get_gpu("rtx4090")).mode == "24gb"
 
 
 def test_a_mode_that_does_not_fit_fails_with_numbers_and_the_nearest_mode(tmp_path):
@@ -331,10 +341,10 @@ def test_a_mode_that_does_not_fit_fails_with_numbers_and_the_nearest_mode(tmp_pa
 
 def test_knob_rules_and_multi_process_offloading_are_refused(tmp_path, tokenizer_dir):
     args, training_args = parse_pretrain_arguments(recipe_argv(tmp_path, tokenizer_dir, memory_mode="12gb"))
-    config = NanoChatConfig.from_depth(2, vocab_size=512, sequence_len=32)
+    config = ModelShape.from_config(NanoChatConfig.from_depth(2, vocab_size=512, sequence_len=32))
     with pytest.raises(UserInputError, match="does not run with 2 processes"):
         resolve_memory_setup(args, training_args, config, world_size=2)
-    args.master_weights = "gpu"  # bf16 weights without an fp32 master: the spec's quality rule
+    args.master_weights = "gpu"  # bf16 weights without an fp32 master: a quality rule
     with pytest.raises(UserInputError, match="fp32 master copy"):
         resolve_memory_setup(args, training_args, config)
     args, training_args = parse_pretrain_arguments(
@@ -346,13 +356,13 @@ def test_knob_rules_and_multi_process_offloading_are_refused(tmp_path, tokenizer
 
 def test_micro_batch_is_left_to_the_planner_only_when_not_given(tmp_path, tokenizer_dir):
     argv = recipe_argv(tmp_path, tokenizer_dir)
-    assert not parse_pretrain_arguments(argv)[0].micro_batch_from_planner
+    assert parse_pretrain_arguments(argv)[1].per_device_train_batch_size is not None
     index = argv.index("--per_device_train_batch_size")
     without = argv[:index] + argv[index + 2 :]
-    assert parse_pretrain_arguments(without)[0].micro_batch_from_planner
+    assert parse_pretrain_arguments(without)[1].per_device_train_batch_size is None
     config = tmp_path / "run.yaml"
     config.write_text("per_device_train_batch_size: 4\n")
-    assert not parse_pretrain_arguments(["--config", str(config), *without])[0].micro_batch_from_planner
+    assert parse_pretrain_arguments(["--config", str(config), *without])[1].per_device_train_batch_size == 4
 
 
 def test_fp8_needs_fp8_tensor_cores(tmp_path, tokenizer_dir):
@@ -448,3 +458,70 @@ def test_modes_table_is_unchanged_by_the_engine():
         MEMORY_MODES["12gb"].offloads
         and dataclasses.replace(MEMORY_MODES["8gb"], activation_checkpointing="none") == MEMORY_MODES["12gb"]
     )
+
+
+# ---------------------------------------------------------------------------------------------------------
+# One list of knobs, one memory decision, one place that settles the TrainingArguments
+
+
+def test_recipe_knob_fields_are_generated_from_the_one_knob_list():
+    fields = {f.name: f for f in dataclasses.fields(PretrainArguments)}
+    for knob in dataclasses.fields(MemoryKnobs):
+        if knob.metadata["set_by"] is None:  # a recipe field of its own, unset = the mode's value
+            assert fields[knob.name].default is None, knob.name
+            assert knob.metadata["help"] in fields[knob.name].metadata["help"], knob.name
+        else:  # decided by the run: activation checkpointing, micro-batch, autocast's weight copies
+            assert knob.name not in fields, knob.name
+    args = PretrainArguments(depth=2, muon_momentum="8bit", loss_chunk_size=0)
+    assert args.knob_overrides() == {"muon_momentum": "8bit", "loss_chunk_size": 0}
+
+
+def test_old_chunked_loss_spellings_warn_and_mean_loss_chunk_size():
+    with pytest.warns(FutureWarning, match="`chunked_loss` is deprecated.*use `loss_chunk_size`"):
+        assert PretrainArguments(depth=2, chunked_loss=False).knob_overrides() == {"loss_chunk_size": 0}
+    with pytest.warns(FutureWarning, match="`loss_chunk_tokens` is deprecated"):
+        assert PretrainArguments(depth=2, loss_chunk_tokens=64).knob_overrides() == {"loss_chunk_size": 64}
+    with pytest.warns(FutureWarning, match="`chunked_loss` is deprecated"):
+        assert knobs_for_mode("12gb", chunked_loss=False) == knobs_for_mode("12gb", loss_chunk_size=0)
+    assert knobs_for_mode("12gb", loss_chunk_size=0).describe().endswith("whole-sequence loss")
+
+
+def test_the_memory_decision_builds_no_time_energy_report(tmp_path, monkeypatch):
+    def tripwire(*args, **kwargs):
+        raise AssertionError("the run's memory decision built the time/energy report")
+
+    for module in (time_energy, plan_module):
+        monkeypatch.setattr(module, "estimate_time", tripwire)
+    monkeypatch.setattr(plan_module, "make_plan", tripwire)
+    monkeypatch.setattr(plan_module.Plan, "__init__", tripwire)
+    setup = resolve_memory_setup(*d32_arguments(tmp_path), gpu=get_gpu("rtx4070"))
+    assert setup.mode == "12gb" and setup.micro_batch == 1 and setup.choice.fits
+    # The module that makes the decision cannot even reach the report: nothing it imports leads there.
+    graph, reached, todo = import_graph(), set(), ["nanochat_hf.training.memory"]
+    while todo:
+        for module in graph[todo.pop()] - reached:
+            reached.add(module)
+            todo.append(module)
+    assert "nanochat_hf.planning.choice" in reached
+    assert not reached & {
+        "nanochat_hf.planning.plan",
+        "nanochat_hf.planning.time_energy",
+        "nanochat_hf.planning.report",
+    }
+
+
+def test_training_args_are_settled_before_the_trainer_and_left_alone_by_it(tmp_path, tokenizer_dir):
+    args, training_args = parse_pretrain_arguments(recipe_argv(tmp_path, tokenizer_dir, memory_mode="8gb"))
+    config = NanoChatConfig.from_depth(2, vocab_size=512, sequence_len=32)
+    memory = resolve_memory_setup(args, training_args, ModelShape.from_config(config))
+    horizon = plan_horizon(1000, 6000, total_batch_size=1024, max_steps=4)
+    settle_training_args(training_args, micro_batch=16, accumulation=2, horizon=horizon, memory=memory)
+    assert (training_args.per_device_train_batch_size, training_args.gradient_accumulation_steps) == (16, 2)
+    assert training_args.max_steps == 4 and training_args.activation_checkpointing  # the 8gb mode's
+    assert training_args.ignore_data_skip and not training_args.remove_unused_columns
+    settled = training_args.to_dict()
+    train, _ = build_pretrain_datasets("embedded", AutoTokenizer.from_pretrained(tokenizer_dir), 32)
+    model = NanoChatForCausalLM(config)
+    NanoChatPretrainer(model=model, args=training_args, train_dataset=train, memory_knobs=memory.knobs)
+    assert training_args.to_dict() == settled
+    assert model.loss_chunk_size == MEMORY_MODES["8gb"].loss_chunk_size  # the knobs went to the model

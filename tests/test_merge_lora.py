@@ -8,8 +8,8 @@ from chat_helpers import Capture, chat_args, save_tiny_model
 
 from nanochat_hf import NanoChatForCausalLM
 from nanochat_hf.chat.adapters import load_adapter_model
-from nanochat_hf.chat.sft import run_sft
 from nanochat_hf.cli import main as cli_main
+from nanochat_hf.training.sft import run_sft
 
 
 IDS = torch.tensor([[3, 1, 4, 1, 5, 9, 2, 6, 5, 3, 5]])

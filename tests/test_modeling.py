@@ -12,7 +12,7 @@ from nanochat_hf.conversion import config_to_native, state_dict_to_native
 
 
 # ---------------------------------------------------------------------------------------------------------
-# Config: nanochat's sizing rule and parameter counts (spec nanochat-facts §1.2, §4.2)
+# Config: nanochat's sizing rule and parameter counts (nanochat's printouts)
 
 
 @pytest.mark.parametrize(
@@ -59,7 +59,7 @@ def test_invalid_shapes_fail_at_config_time(kwargs, message):
 
 
 # ---------------------------------------------------------------------------------------------------------
-# Initialisation (spec nanochat-facts §2.1)
+# Initialisation (nanochat generation 1's init_weights)
 
 
 def test_from_scratch_init_follows_nanochat(tiny_config):
@@ -81,7 +81,7 @@ def test_from_scratch_init_follows_nanochat(tiny_config):
 
 
 # ---------------------------------------------------------------------------------------------------------
-# Faithfulness to nanochat's own math (the reference in tests/helpers.py is written from the spec)
+# Faithfulness to nanochat's own math (the reference in tests/helpers.py is written from nanochat's description)
 
 
 @pytest.mark.parametrize("attn_implementation", ["sdpa", "eager"])

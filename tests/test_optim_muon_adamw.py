@@ -1,4 +1,4 @@
-"""nanochat G1's Muon + AdamW optimizer (fact sheet §5.1, §5.2, §6.1)."""
+"""nanochat generation 1's Muon + AdamW optimizer."""
 
 import copy
 import io
@@ -43,7 +43,7 @@ def group_named(optimizer, name):
     return group
 
 
-# Effective AdamW LRs from fact sheet §5.2 (given there to 5 significant digits).
+# Effective AdamW LRs of nanochat's reference runs (to 5 significant digits).
 SPEC_ADAMW_LRS = {"d20": (0.154919, 0.0030984), "d26": (0.135873, 0.0027175), "d32": (0.122474, 0.0024495)}
 
 
@@ -108,7 +108,7 @@ def test_muon_update_equals_torch_muon(tiny_config):
 
 
 def reference_muon_step(param, grad, buf, lr, momentum):
-    """Fact sheet §5.1 written out, with Newton–Schulz in float64 instead of bf16."""
+    """nanochat's Muon step written out, with Newton–Schulz in float64 instead of bf16."""
     buf.mul_(momentum).add_((1 - momentum) * grad)
     update = (1 - momentum) * grad + momentum * buf
     a, b, c = 3.4445, -4.7750, 2.0315

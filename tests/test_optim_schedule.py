@@ -1,4 +1,4 @@
-"""nanochat G1's LR schedule and Muon momentum warm-up (fact sheet §6.1)."""
+"""nanochat generation 1's LR schedule and Muon momentum warm-up (scripts/base_train.py)."""
 
 import pytest
 import torch
@@ -9,7 +9,7 @@ from nanochat_hf.optim import NanoChatMuonAdamW, get_nanochat_schedule, muon_mom
 
 
 def test_lr_multiplier_at_chosen_steps_of_the_d20_run():
-    # d20: N = 21,400 updates (§4.2); warmdown_ratio 0.2 → w_dn = 4,280, no warm-up, final_lr_frac 0.
+    # d20: N = 21,400 updates; warmdown_ratio 0.2 → w_dn = 4,280, no warm-up, final_lr_frac 0.
     n, w_dn = 21_400, 4_280
 
     def multiplier(it):
@@ -96,7 +96,7 @@ def test_invalid_schedule_settings_raise(kwargs, key):
 
 
 def test_muon_momentum_warmup():
-    # μ(it) = 0.85·(1 − f) + 0.95·f, f = min(it/300, 1)  (§6.1)
+    # μ(it) = 0.85·(1 − f) + 0.95·f, f = min(it/300, 1)
     assert muon_momentum(0) == 0.85
     assert muon_momentum(150) == pytest.approx(0.90, abs=1e-12)
     assert muon_momentum(300) == 0.95

@@ -1,4 +1,4 @@
-"""Planner numbers against the spec (hardware-and-budget.md, nanochat-facts.md §4), error paths, CLI, README."""
+"""Planner numbers against nanochat's own and the hand derivation in docs/memory-and-time.md, error paths, CLI, README."""
 
 import dataclasses
 import json
@@ -8,31 +8,24 @@ import pytest
 from nanochat_hf import NanoChatConfig, NanoChatForCausalLM
 from nanochat_hf.cli import main as cli_main
 from nanochat_hf.errors import UserInputError
-from nanochat_hf.flops import (
+from nanochat_hf.planning.choice import require_fit
+from nanochat_hf.planning.flops import (
     ModelShape,
     flops_per_token,
     newton_schulz_flops,
     param_counts,
     recompute_flops_per_token,
-    training_horizon,
 )
-from nanochat_hf.hardware import GIB, get_gpu
-from nanochat_hf.memory_modes import MEMORY_MODES, knobs_for_mode
-from nanochat_hf.planner import (
-    README_PATH,
-    make_plan,
-    plan_all_gpus,
-    plan_memory,
-    render_gpu_table,
-    render_plan,
-    render_readme,
-    require_fit,
-    static_memory,
-)
+from nanochat_hf.planning.gpus import GIB, get_gpu
+from nanochat_hf.planning.horizon import training_horizon
+from nanochat_hf.planning.memory import plan_memory, static_memory
+from nanochat_hf.planning.memory_modes import MEMORY_MODES, knobs_for_mode
+from nanochat_hf.planning.plan import make_plan, plan_all_gpus
+from nanochat_hf.planning.report import README_PATH, render_gpu_table, render_plan, render_readme
 
 
 # ---------------------------------------------------------------------------------------------------------
-# Parameters, FLOPs, horizon: nanochat-facts.md §4.2 (gen-1, exact) and hardware-and-budget.md §2.2 (d21 at 1408)
+# Parameters, FLOPs, horizon: nanochat's printouts (generation 1, exact) and d21 at the 2026 width of 1408
 
 SPEC_COUNTS = {
     # depth: (width, heads, total params, wte, FLOPs/token, iterations, tokens, total FLOPs)
@@ -56,7 +49,7 @@ def test_counts_flops_and_horizon_match_the_spec(depth):
     else:
         assert flops_per_token(shape) == pytest.approx(fpt, rel=1e-4)
     horizon = training_horizon(shape)
-    assert (horizon.iterations, horizon.tokens) == (iterations, tokens)
+    assert (horizon.steps, horizon.tokens) == (iterations, tokens)
     assert horizon.total_flops == pytest.approx(total_flops, rel=1e-4)
 
 
@@ -76,7 +69,7 @@ def test_d21_is_planned_with_the_2026_width_and_says_so():
 
 
 def test_flops_formula_on_a_real_model():
-    # 6 * (N - N_wte) + 12 * L * H * hd * T with N counted from a built model (nanochat-facts §4.1)
+    # 6 * (N - N_wte) + 12 * L * H * hd * T with N counted from a built model (nanochat's estimate_flops)
     config = NanoChatConfig(n_layer=3, n_embd=128, n_head=2, n_kv_head=1, vocab_size=300, sequence_len=48)
     model = NanoChatForCausalLM(config)
     n_total = sum(p.numel() for p in model.parameters())
@@ -88,14 +81,14 @@ def test_flops_formula_on_a_real_model():
 
 
 def test_tokens_option_rounds_down_to_whole_steps():
-    horizon = training_horizon(ModelShape.from_depth(32), tokens=38e9)
-    assert horizon.iterations == 38_000_000_000 // 524_288
-    with pytest.raises(UserInputError, match="--tokens or --ratio"):
-        make_plan(32, "rtx4070", tokens=38e9, ratio=20)
+    horizon = training_horizon(ModelShape.from_depth(32), target_tokens=38e9)
+    assert horizon.steps == 38_000_000_000 // 524_288
+    with pytest.raises(UserInputError, match="--target-tokens.* or .*--target-param-data-ratio"):
+        make_plan(32, "rtx4070", target_tokens=38e9, target_param_data_ratio=20)
 
 
 # ---------------------------------------------------------------------------------------------------------
-# Memory: hardware-and-budget.md §4.1 (bytes/param), §4.2-§4.5 (d32 at micro-batch 1 x 2048)
+# Memory: the d32 derivation at micro-batch 1 x 2048 in docs/memory-and-time.md
 
 D32 = ModelShape.from_depth(32)
 
@@ -106,12 +99,12 @@ def _gib(n_bytes):
 
 @pytest.mark.parametrize("mode, static_gib", [("full", 24.25), ("24gb", 16.0), ("12gb", 4.2), ("8gb", 4.2)])
 def test_d32_static_memory_per_mode(mode, static_gib):
-    # §4.5 "GiB static" column: A 24.25, J 16.0, H 4.2
+    # Static GPU memory of d32: full 24.25, 24gb 16.0, 12gb and 8gb 4.2 GiB
     assert _gib(static_memory(D32, MEMORY_MODES[mode]).gpu_total) == pytest.approx(static_gib, abs=0.05)
 
 
 def test_d32_bytes_per_parameter_table():
-    # §4.1: fp32 weights 7.00 GiB, bf16 3.50; Muon fp32 momentum 6.00; AdamW fp32 wte+head 2.00, 8-bit 0.50;
+    # Bytes per parameter for d32: fp32 weights 7.00 GiB, bf16 3.50; Muon fp32 momentum 6.00; AdamW fp32 wte+head 2.00, 8-bit 0.50;
     # autocast copies 3.25
     h = static_memory(D32, MEMORY_MODES["12gb"])
     assert _gib(h.cpu_master_weights) == _gib(h.cpu_gradients) == 7.0
@@ -124,7 +117,7 @@ def test_d32_bytes_per_parameter_table():
 
 
 def test_d32_totals_reproduce_the_fit_table():
-    # §4.5: total = static + 0.4 context + activations + chunked CE 0.15 (no margin in the spec's table)
+    # Total = static + 0.4 context + activations + chunked CE 0.15 (the fit table of docs/memory-and-time.md, without margin)
     gpu = get_gpu("rtx4070")
 
     def total_without_margin(mode, **overrides):
@@ -136,41 +129,43 @@ def test_d32_totals_reproduce_the_fit_table():
     assert total_without_margin("full") == pytest.approx((28.1, 29.6), abs=0.1)  # A: 28.1-29.6
     assert total_without_margin("full", activation_checkpointing="block")[1] == pytest.approx(25.3, abs=0.05)
     assert total_without_margin("24gb") == pytest.approx((19.8, 21.3), abs=0.1)  # J: 19.8-21.3
-    # §4.2: 3.25-4.75 GiB of activations without checkpointing, ~0.45-0.5 with; §4.3: 0.5 GiB fp32 logits
+    # 3.25-4.75 GiB of activations without checkpointing, ~0.45-0.5 with; 0.5 GiB of fp32 logits per row
     plan = plan_memory(D32, gpu, "12gb", MEMORY_MODES["12gb"])
     assert (_gib(plan.activations_compiled), _gib(plan.activations_eager)) == (3.25, 4.75)
     ckpt = plan_memory(D32, gpu, "8gb", knobs_for_mode("8gb", micro_batch=1))
     assert 0.38 <= _gib(ckpt.activations_compiled) <= _gib(ckpt.activations_eager) <= 0.5
-    whole = plan_memory(D32, gpu, "12gb", knobs_for_mode("12gb", chunked_loss=False))
-    assert 1.5 <= _gib(whole.logits) <= 2.0  # §4.3: eager whole-sequence loss ~1.5-2 GiB
+    whole = plan_memory(D32, gpu, "12gb", knobs_for_mode("12gb", loss_chunk_size=0))
+    assert 1.5 <= _gib(whole.logits) <= 2.0  # the eager whole-sequence loss: ~1.5-2 GiB
     assert _gib(plan.logits) == pytest.approx(0.15, abs=0.01)
 
 
 def test_d32_on_a_4070_reproduces_the_hand_derivation():
     plan = make_plan(32, "rtx4070", mfu_band=(0.3, 0.5), mfu=0.4, price_per_kwh=0.30)
     m = plan.memory
-    # §4.5: auto -> mode H (12gb) without checkpointing; §4.6: 256 micro-steps of 1 x 2048
+    # auto -> 12gb without checkpointing; 524,288 tokens = 256 micro-steps of 1 x 2048
     assert m.mode == "12gb" and m.fits and m.knobs.activation_checkpointing == "none"
     assert (m.micro_batch, m.grad_accum_steps) == (1, 256)
-    # §4.5: CPU RAM for H: 7.0 + 6.0 + 2.0 + 7.0 = 22 GiB + pinned staging -> 32 GB minimum
+    # CPU RAM for 12gb: master 7.0 + Muon 6.0 + AdamW 2.0 + gradient sums 7.0 = 22 GiB + staging -> 32 GB minimum
     assert _gib(m.static.cpu_total - m.static.cpu_pinned_staging) == pytest.approx(22.0, abs=1e-6)
     assert m.system_ram_gib == 32
     times = {t.mfu: t for t in plan.times}
-    # §4.6: micro-step 1.41 / 1.06 / 0.85 s; optimizer step (forward/backward) 362 / 271 / 217 s
+    # 2,048 x 1.208e10 FLOPs per micro-step: 1.41 / 1.06 / 0.85 s at 30 / 40 / 50 %; x 256 = 362 / 271 / 217 s
     for mfu, micro, step, days in ((0.3, 1.41, 362, 300), (0.4, 1.06, 271, 225), (0.5, 0.85, 217, 180)):
         t = times[mfu]
         assert t.micro_step_seconds == pytest.approx(micro, abs=0.01)
         assert t.step_seconds - t.optimizer_step_seconds == pytest.approx(step, abs=1)
-        assert t.compute_days == pytest.approx(days, abs=1)  # §3.1: 300 / 225 / 180 days
+        assert t.compute_days == pytest.approx(
+            days, abs=1
+        )  # 4.54e20 FLOPs at 58.3 TFLOP/s x MFU: 300 / 225 / 180 days
         assert t.days > t.compute_days
-    # §4.6: Newton-Schulz 8.25e13 FLOPs per step; offload + optimizer overhead ~1-2 % ("meets the < 5 % goal")
+    # Newton-Schulz 8.25e13 FLOPs per step; offload + optimizer overhead ~1-2 % (the goal is < 5 %)
     assert newton_schulz_flops(D32) == pytest.approx(8.25e13, rel=0.01)
     assert 0.01 <= times[0.4].overhead_fraction <= 0.02
-    # §3.2: 200 W x 5,406 h = 1,081 kWh, 324 USD at 0.30 (compute only; the overhead adds < 2 %)
+    # 200 W x 5,406 h = 1,081 kWh, 324 USD at 0.30 (compute only; the overhead adds < 2 %)
     assert times[0.4].compute_hours * 0.2 == pytest.approx(1081, abs=2)
     assert times[0.4].energy_kwh == pytest.approx(1081, rel=0.02)
     assert times[0.4].cost == pytest.approx(324, rel=0.02)
-    # §0 / §3.1: floors 90 days (BF16 peak) and 45 days (FP8 peak)
+    # Floors: 90 days at the BF16 peak and 45 days at the FP8 peak
     assert plan.floor_days() == pytest.approx(90, abs=0.5)
     assert plan.floor_days(fp8=True) == pytest.approx(45, abs=0.5)
     text = render_plan(plan)
@@ -187,7 +182,7 @@ def test_d32_on_a_4070_reproduces_the_hand_derivation():
 
 @pytest.mark.parametrize(
     "gpu, mode",
-    # §3.1 "d32 fits how": laptop only H + ckpt; 12/16 GiB cards H; 24 GiB cards J; 32 GB+ nanochat's own
+    # How d32 fits: the 8 GB laptop only 8gb; 12/16 GiB cards 12gb; 24 GiB cards 24gb; 32 GB+ nanochat's own
     [
         ("rtx4070-laptop", "8gb"),
         ("rtx4060ti-16gb", "12gb"),
@@ -201,13 +196,13 @@ def test_d32_on_a_4070_reproduces_the_hand_derivation():
         ("h100-sxm", "full"),
     ],
 )
-def test_auto_picks_the_spec_mode_per_gpu(gpu, mode):
+def test_auto_picks_the_derived_mode_per_gpu(gpu, mode):
     plan = make_plan(32, gpu)
     assert plan.fits and plan.memory.mode == mode
 
 
 def test_reference_node_reproduces_nanochats_run():
-    # nanochat-facts §6.1/§13: d32 on 8 x H100 with device batch 8 -> 4 accumulation steps; 50.9 % MFU -> 31.3 h
+    # nanochat's run1000.sh: d32 on 8 x H100 with device batch 8 -> 4 accumulation steps; 50.9 % MFU -> 31.3 h
     plan = make_plan(32, "8xh100", mfu=0.509)
     assert plan.memory.mode == "full"
     assert (plan.memory.micro_batch, plan.memory.grad_accum_steps) == (8, 4)
@@ -218,7 +213,7 @@ def test_checkpointing_costs_recompute_time():
     plan = make_plan(32, "rtx4070", memory_mode="8gb", knob_overrides={"micro_batch": 1})
     t = plan.chosen_time
     extra = recompute_flops_per_token(D32) / flops_per_token(D32)
-    assert 0.25 < extra < 0.34  # §4.6: ~+33 % hardware FLOPs
+    assert 0.25 < extra < 0.34  # per-block checkpointing: ~+33 % hardware FLOPs
     assert t.model_mfu == pytest.approx(0.4 / (1 + extra))
     assert t.micro_step_seconds == pytest.approx(1.06 * (1 + extra), abs=0.02)
 
@@ -285,7 +280,7 @@ def test_bad_input_raises_user_input_errors(kwargs, message):
 def test_gpu_table_replaces_the_seed_claim():
     plans = plan_all_gpus(32)
     rtx4070 = next(plan for plan in plans if plan.gpu.key == "rtx4070")
-    # The seed said 4-6 weeks; even at 100 % of the BF16 peak it is 90 days (§0).
+    # The seed said 4-6 weeks; even at 100 % of the BF16 peak it is 90 days.
     assert rtx4070.chosen_time.days > rtx4070.floor_days() > 6 * 7 * 2
     text = render_gpu_table(plans)
     assert all(plan.gpu.name.replace("NVIDIA GeForce ", "").replace("NVIDIA ", "") in text for plan in plans)
@@ -303,7 +298,8 @@ def test_cli_json_parses(capsys):
 
 def test_cli_options_and_exit_codes(capsys):
     assert (
-        cli_main(["plan", "--gpu", "rtx4070", "--memory-mode", "full", "--price-kwh", "3.5", "--currency", "NTD"]) == 1
+        cli_main(["plan", "--gpu", "rtx4070", "--memory-mode", "full", "--price-per-kwh", "3.5", "--currency", "NTD"])
+        == 1
     )
     captured = capsys.readouterr()
     assert "DOES NOT FIT" in captured.out and "NTD @3.5/kWh" in captured.out
@@ -311,12 +307,141 @@ def test_cli_options_and_exit_codes(capsys):
     assert cli_main(["plan", "--gpu", "rtx9090"]) == 2
     assert "known GPUs" in capsys.readouterr().err
     assert cli_main(["plan", "--gpu", "rtx4070", "--knob", "micro_batch=3"]) == 2
-    assert cli_main(["plan", "--depth", "20", "--all-gpus", "--json", "--ratio", "10"]) == 0
+    assert cli_main(["plan", "--depth", "20", "--all-gpus", "--json", "--target-param-data-ratio", "10"]) == 0
     rows = json.loads(capsys.readouterr().out)
     assert len(rows) == len(plan_all_gpus(20)) and all(row["horizon"]["tokens_per_param"] < 10.01 for row in rows)
 
 
 def test_committed_readme_section_is_fresh():
     assert README_PATH.read_text(encoding="utf-8") == render_readme(), (
-        "docs/can_i_train_d32.md is stale: run `python -m nanochat_hf.planner --readme`"
+        "docs/can_i_train_d32.md is stale: run `python -m nanochat_hf.planning.report --readme`"
     )
+
+
+# ---------------------------------------------------------------------------------------------------------
+# `nanochat-hf plan` prints what it printed before the planner became nanochat_hf/planning/ (captured on the
+# last commit with nanochat_hf/planner.py), and its flags are named as the recipe's fields.
+
+PINNED_PLAN_LINES = {
+    ("--depth", "32", "--gpu", "rtx4070"): [
+        "training         71,680 steps x 524,288 tokens = 37,580,963,840 tokens (ratio 20 x parameters; 20.0 "
+        "tokens/parameter)",
+        "    total (eager)                           10.09",
+        "  -> fits: 10.09 of 12.00 GiB (1.91 GiB spare)",
+        "  CPU RAM: fp32 master 7.00 + fp32 gradient sums 7.00 + optimizer state 8.00 + pinned staging 0.69 = "
+        "22.69 GiB -> system RAM >= 32 GiB",
+        "  All modes (GiB at their micro-batch): full 30.2 GiB no, 24gb 21.9 GiB no, 12gb 10.1 GiB fits, 8gb "
+        "8.9 GiB fits",
+        "    30%        30%      1.41 s           6.0 s      1.7%  305.4    10.0       1,466           440",
+        "  40% *        40%      1.06 s           4.8 s      1.8%  229.3     7.5       1,101           330",
+        "    50%        50%      0.85 s           4.1 s      1.9%  183.6     6.0         881           264",
+        "  Floor: 90.1 days at 100 % of the BF16 peak, 45.1 days at 100 % of the FP8 peak (no run is faster).",
+    ],
+    (
+        "--depth",
+        "32",
+        "--gpu",
+        "rtx4090",
+        "--memory-mode",
+        "24gb",
+        "--target-tokens",
+        "1e10",
+        "--price-per-kwh",
+        "0.1",
+        "--currency",
+        "EUR",
+        "--host-watts",
+        "100",
+        "--total-batch-size",
+        "262144",
+    ): [
+        "  training         38,146 steps x 262,144 tokens = 9,999,745,024 tokens (1e+10 tokens; 5.3 tokens/parameter)",
+        "  -> fits: 22.54 of 24.00 GiB (1.46 GiB spare)",
+        "  Batch: micro-batch 1 x 2,048 tokens x 1 GPU(s), 128 accumulation steps per optimizer step of 262,144 tokens",
+        "  40% *        40%      0.37 s           1.2 s      2.6%  21.7     0.7         287            29",
+    ],
+    (
+        "--depth",
+        "26",
+        "--gpu",
+        "rtx4070",
+        "--target-param-data-ratio",
+        "10",
+        "--mfu",
+        "0.35",
+        "--mfu-band",
+        "0.25,0.45",
+        "--knob",
+        "micro_batch=2",
+    ): [
+        "  training         20,637 steps x 524,288 tokens = 10,819,731,456 tokens (ratio 10 x parameters; 10.0 "
+        "tokens/parameter)",
+        "  -> fits: 9.97 of 12.00 GiB (2.03 GiB spare)",
+        "  35% *        35%      1.39 s           2.5 s      1.4%  42.9     1.4         206            62",
+    ],
+    ("--depth", "20", "--all-gpus"): [
+        "RTX 4070                                  12 GiB      full         1 x 256                 10.2      16 GiB"
+        "                16 / 20 / 26  2.8 weeks          94            28",
+        "8 x H100 SXM (nanochat's reference node)  80 GiB x 8  full         32 x 1                  71.1      16 GiB"
+        "                 3 / 3 / 5 h      3.5 h          19             6",
+    ],
+}
+
+
+@pytest.mark.parametrize("argv", list(PINNED_PLAN_LINES), ids=lambda argv: " ".join(argv[:4]))
+def test_plan_prints_the_pinned_numbers(argv, capsys):
+    assert cli_main(["plan", *argv]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    for expected in PINNED_PLAN_LINES[argv]:
+        assert any(line.strip() == expected.strip() for line in lines), expected
+
+
+@pytest.mark.parametrize(
+    "old, new",
+    [
+        (["--tokens", "1e10"], ["--target-tokens", "1e10"]),
+        (["--ratio", "10"], ["--target-param-data-ratio", "10"]),
+        (["--price-kwh", "0.1"], ["--price-per-kwh", "0.1"]),
+        (["--total-batch", "262144"], ["--total-batch-size", "262144"]),
+    ],
+)
+def test_old_flag_spellings_still_work_with_a_warning(old, new, capsys):
+    assert cli_main(["plan", "--gpu", "rtx4070", *new]) == 0
+    expected = capsys.readouterr().out
+    underscored = [new[0].replace("-", "_").replace("__", "--"), new[1]]
+    assert cli_main(["plan", "--gpu", "rtx4070", *underscored]) == 0  # the recipe's spelling, as in YAML
+    assert capsys.readouterr().out == expected
+    with pytest.warns(FutureWarning, match=f"{old[0]} is deprecated.*use {new[0]}"):
+        assert cli_main(["plan", "--gpu", "rtx4070", *old]) == 0
+    assert capsys.readouterr().out == expected
+
+
+def test_plan_flags_are_the_recipe_field_names():
+    from nanochat_hf.cli import build_parser
+    from nanochat_hf.training import PretrainArguments
+
+    plan_parser = build_parser()._subparsers._group_actions[0].choices["plan"]
+    flags = {option for action in plan_parser._actions for option in action.option_strings}
+    fields = {f.name for f in dataclasses.fields(PretrainArguments)}
+    for name in (
+        "depth",
+        "gpu",
+        "target_tokens",
+        "target_param_data_ratio",
+        "memory_mode",
+        "price_per_kwh",
+        "currency",
+        "total_batch_size",
+    ):
+        assert name in fields and f"--{name}" in flags and f"--{name.replace('_', '-')}" in flags, name
+
+
+def test_the_unlisted_gpu_is_planned_for_memory_but_not_for_time():
+    from nanochat_hf.planning.choice import choose_mode
+    from nanochat_hf.planning.gpus import unlisted_gpu
+
+    card = unlisted_gpu("NVIDIA GeForce RTX 4070 Ti", 12 * GIB, (8, 9))
+    choice = choose_mode(D32, card)
+    assert choice.fits and choice.memory.mode == "12gb" and choice.memory.capacity == 12 * GIB
+    with pytest.raises(UserInputError, match="'NVIDIA GeForce RTX 4070 Ti' .* not in .*gpus.csv.*--gpu"):
+        make_plan(32, card)

@@ -5,9 +5,9 @@ import torch
 from chat_helpers import save_tiny_model
 
 from nanochat_hf.errors import UserInputError
-from nanochat_hf.flops import ModelShape
-from nanochat_hf.hardware import GIB
-from nanochat_hf.planner_finetune import lora_parameter_count, main, nf4_bytes, plan_finetune, render_finetune_plan
+from nanochat_hf.planning.finetune import lora_parameter_count, main, nf4_bytes, plan_finetune, render_finetune_plan
+from nanochat_hf.planning.flops import ModelShape
+from nanochat_hf.planning.gpus import GIB
 
 
 def test_d32_on_a_12gb_card():

@@ -1,5 +1,6 @@
 """The pretraining recipe end to end on CPU: tiny models, the embedded corpus, real Trainer runs."""
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -11,10 +12,11 @@ import torch
 from helpers import REMOTE_LOAD_SCRIPT, KillAtStep, tiny_pretrain_argv
 from transformers import TrainerCallback
 
+from nanochat_hf import NanoChatConfig, NanoChatForCausalLM
 from nanochat_hf.errors import UserInputError
-from nanochat_hf.training import NonFiniteLossError
+from nanochat_hf.planning.flops import ModelShape, flops_per_token
+from nanochat_hf.training import NonFiniteLossError, parse_pretrain_arguments, run_pretraining
 from nanochat_hf.training.checkpoints import last_good_checkpoint, resolve_resume_checkpoint
-from nanochat_hf.training.pretrain import parse_pretrain_arguments, run_pretraining
 
 
 REPO = Path(__file__).resolve().parents[1]
@@ -182,3 +184,62 @@ def test_two_processes_equal_one_process_with_double_accumulation(tmp_path, toke
     assert one.keys() == two.keys() == {1, 2, 3}
     for step in one:
         assert two[step] == pytest.approx(one[step], abs=1e-4), step
+
+
+# The numbers the shipped configs' dry runs printed before the planner moved to nanochat_hf/planning/.
+PINNED_DRY_RUNS = {
+    "pretrain_d32_rtx4070.yaml": [
+        "parameters                   1,879,048,192",
+        "flops_per_token              12,079,595,520",
+        "micro_batch                  1",
+        "gradient_accumulation_steps  256",
+        "steps                        71,680",
+        "total_tokens                 37,580,963,840",
+        "total_flops                  4.5396e+20",
+        "mode                         12gb",
+        "training         71,680 steps x 524,288 tokens = 37,580,963,840 tokens (3.758e+10 tokens; 20.0 "
+        "tokens/parameter)",
+        "total (eager)                           10.09",
+        "-> fits: 10.09 of 12.00 GiB (1.91 GiB spare)",
+        "40% *        40%      1.06 s           4.8 s      1.8%  229.3     7.5       1,101           330",
+        "Floor: 90.1 days at 100 % of the BF16 peak, 45.1 days at 100 % of the FP8 peak (no run is faster).",
+    ],
+    "pretrain_d32_8xh100.yaml": [
+        "micro_batch                  8",
+        "gradient_accumulation_steps  32",
+        "mode                         full",
+        "-> fits: 66.81 of 80.00 GiB (13.19 GiB spare)",
+        "40% *        40%      0.50 s           0.2 s      1.3%  13.4     0.4         226            68",
+    ],
+    "pretrain_d21_rtx4070.yaml": [
+        "parameters                   684,130,304",
+        "flops_per_token              4,277,796,864",
+        "steps                        26,097",
+        "-> fits: 10.15 of 12.00 GiB (1.85 GiB spare)",
+        "40% *        31%      0.48 s           0.8 s      0.6%  37.7     1.2         181            54",
+    ],
+}
+
+
+@pytest.mark.parametrize("config", sorted(PINNED_DRY_RUNS))
+def test_dry_runs_of_the_shipped_configs_print_the_pinned_numbers(config, tmp_path, monkeypatch, capsys):
+    spec = importlib.util.spec_from_file_location("pretrain_recipe", REPO / "recipes" / "pretrain.py")
+    recipe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(recipe)
+    monkeypatch.chdir(tmp_path)  # the configs' relative tokenizer folder is absent: the 65,536 of the config
+    assert recipe.main(["--dry-run"], default_config=str(REPO / "recipes" / "configs" / config)) == 0
+    lines = [line.strip() for line in capsys.readouterr().out.splitlines()]
+    for expected in PINNED_DRY_RUNS[config]:
+        assert expected in lines, expected
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_run_has_one_sequence_length(tmp_path, tokenizer_dir, capsys):
+    """Continuing a 32-token model on 16-token rows: FLOPs, memory and data all use the rows' 16."""
+    base = tmp_path / "base"
+    NanoChatForCausalLM(NanoChatConfig.from_depth(2, vocab_size=512, sequence_len=32)).save_pretrained(base)
+    run(tiny_args(tmp_path / "run", tokenizer_dir, depth=None, model_name_or_path=base, sequence_len=16, dry_run=True))
+    out = capsys.readouterr().out
+    shape = ModelShape.from_config(NanoChatConfig.from_depth(2, vocab_size=512, sequence_len=16))
+    assert f"flops_per_token              {flops_per_token(shape):,}" in out
+    assert "sequence_len                 16" in out and "gradient_accumulation_steps  4" in out

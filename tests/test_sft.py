@@ -15,10 +15,11 @@ from trl import SFTConfig
 
 from nanochat_hf import NanoChatForCausalLM
 from nanochat_hf.chat.datasets import load_mixture
-from nanochat_hf.chat.sft import NanoChatSFTTrainer, parse_chat_arguments, run_sft
 from nanochat_hf.errors import UserInputError
 from nanochat_hf.optim import NanoChatMuonAdamW
 from nanochat_hf.tokenizer import IGNORE_INDEX, render_conversation_with_mask
+from nanochat_hf.training.sft import NanoChatSFTTrainer, run_sft
+from nanochat_hf.training.sft_arguments import parse_chat_arguments
 
 
 REPO = Path(__file__).resolve().parents[1]

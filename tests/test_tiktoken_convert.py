@@ -143,7 +143,7 @@ def test_every_id_decodes_like_tiktoken(converted):
 
 
 def test_split_pattern_is_nanochats():
-    # Exact text from nanochat-facts.md §8.2 (GPT-4's pattern with \p{N}{1,2}).
+    # nanochat's split pattern, exactly (GPT-4's pattern with \p{N}{1,2}).
     spec_text = r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}+|\p{N}{1,2}| ?[^\s\p{L}\p{N}]++[\r\n]*|\s*[\r\n]|\s+(?!\S)|\s+"""
     assert SPLIT_PATTERN == spec_text
 
@@ -186,10 +186,10 @@ def test_token_bytes_g1_rule_matches_nanochat_and_raw_rule_matches_bytes(convert
         if token_id >= encoding.n_vocab - len(SPECIAL_TOKENS):
             assert g1[token_id] == raw[token_id] == 0
             continue
-        # nanochat G1 (spec §8.4): len(decode([id]).encode("utf-8")), U+FFFD counting 3 bytes.
+        # nanochat generation 1: len(decode([id]).encode("utf-8")), U+FFFD counting 3 bytes.
         assert g1[token_id] == len(encoding.decode([token_id]).encode("utf-8"))
         assert raw[token_id] == len(encoding.decode_single_token_bytes(token_id))
-    assert g1[0x80] == 3 and raw[0x80] == 1  # a lone continuation byte (spec §8.4 example)
+    assert g1[0x80] == 3 and raw[0x80] == 1  # a lone continuation byte: 3 in G1, 1 raw
     assert torch.equal(load_token_bytes(destination), g1)  # the converter defaults to the G1 rule
 
 

@@ -46,7 +46,7 @@ def test_special_tokens_are_the_last_ids_in_nanochat_order(trained):
 
 def test_byte_tokens_are_raw_byte_values_and_merges_follow(trained):
     ranks = mergeable_ranks_from_tokenizer(trained)
-    assert all(ranks[bytes([b])] == b for b in range(256))  # spec §8.1: ids 0-255 = raw byte values
+    assert all(ranks[bytes([b])] == b for b in range(256))  # ids 0-255 = raw byte values, as in nanochat
     assert sorted(ranks.values()) == list(range(400 - 9))
     assert all(len(token) >= 2 for token, rank in ranks.items() if rank >= 256)
 
@@ -98,7 +98,7 @@ def test_empty_source_fails_clearly():
 
 def test_caps_truncate_documents_and_stop_after_crossing_the_total():
     documents = ["a" * 50, "b" * 50, "c" * 50, "d" * 50]
-    # spec §8.1: each document cut to doc_cap; stop once the running total exceeds max_chars,
+    # nanochat's caps: each document cut to doc_cap; stop once the running total exceeds max_chars,
     # keeping the document that crosses it.
     assert list(capped_texts(documents, max_chars=70, doc_cap=30)) == ["a" * 30, "b" * 30, "c" * 30]
     assert list(capped_texts(documents, max_chars=10_000, doc_cap=10_000)) == documents
@@ -183,7 +183,7 @@ def test_recipe_configs_are_valid(tmp_path):
         loaded = parse(config)
         assert loaded.vocab_size >= MIN_VOCAB_SIZE and loaded.output_dir
     fineweb = parse(REPO_ROOT / "recipes" / "configs" / "tokenizer_fineweb_65k.yaml")
-    # spec §7.1 / §8.1: G1 vocabulary, FineWeb-EDU, speedrun caps.
+    # Generation 1's vocabulary, FineWeb-EDU, the speedrun caps.
     assert (fineweb.dataset, fineweb.vocab_size, fineweb.max_chars, fineweb.doc_cap) == (
         "karpathy/fineweb-edu-100b-shuffle",
         65536,

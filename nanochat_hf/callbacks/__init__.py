@@ -1,4 +1,4 @@
-"""Trainer callbacks for pretraining: throughput/MFU/ETA, validation bpb, CORE, samples, energy, data position.
+"""Trainer callbacks for pretraining: throughput/MFU/ETA, validation bpb, CORE, samples, energy.
 
 Each is a `transformers.TrainerCallback` usable on its own. The metric callbacks add their values to the
 Trainer's logs, so the console printer and every `report_to` integration (TensorBoard, W&B, trackio)
@@ -8,19 +8,17 @@ receive them; add them with `add_metric_callbacks(trainer, ...)`, which places t
 
 from .base import MetricsCallback, add_metric_callbacks
 from .core_eval import CoreEvalCallback
-from .data_state import DataStateCallback
 from .energy import EnergyCallback
-from .samples import DEFAULT_PROMPTS, SampleCallback, greedy_completions
+from .samples import NANOCHAT_SAMPLE_PROMPTS, SampleCallback, greedy_completions
 from .throughput import ThroughputCallback, model_flops_per_token
 from .val_bpb import ValBpbCallback, bits_per_byte, bpb_sums
 
 
 __all__ = [
     "CoreEvalCallback",
-    "DEFAULT_PROMPTS",
-    "DataStateCallback",
     "EnergyCallback",
     "MetricsCallback",
+    "NANOCHAT_SAMPLE_PROMPTS",
     "SampleCallback",
     "ThroughputCallback",
     "ValBpbCallback",

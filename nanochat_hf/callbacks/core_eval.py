@@ -12,6 +12,8 @@ import logging
 import torch
 
 from nanochat_hf.callbacks.base import MetricsCallback
+from nanochat_hf.eval.bundle import EvalBundle, load_bundle
+from nanochat_hf.eval.core import bos_token_id, prepare_core, score_core
 
 
 logger = logging.getLogger(__name__)
@@ -41,9 +43,6 @@ class CoreEvalCallback(MetricsCallback):
         batch_size: int = 8,
         core_tasks=None,
     ):
-        from nanochat_hf.eval.bundle import EvalBundle, load_bundle
-        from nanochat_hf.eval.core import bos_token_id, prepare_core
-
         super().__init__()
         if not isinstance(bundle, EvalBundle):
             bundle = load_bundle(bundle, core_tasks)
@@ -53,8 +52,6 @@ class CoreEvalCallback(MetricsCallback):
         self.batch_size = batch_size
 
     def evaluate(self, model, args) -> dict:
-        from nanochat_hf.eval.core import score_core
-
         autocast_dtype = torch.bfloat16 if args.bf16 else torch.float16 if args.fp16 else None
         result = score_core(
             model, self.prepared, self.pad_id, self.batch_size, autocast_dtype=autocast_dtype, show_progress=False

@@ -5,9 +5,9 @@ Where the watts come from, best first:
 1. NVML (`pynvml`, from the `nvidia-ml-py` package) on a CUDA machine: the driver's energy counter
    (millijoules since the driver loaded; Volta and newer), or, where that is missing, the power
    reading sampled at every step and integrated over time.
-2. The GPU table's board power (`nanochat_hf/data/gpus.csv`) x wall-clock time, for the card named by
-   `gpu=` or detected by name. Training at full tilt runs a card at or near its power limit, so this is
-   an upper-bound estimate (hardware-and-budget.md §3.2).
+2. The GPU table's board power (`nanochat_hf/planning/gpus.csv`) x wall-clock time, for the card named
+   by `gpu=` or detected by name. Training at full tilt runs a card at or near its power limit, so this is
+   an upper-bound estimate.
 3. `power_watts=` given explicitly (e.g. a whole-PC figure measured at the wall), x wall-clock time.
 
 Nothing is logged when none applies (a CPU run without `gpu=`/`power_watts=`). Each process measures
@@ -22,6 +22,7 @@ import time
 import torch
 
 from nanochat_hf.callbacks.base import MetricsCallback
+from nanochat_hf.planning.gpus import resolve_gpu
 
 
 logger = logging.getLogger(__name__)
@@ -130,10 +131,8 @@ class EnergyCallback(MetricsCallback):
             meter = _NvmlMeter.open()
             if meter is not None:
                 return meter
-        from nanochat_hf.callbacks.throughput import resolve_gpu
-
         gpu = resolve_gpu(self.gpu)
-        if gpu is not None:
+        if gpu is not None and gpu.board_power_w is not None:
             return _ConstantPowerMeter(gpu.board_power_w, f"board power of {gpu.name} ({gpu.board_power_w:g} W)")
         return None
 

@@ -1,6 +1,6 @@
 """Greedy completions of fixed prompts during pretraining, printed and logged.
 
-As nanochat generation 1 (spec §6.1: every 2000 steps, 7 fixed prompts, greedy, 16 tokens), each prompt
+As nanochat generation 1 does (every 2000 steps, 7 fixed prompts, greedy, 16 tokens), each prompt
 is BOS + its tokens, so the model sees it as the start of a document. The completions are printed by
 the main process and logged as one text value, `samples` (TensorBoard shows it under Text, W&B and
 trackio as a string), so the same prompts can be compared across steps and runs.
@@ -14,16 +14,16 @@ from nanochat_hf.callbacks.base import MetricsCallback
 
 
 NANOCHAT_SAMPLE_EVERY = 2000
-# Short factual and reasoning openings whose right continuation is obvious to a reader, so progress
-# shows: a young model continues with noise, a trained one with the fact.
-DEFAULT_PROMPTS = (
-    "The capital of Italy is",
-    "Water boils at a temperature of",
-    "The largest planet in the solar system is",
-    "The day after Monday is",
-    "The opposite of cold is",
-    "Two plus three equals",
-    "The chemical formula of water is",
+# nanochat's fixed sample prompts (scripts/base_train.py): short openings whose right continuation is
+# obvious to a reader, so progress shows: a young model continues with noise, a trained one with the fact.
+NANOCHAT_SAMPLE_PROMPTS = (
+    "The capital of France is",
+    "The chemical symbol of gold is",
+    "If yesterday was Friday, then tomorrow will be",
+    "The opposite of hot is",
+    "The planets of the solar system are:",
+    "My favorite color is",
+    "If 5*x + 3 = 13, then x is",
 )
 
 
@@ -57,12 +57,14 @@ class SampleCallback(MetricsCallback):
 
     Args:
         tokenizer: defaults to the Trainer's `processing_class`.
-        prompts: texts to complete (default: `DEFAULT_PROMPTS`).
+        prompts: texts to complete (default: `NANOCHAT_SAMPLE_PROMPTS`).
         sample_every: steps between samples (nanochat: 2000).
         max_new_tokens: tokens generated per prompt (nanochat: 16).
     """
 
-    def __init__(self, tokenizer=None, prompts=DEFAULT_PROMPTS, sample_every=NANOCHAT_SAMPLE_EVERY, max_new_tokens=16):
+    def __init__(
+        self, tokenizer=None, prompts=NANOCHAT_SAMPLE_PROMPTS, sample_every=NANOCHAT_SAMPLE_EVERY, max_new_tokens=16
+    ):
         super().__init__()
         self.tokenizer = tokenizer
         self.prompts = list(prompts)

@@ -5,13 +5,13 @@ Logged at every Trainer log:
 - `tokens_per_second`: tokens of all processes per second of *training* since the last log. A step's
   time runs from the end of the previous step's callbacks, logging, evaluation and checkpointing (the
   last of those events) to the end of its optimizer step, so the next batches' loading counts and
-  validation passes or checkpoint writes do not. As nanochat (spec §13), a step is
+  validation passes or checkpoint writes do not. As in nanochat, a step is
   micro-batch x accumulation x processes x sequence_len tokens.
 - `step_seconds`: the mean of those step times.
 - `mfu_percent`: flops_per_token x tokens_per_second / (peak x processes) x 100, with nanochat's
-  generation-1 FLOPs per token (`nanochat_hf.flops`, spec §4.1) and the device's dense BF16 peak from
-  the GPU table (`nanochat_hf/data/gpus.csv`). Absent when the peak is unknown - on CPU, or on a GPU the
-  table does not list - rather than a made-up number; the reason is logged once.
+  generation-1 FLOPs per token (`nanochat_hf.planning.flops`) and the device's dense BF16 peak from the
+  GPU table (`nanochat_hf/planning/gpus.csv`, through `resolve_gpu`). Absent when the peak is unknown -
+  on CPU, or on a GPU the table does not list - rather than a made-up number; the reason is logged once.
 - `eta_seconds`: remaining steps x the mean wall-clock time per step so far (evaluations included).
 - `tokens`: tokens trained on so far (global_step x tokens per step), handy as a plot axis.
 """
@@ -22,15 +22,15 @@ import time
 import torch
 
 from nanochat_hf.callbacks.base import MetricsCallback
+from nanochat_hf.planning.flops import ModelShape, flops_per_token
+from nanochat_hf.planning.gpus import resolve_gpu
 
 
 logger = logging.getLogger(__name__)
 
 
 def model_flops_per_token(model, sequence_len: int) -> int:
-    """nanochat generation-1 FLOPs per token of `model` at `sequence_len` (spec §4.1)."""
-    from nanochat_hf.flops import ModelShape, flops_per_token
-
+    """nanochat generation-1 FLOPs per token of `model` at `sequence_len`: 6 N_matmul + 12 L H hd T."""
     config = model.config
     if all(hasattr(config, name) for name in ("n_layer", "n_embd", "n_head", "n_kv_head", "head_dim")):
         shape = ModelShape.from_config(config)
@@ -47,15 +47,6 @@ def model_flops_per_token(model, sequence_len: int) -> int:
         )
     # Another architecture: the 6N rule over the non-embedding parameters, no attention term.
     return 6 * model.num_parameters(exclude_embeddings=True)
-
-
-def resolve_gpu(gpu=None):
-    """The GPU table row for `gpu` (a key or name such as "rtx4070"), else the detected CUDA device, else None."""
-    from nanochat_hf import hardware
-
-    if gpu is not None:
-        return gpu if isinstance(gpu, hardware.GpuSpec) else hardware.get_gpu(gpu)
-    return hardware.detect_gpu()
 
 
 class ThroughputCallback(MetricsCallback):
@@ -96,7 +87,7 @@ class ThroughputCallback(MetricsCallback):
             self.peak_flops = self.peak_flops_per_device * args.world_size
         else:
             gpu = resolve_gpu(self.gpu)
-            if gpu is not None:
+            if gpu is not None and gpu.peak_bf16_flops is not None:
                 self.peak_flops = gpu.peak_bf16_flops * args.world_size
             elif state.is_world_process_zero:
                 device = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"

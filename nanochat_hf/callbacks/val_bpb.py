@@ -1,4 +1,4 @@
-"""Validation bits per byte during training (spec nanochat-facts.md §8.4, §11.2).
+"""Validation bits per byte during training, as nanochat measures it.
 
 bpb = sum of cross-entropy (nats) / (ln 2 x sum of token_bytes[target]), both sums over the targets
 whose byte length is > 0 (special tokens such as BOS count 0 bytes and are left out of both). It does
@@ -6,7 +6,7 @@ not depend on the tokenizer's vocabulary, so runs with different tokenizers comp
 model's fp32, soft-capped logits; the sums are all-reduced over processes before dividing.
 
 nanochat generation 1 evaluates every 250 steps on 20 x 524,288 = 10,485,760 validation tokens
-(spec §6.1), split over the processes, on a validation stream rebuilt from its start each time.
+(nanochat's eval_tokens = 20 x 524,288), split over the processes, on a validation stream rebuilt from its start each time.
 `token_bytes` comes from `nanochat_hf.tokenizer.token_bytes` (`compute_token_bytes` or the
 `token_bytes.pt` saved next to the tokenizer).
 """
@@ -19,10 +19,11 @@ import torch
 import torch.nn.functional as F
 
 from nanochat_hf.callbacks.base import MetricsCallback
+from nanochat_hf.defaults import TOTAL_BATCH_SIZE
 
 
 NANOCHAT_EVAL_EVERY = 250
-NANOCHAT_EVAL_TOKENS = 20 * 524_288
+NANOCHAT_EVAL_TOKENS = 20 * TOTAL_BATCH_SIZE
 
 
 @torch.no_grad()

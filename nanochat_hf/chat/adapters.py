@@ -14,9 +14,14 @@ import logging
 from pathlib import Path
 
 import torch
+from safetensors import safe_open
+from transformers import PretrainedConfig
+from transformers.utils import cached_file
 
 from ..atomic import atomic_folder
 from ..errors import UserInputError
+from ..loading import open_model, open_tokenizer
+from .generation import configure_chat_generation
 
 
 logger = logging.getLogger(__name__)
@@ -27,8 +32,6 @@ SHAPE_KEYS = ("n_layer", "n_embd", "n_head", "n_kv_head", "vocab_size")
 
 
 def _weights_file(base: str, tensor_name: str) -> str:
-    from transformers.utils import cached_file
-
     index = cached_file(base, "model.safetensors.index.json", _raise_exceptions_for_missing_entries=False)
     filename = "model.safetensors"
     if index is not None:
@@ -38,9 +41,6 @@ def _weights_file(base: str, tensor_name: str) -> str:
 
 def base_fingerprint(base: str) -> dict:
     """Shape and embedding hash of a saved nanochat model (folder or Hub id)."""
-    from safetensors import safe_open
-    from transformers import PretrainedConfig
-
     try:
         config, _ = PretrainedConfig.get_config_dict(str(base))
         with safe_open(_weights_file(str(base), FINGERPRINT_TENSOR), framework="pt") as weights:
@@ -97,16 +97,12 @@ def check_adapter_base(adapter, base: str) -> None:
 
 def load_adapter_model(adapter, base: str | None = None, dtype: torch.dtype = torch.float32, device=None):
     """(peft model, base name): the base in full precision with the adapter on top, checked against each other."""
+    # peft is the optional `chat` extra: imported only when an adapter is really loaded.
     from peft import PeftModel
-
-    from ..modeling_nanochat_hf import NanoChatForCausalLM
 
     base = resolve_adapter_base(adapter, base)
     check_adapter_base(adapter, base)
-    try:
-        model = NanoChatForCausalLM.from_pretrained(base, dtype=dtype, device_map=device)
-    except (OSError, ValueError) as err:
-        raise UserInputError(f"base model {base}: cannot load it ({err})") from None
+    model = open_model(base, what="base model", dtype=dtype, device_map=device)
     try:
         model = PeftModel.from_pretrained(model, str(adapter))
     except (RuntimeError, ValueError, KeyError) as err:
@@ -121,17 +117,13 @@ def merge_lora(adapter, destination, base: str | None = None, dtype: torch.dtype
     The base is loaded in `dtype` (not 4-bit, even for a QLoRA adapter: merged weights must be exact);
     the destination appears only when complete.
     """
-    from transformers import AutoTokenizer
-
-    from .engine import configure_chat_generation
-
     destination = Path(destination)
     if destination.exists():
         raise UserInputError(f"{destination}: already exists; choose a new destination or remove it first")
     model, base = load_adapter_model(adapter, base, dtype=dtype)
     merged = model.merge_and_unload()
     tokenizer_source = adapter if (Path(adapter) / "tokenizer_config.json").is_file() else base
-    tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_source))
+    tokenizer = open_tokenizer(str(tokenizer_source), what="tokenizer")
     configure_chat_generation(merged, tokenizer)
     with atomic_folder(destination) as staging:
         merged.save_pretrained(staging)

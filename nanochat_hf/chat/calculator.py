@@ -1,5 +1,5 @@
 """The calculator tool: a safe evaluator for the expressions a chat model writes between
-`<|python_start|>` and `<|python_end|>` (nanochat-facts §12.3).
+`<|python_start|>` and `<|python_end|>`, as nanochat's engine evaluates them.
 
 nanochat runs `eval` on the expression with empty builtins after a character filter and a denylist of
 substrings. A filter over the text is easy to get wrong, so this module never calls `eval`: it parses

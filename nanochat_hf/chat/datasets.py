@@ -4,14 +4,14 @@ A mixture is a list of entries, one string each, as a recipe YAML writes them:
 
     dataset_mixture:
       - smoltalk:train[:10000]     # HuggingFaceTB/smol-smoltalk, first 10,000 rows of train
-      - gsm8k                      # openai/gsm8k main/train, answers as calculator tool calls (§9.2)
+      - gsm8k                      # openai/gsm8k main/train, answers as calculator tool calls
       - identity*2                 # "*N" repeats an entry (nanochat lists a task twice to oversample it)
       - spelling_bee:300           # a synthetic task: ":N" is its size
       - data/my_chats.jsonl        # {"messages": [...]} per line
       - my-org/my-chats:train      # any Hub dataset with a `messages` column
 
-`SOURCE[:SPLIT_OR_SIZE][*REPEAT]`. Named Hub sources (nanochat-facts §10): `smoltalk`, `mmlu` (auxiliary
-train, multiple choice §9.3), `gsm8k`, `arc_easy`, `arc_challenge`; synthetic (no download,
+`SOURCE[:SPLIT_OR_SIZE][*REPEAT]`. Named Hub sources (nanochat's midtraining/SFT tasks): `smoltalk`, `mmlu` (auxiliary
+train, multiple choice), `gsm8k`, `arc_easy`, `arc_challenge`; synthetic (no download,
 `nanochat_hf.chat.synthetic`): `arithmetic`, `spelling_bee`, `simple_spelling`, `identity`, and
 `embedded` (all four interleaved). Splits use `datasets` syntax, slices included.
 
@@ -43,13 +43,13 @@ MMLU_LETTERS = "ABCD"
 
 
 def multiple_choice_question(question: str, choices: list[str], letters: Iterable[str]) -> str:
-    """nanochat's multiple-choice user message, exactly (§9.3): the letter follows its choice."""
+    """nanochat's multiple-choice user message, exactly: the letter follows its choice."""
     lines = "".join(f"- {choice}={letter}\n" for choice, letter in zip(choices, letters, strict=True))
     return f"Multiple Choice question: {question}\n{lines}\nRespond only with the letter of the correct answer."
 
 
 def gsm8k_answer_parts(answer: str) -> list[dict]:
-    """GSM8K's answer with `<<expr=value>>` annotations as calculator tool-call parts (§9.2)."""
+    """GSM8K's answer with `<<expr=value>>` annotations as calculator tool-call parts."""
     parts = []
     for piece in re.split(r"(<<[^>]+>>)", answer):
         if piece.startswith("<<") and piece.endswith(">>"):
@@ -86,7 +86,7 @@ def mmlu_to_conversation(row: dict) -> dict:
 
 
 def arc_to_conversation(row: dict) -> dict:
-    # ARC's own labels (A-E or 1-4) are the letters (§9.3).
+    # ARC's own labels (A-E or 1-4) are the letters, as in nanochat.
     labels, texts = row["choices"]["label"], row["choices"]["text"]
     return {
         "messages": [
@@ -127,7 +127,7 @@ def _content_is_empty(content) -> bool:
     if isinstance(content, str):
         return not content.strip()
     if isinstance(content, (list, tuple)):
-        # A tool output may be empty (§9.2: a GSM8K span without "="); the message as a whole may not.
+        # A tool output may be empty (a GSM8K <<...>> span without "="); the message as a whole may not.
         return not any(isinstance(part, dict) and str(part.get("text", "")).strip() for part in content)
     return False  # other types are reported by normalize_conversation
 
@@ -160,7 +160,7 @@ def validate_conversation(conversation, where: str) -> list:
 def tokenize_conversation(tokenizer, conversation, max_length: int, train_on_all_tokens: bool) -> dict:
     """`input_ids` and HF `labels` (unshifted, -100 where nanochat's mask is 0, or every token if asked)."""
     ids, mask = render_conversation_with_mask(tokenizer, conversation, max_tokens=max_length)
-    if train_on_all_tokens:  # nanochat's midtraining: every token is a target (§10.1)
+    if train_on_all_tokens:  # nanochat's midtraining: every token is a target
         return {"input_ids": ids, "labels": list(ids)}
     return {"input_ids": ids, "labels": [t if m else IGNORE_INDEX for t, m in zip(ids, mask, strict=True)]}
 
@@ -317,7 +317,7 @@ def load_mixture(
 ):
     """The whole mixture, rendered and shuffled: a `datasets.Dataset` with `input_ids` and `labels`.
 
-    Like nanochat's TaskMixture (§10), every listed conversation appears once per repeat, in a seeded
+    Like nanochat's TaskMixture, every listed conversation appears once per repeat, in a seeded
     random order.
     """
     from datasets import concatenate_datasets

@@ -1,4 +1,4 @@
-"""Chat generation with nanochat's calculator tool loop, on top of `model.generate()` (nanochat-facts §12.3).
+"""Chat generation with nanochat's calculator tool loop, on top of `model.generate()`.
 
 nanochat's engine samples token by token and keeps, per row, a queue of forced tokens and an
 "in python block" flag. Here `generate()` does the sampling (with its KV cache, temperature and top-k)
@@ -23,6 +23,7 @@ import torch
 from transformers.generation.streamers import BaseStreamer
 
 from ..errors import UserInputError
+from ..loading import open_model, open_tokenizer
 from ..tokenizer import normalize_conversation, render_conversation_with_mask
 from ..tokenizer.special_tokens import (
     ASSISTANT_END,
@@ -33,32 +34,10 @@ from ..tokenizer.special_tokens import (
     PYTHON_END,
     PYTHON_START,
 )
+from .adapters import load_adapter_model, resolve_adapter_base
 from .calculator import run_calculator
+from .generation import DEFAULT_MAX_NEW_TOKENS, DEFAULT_TEMPERATURE, DEFAULT_TOP_K
 from .tokenizer_check import check_chat_tokenizer
-
-
-# nanochat's chat CLI defaults (§12.3).
-DEFAULT_TEMPERATURE = 0.6
-DEFAULT_TOP_K = 50
-DEFAULT_MAX_NEW_TOKENS = 256
-# What `generate()` and `pipeline("text-generation")` do by default with a chat model we save.
-CHAT_GENERATION_DEFAULTS = {
-    "do_sample": True,
-    "temperature": DEFAULT_TEMPERATURE,
-    "top_k": DEFAULT_TOP_K,
-    "max_new_tokens": DEFAULT_MAX_NEW_TOKENS,
-}
-
-
-def configure_chat_generation(model, tokenizer) -> None:
-    """Stop on `<|assistant_end|>` (and `<|bos|>`, as nanochat's engine does) and sample like nanochat's chat CLI."""
-    for config in (model.config, model.generation_config):
-        config.bos_token_id = tokenizer.bos_token_id
-        config.pad_token_id = tokenizer.pad_token_id
-    model.config.eos_token_id = tokenizer.eos_token_id
-    model.generation_config.eos_token_id = [tokenizer.eos_token_id, tokenizer.bos_token_id]
-    for key, value in CHAT_GENERATION_DEFAULTS.items():
-        setattr(model.generation_config, key, value)
 
 
 @dataclass
@@ -299,11 +278,6 @@ class ChatEngine:
 
 def load_chat_model(location: str, base: str | None = None, device: str | None = None, dtype: str | None = None):
     """(model, tokenizer) from a chat model folder / Hub id, or from a LoRA adapter folder on its base."""
-    from transformers import AutoTokenizer
-
-    from ..modeling_nanochat_hf import NanoChatForCausalLM
-    from .adapters import load_adapter_model, resolve_adapter_base
-
     if device is None or device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if dtype in (None, "auto"):
@@ -317,22 +291,8 @@ def load_chat_model(location: str, base: str | None = None, device: str | None =
             folder if (folder / "tokenizer_config.json").is_file() else resolve_adapter_base(folder, base)
         )
     else:
-        if folder.is_dir():
-            from ..conversion.formats import detect_format
-
-            found = detect_format(folder)
-            if found != "hf":
-                raise UserInputError(
-                    f"{location}: a {found} checkpoint; convert it with `nanochat-hf convert {location} NEW_FOLDER`"
-                )
-        try:
-            model = NanoChatForCausalLM.from_pretrained(location, dtype=torch_dtype)
-        except (OSError, ValueError) as err:
-            raise UserInputError(f"{location}: cannot load a nanochat model ({err})") from None
+        model = open_model(location, what="model", dtype=torch_dtype)
         tokenizer_source = location
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_source))
-    except (OSError, ValueError) as err:
-        raise UserInputError(f"{tokenizer_source}: cannot load its tokenizer ({err})") from None
+    tokenizer = open_tokenizer(str(tokenizer_source), what="tokenizer")
     check_chat_tokenizer(tokenizer, where=f"tokenizer {tokenizer_source}", require_template=False)
     return model.to(device).eval(), tokenizer

@@ -1,16 +1,16 @@
 """Chat data made by code: no download, the same conversations for the same seed on every machine.
 
-Three small tasks in nanochat's chat format (nanochat-facts §9), each a function `task(index, seed)` that
+Three small tasks in nanochat's chat format, each a function `task(index, seed)` that
 builds conversation `index` from its own random generator, so a conversation does not depend on how
-many others are drawn (as nanochat seeds its spelling tasks per index, §9.4):
+many others are drawn (as nanochat seeds its spelling tasks per index):
 
 - `arithmetic_problem`: a word problem whose answer calls the calculator tool, as nanochat renders GSM8K
-  (§9.2): text parts, `python` parts with the expression and `python_output` parts with its value, and a
+  (as nanochat renders GSM8K): text parts, `python` parts with the expression and `python_output` parts with its value, and a
   final `#### <number>`. Every output is what `nanochat_hf.chat.calculator` returns for the expression,
   so the model learns outputs it will really see.
 - `spelling_bee`: "how many r are in strawberry?", answered by spelling the word with a running count,
-  then checking with a `'strawberry'.count('r')` tool call, ending in `#### <count>` (§9.4's SpellingBee).
-- `simple_spelling`: `Spell the word: {word}` -> `{word}:{w,o,r,d}` (§9.4's SimpleSpelling, exact format).
+  then checking with a `'strawberry'.count('r')` tool call, ending in `#### <count>` (nanochat's SpellingBee).
+- `simple_spelling`: `Spell the word: {word}` -> `{word}:{w,o,r,d}` (nanochat's SimpleSpelling, exact format).
 - `identity_conversation`: who the assistant is (nanochat mixes ~1K such conversations into its SFT).
 
 `embedded_conversations(n, seed)` interleaves all four; the CPU quickstart and the tests train on it.
@@ -75,7 +75,7 @@ def _value(expression: str):
 
 
 def arithmetic_problem(index: int, seed: int = 0) -> dict:
-    """A two-step word problem; the assistant computes each step with the calculator (GSM8K style, §9.2)."""
+    """A two-step word problem; the assistant computes each step with the calculator (GSM8K style)."""
     rng = _rng("arithmetic", index, seed)
     person, item = rng.choice(_PEOPLE), rng.choice(_ITEMS)
     kind = rng.randrange(4)
@@ -156,7 +156,7 @@ _SPELLING_QUESTIONS = (
 
 
 def spelling_bee(index: int, seed: int = 0, words=WORDS) -> dict:
-    """Count a letter in a word: spell it out with a running count, then check with `.count` (§9.4)."""
+    """Count a letter in a word: spell it out with a running count, then check with `.count` (nanochat's SpellingBee)."""
     rng = _rng("spelling_bee", index, seed)
     word = rng.choice(words)
     # Mostly a letter of the word, sometimes one that may not occur (nanochat: 90% / 10%).
@@ -192,7 +192,7 @@ def spelling_bee(index: int, seed: int = 0, words=WORDS) -> dict:
 
 
 def simple_spelling(index: int, seed: int = 0, words=WORDS) -> dict:
-    """nanochat's SimpleSpelling format exactly (§9.4): `Spell the word: w` -> `w:l,e,t,t,e,r,s`."""
+    """nanochat's SimpleSpelling format exactly: `Spell the word: w` -> `w:l,e,t,t,e,r,s`."""
     word = _rng("simple_spelling", index, seed).choice(words)
     return {
         "messages": [

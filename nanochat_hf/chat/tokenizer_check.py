@@ -50,7 +50,7 @@ def check_chat_tokenizer(tokenizer, where: str = "tokenizer", require_template: 
     if list(rendered["input_ids"]) != ids:
         raise UserInputError(
             f"{where}: its chat template is not nanochat's (it renders a conversation differently from "
-            f"nanochat's format, nanochat-facts §9.1; {FIX_HINT})"
+            f"nanochat's format; {FIX_HINT})"
         )
     if list(rendered.get("assistant_masks") or []) != mask:
         raise UserInputError(

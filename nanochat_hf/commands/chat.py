@@ -6,6 +6,8 @@ ends it). Tool calls appear inline as <<expression=result>>, the way GSM8K annot
 
 import sys
 
+from nanochat_hf.errors import UserInputError
+
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
@@ -46,8 +48,8 @@ class _Printer:
 
 
 def run(args) -> int:
+    # Imported when the command runs, so that `nanochat-hf --help` and the other commands start fast.
     from nanochat_hf.chat.engine import ChatEngine, load_chat_model
-    from nanochat_hf.errors import UserInputError
 
     if args.max_new_tokens <= 0:
         raise UserInputError(f"--max-new-tokens must be positive, got {args.max_new_tokens}")

@@ -27,6 +27,7 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
+    # Imported when the command runs, so that `nanochat-hf --help` and the other commands start fast.
     from ..conversion import convert
 
     dst = convert(

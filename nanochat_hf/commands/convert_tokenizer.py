@@ -1,5 +1,7 @@
 """`nanochat-hf convert-tokenizer SRC DST`: nanochat's tokenizer.pkl -> Hugging Face tokenizer folder."""
 
+from nanochat_hf.defaults import SEQUENCE_LEN
+
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
@@ -19,11 +21,14 @@ def register(subparsers) -> None:
         default="g1",
         help="rule for token_bytes.pt when SRC has none: g1 = released d32 (default), raw = 2026 nanochat",
     )
-    parser.add_argument("--model-max-length", type=int, default=2048, help="context size recorded in the tokenizer")
+    parser.add_argument(
+        "--model-max-length", type=int, default=SEQUENCE_LEN, help="context size recorded in the tokenizer"
+    )
     parser.set_defaults(func=run)
 
 
 def run(args) -> int:
+    # Imported when the command runs, so that `nanochat-hf --help` and the other commands start fast.
     from nanochat_hf.tokenizer.tiktoken_convert import convert_tiktoken_tokenizer
 
     destination = convert_tiktoken_tokenizer(

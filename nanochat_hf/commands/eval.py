@@ -5,7 +5,11 @@ Runs on several processes with `accelerate launch -m nanochat_hf.eval MODEL ...`
 
 import argparse
 import json
+import logging
 import sys
+
+from nanochat_hf.atomic import write_json_atomically
+from nanochat_hf.errors import UserInputError
 
 
 # Kept in step with nanochat_hf.eval.runner.TASK_CHOICES (not imported here: it would import torch).
@@ -84,8 +88,6 @@ def register(subparsers) -> None:
 
 
 def _datasets(pairs: list[str]) -> dict:
-    from nanochat_hf.errors import UserInputError
-
     found = {}
     for pair in pairs:
         key, sep, source = pair.partition("=")
@@ -96,6 +98,7 @@ def _datasets(pairs: list[str]) -> dict:
 
 
 def request_from_args(args):
+    # Imported when the command runs, so that `nanochat-hf --help` and the other commands start fast.
     from nanochat_hf.eval.runner import EvalRequest, parse_task_list
 
     return EvalRequest(
@@ -149,11 +152,9 @@ def format_results(results: dict) -> str:
 
 
 def run(args) -> int:
-    import logging
-
-    from nanochat_hf.atomic import write_json_atomically
+    # Imported when the command runs, so that `nanochat-hf --help` and the other commands start fast.
     from nanochat_hf.eval.distributed import is_main_process
-    from nanochat_hf.eval.runner import run_evaluation
+    from nanochat_hf.eval.runner import run_evaluation  # (the same reason)
 
     logging.basicConfig(format="%(levelname)s %(name)s: %(message)s", level=logging.WARNING)
     results = run_evaluation(request_from_args(args))

@@ -21,6 +21,7 @@ def register(subparsers) -> None:
 def run(args) -> int:
     import torch
 
+    # Imported when the command runs, so that `nanochat-hf --help` and the other commands start fast.
     from nanochat_hf.chat.adapters import merge_lora
 
     destination = merge_lora(args.adapter, args.dst, base=args.base, dtype=getattr(torch, args.dtype))

@@ -20,6 +20,7 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
+    # Imported when the command runs, so that `nanochat-hf --help` and the other commands start fast.
     from nanochat_hf.eval.report import push_report, write_report
 
     path = write_report(args.run_dir)

@@ -5,8 +5,8 @@
 - `hf`: this package's format (`model_type: "nanochat_hf"`), with its code in the folder for `trust_remote_code`.
 """
 
+from ..formats import detect_format
 from .convert import convert
-from .formats import detect_format
 from .nanochat_checkpoint import load_nanochat_checkpoint
 from .native import config_from_native, config_to_native, state_dict_from_native, state_dict_to_native
 

@@ -13,7 +13,11 @@ import torch
 from ..atomic import atomic_folder
 from ..configuration_nanochat_hf import NanoChatConfig
 from ..errors import UserInputError
-from .formats import FORMATS, detect_format, read_json
+from ..formats import FORMATS, detect_format, read_json
+from ..loading import open_config
+from ..modeling_nanochat_hf import NanoChatForCausalLM
+from ..tokenizer.tiktoken_convert import load_nanochat_tokenizer
+from ..tokenizer.token_bytes import save_token_bytes
 from .nanochat_checkpoint import check_state_dict, load_nanochat_checkpoint
 from .native import config_from_native, config_to_native, state_dict_from_native, state_dict_to_native
 
@@ -69,10 +73,7 @@ def load_source(src: Path, source_format: str, step: int | None) -> tuple[NanoCh
         except KeyError as err:
             raise UserInputError(f"{src}: unexpected key {err.args[0]!r} for transformers' NanoChat") from None
     else:
-        try:
-            config = NanoChatConfig.from_pretrained(src)
-        except ValueError as err:
-            raise UserInputError(f"{config_path}: {err}") from None
+        config = open_config(src, what="SRC", check_format=False)  # the format is decided above
         state_dict = load_safetensors_folder(src)
     check_state_dict(state_dict, config, str(src))
     return config, state_dict
@@ -86,8 +87,6 @@ def build_model(config: NanoChatConfig, state_dict: dict, output_format: str, dt
         model_config, model_class = config_to_native(config), NativeForCausalLM
         state_dict = state_dict_to_native(state_dict)
     else:
-        from ..modeling_nanochat_hf import NanoChatForCausalLM
-
         model_config, model_class = config, NanoChatForCausalLM
     state_dict = {k: v.to(dtype) for k, v in state_dict.items()}
     with torch.device("meta"):
@@ -140,8 +139,6 @@ def convert(
 
 def load_matching_tokenizer(tokenizer_src, config: NanoChatConfig):
     """(tokenizer, token_bytes) of a nanochat tokenizer, checked against the model's vocabulary."""
-    from ..tokenizer.tiktoken_convert import load_nanochat_tokenizer
-
     tokenizer, token_bytes = load_nanochat_tokenizer(tokenizer_src, model_max_length=config.sequence_len)
     if len(tokenizer) != config.vocab_size:
         raise UserInputError(
@@ -152,8 +149,6 @@ def load_matching_tokenizer(tokenizer_src, config: NanoChatConfig):
 
 def save_tokenizer_with_model(tokenizer_and_bytes, folder: Path, model) -> None:
     """Write the tokenizer (+ token_bytes.pt) into `folder` and record its special-token ids on the model."""
-    from ..tokenizer.token_bytes import save_token_bytes
-
     tokenizer, token_bytes = tokenizer_and_bytes
     tokenizer.save_pretrained(folder)
     save_token_bytes(token_bytes, folder)

@@ -17,7 +17,7 @@ import torch
 
 from ..configuration_nanochat_hf import NanoChatConfig
 from ..errors import UserInputError
-from .formats import read_json
+from ..formats import read_json
 
 
 MODEL_FILE = re.compile(r"^model_(\d+)\.pt$")

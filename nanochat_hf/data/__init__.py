@@ -1,7 +1,4 @@
-"""Pretraining data: text sources (`sources`) and packed, resumable training rows (`pretrain`).
-
-The folder also holds package data files (`gpus.csv`, read by `nanochat_hf.hardware`).
-"""
+"""Pretraining data: text sources (`sources`) and packed, resumable training rows (`pretrain`)."""
 
 from .pretrain import (
     DATA_STATE_FILENAME,

@@ -1,6 +1,6 @@
 """Pretraining rows: documents -> BOS-prefixed token stream -> rows of `sequence_len + 1` tokens.
 
-What one row is (nanochat generation 1, spec nanochat-facts.md §7.2): documents are tokenized in
+What one row is (nanochat generation 1's data loader): documents are tokenized in
 batches of 128, each gets BOS prepended (never EOS), and they are concatenated into one token stream
 that is cut into consecutive rows of T + 1 tokens (T = sequence_len). Rows start mid-document; nothing
 is padded or masked; every token lands in exactly one row. nanochat pops B*T + 1 tokens per micro-batch
@@ -72,6 +72,7 @@ from nanochat_hf.data.sources import (
     open_text_source,
     split_into_lanes_chunks,
 )
+from nanochat_hf.defaults import SEQUENCE_LEN
 from nanochat_hf.errors import UserInputError
 
 
@@ -451,7 +452,7 @@ def load_data_state(dataset: PretrainDataset, checkpoint_dir) -> None:
 def build_pretrain_datasets(
     source=DEFAULT_HUB_DATASET,
     tokenizer=None,
-    sequence_len: int = 2048,
+    sequence_len: int = SEQUENCE_LEN,
     *,
     rank: int = 0,
     world_size: int = 1,

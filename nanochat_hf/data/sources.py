@@ -40,6 +40,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from nanochat_hf.embedded_corpus import iter_embedded_documents
 from nanochat_hf.errors import UserInputError
 
 
@@ -295,8 +296,6 @@ def _load_table_files(files: list[str], kind: str) -> TextSource:
 
 @functools.cache
 def _embedded_documents() -> tuple[str, ...]:
-    from nanochat_hf.embedded_corpus import iter_embedded_documents
-
     return tuple(iter_embedded_documents())
 
 

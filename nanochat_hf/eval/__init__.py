@@ -1,7 +1,7 @@
 """Evaluation: CORE, bits per byte and ChatCORE, as nanochat computes them.
 
-- `bundle`: the DCLM eval bundle (core.yaml, eval_meta_data.csv, eval_data/*.jsonl), checked before use;
-  `embedded_bundle`: a tiny bundle made from Python's documentation, for offline runs.
+- `bundle`: the DCLM eval bundle (core.yaml, eval_meta_data.csv, eval_data/*.jsonl), checked before use,
+  and a tiny bundle made from Python's documentation, for offline runs.
 - `core`: nanochat's CORE scoring, batched and sharded over processes; `callback`: `CoreEvalCallback`.
 - `chat_tasks` and `chatcore`: ARC-Easy/Challenge, MMLU, GSM8K, HumanEval, SpellingBee and ChatCORE;
   `sandbox`: where HumanEval's programs run (only when the user opts in).

@@ -15,7 +15,12 @@ are computed (`nanochat_hf.tokenizer.compute_token_bytes`; rule "g1" reproduces 
 import math
 from pathlib import Path
 
+from ..callbacks.val_bpb import evaluate_bpb
+from ..data.pretrain import PretrainDataset
 from ..errors import UserInputError
+from ..tokenizer import compute_token_bytes, load_token_bytes
+from ..tokenizer.token_bytes import TOKEN_BYTES_FILENAME
+from .distributed import is_main_process, rank_and_world_size
 
 
 DEFAULT_SPLIT = "validation"
@@ -23,9 +28,6 @@ DEFAULT_SPLIT = "validation"
 
 def find_token_bytes(location, tokenizer, rule: str = "g1"):
     """The saved table in the model/tokenizer folder when present, else computed with `rule`."""
-    from ..tokenizer import compute_token_bytes, load_token_bytes
-    from ..tokenizer.token_bytes import TOKEN_BYTES_FILENAME
-
     folder = Path(location)
     if (folder / TOKEN_BYTES_FILENAME).is_file():
         return load_token_bytes(folder, vocab_size=len(tokenizer))
@@ -57,9 +59,6 @@ def check_split(split: str) -> None:
 
 def open_bpb_rows(tokenizer, source, split: str, sequence_len: int):
     """This process's rows of `source` (a spec or an opened `TextSource`), packed as in pretraining."""
-    from ..data.pretrain import PretrainDataset
-    from .distributed import rank_and_world_size
-
     check_split(split)
     rank, world_size = rank_and_world_size()
     return PretrainDataset(source, tokenizer, sequence_len, split=split, rank=rank, world_size=world_size)
@@ -70,9 +69,6 @@ def evaluate_text_bpb(
 ):
     """{"bpb", "tokens"}: bits per byte over `tokens` tokens of `rows` (from `open_bpb_rows`)."""
     from tqdm.auto import tqdm
-
-    from ..callbacks.val_bpb import evaluate_bpb
-    from .distributed import is_main_process, rank_and_world_size
 
     world_size = rank_and_world_size()[1]
     rows_per_process = max(1, math.ceil(tokens / (rows.sequence_len * world_size)))

@@ -26,6 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..chat.datasets import arc_to_conversation, gsm8k_to_conversation, mmlu_to_conversation
+from ..chat.synthetic import WORDS, spelling_bee
+from ..chat.tokenizer_check import check_chat_tokenizer
 from ..errors import UserInputError
 
 
@@ -224,8 +226,6 @@ def load_chat_task(
 
 
 def _spelling_bee_task(max_problems: int | None, words) -> ChatTask:
-    from ..chat.synthetic import WORDS, spelling_bee
-
     size = SPELLING_BEE_SIZE if not max_problems or max_problems <= 0 else min(max_problems, SPELLING_BEE_SIZE)
     problems = []
     for index in range(size):
@@ -238,8 +238,6 @@ def _spelling_bee_task(max_problems: int | None, words) -> ChatTask:
 
 def check_tokenizer_for_tasks(tokenizer, tasks: list[ChatTask], where: str = "tokenizer") -> None:
     """nanochat's chat format with its template, and every answer letter a single token."""
-    from ..chat.tokenizer_check import check_chat_tokenizer
-
     check_chat_tokenizer(tokenizer, where=where, require_template=True)
     for task in tasks:
         for letter in sorted({letter for problem in task.problems for letter in problem.letters or ()}):

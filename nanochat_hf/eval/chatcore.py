@@ -18,6 +18,9 @@ from dataclasses import dataclass
 
 import torch
 
+from ..chat.engine import ChatEngine
+from ..errors import UserInputError
+from ..tokenizer import render_for_completion
 from .chat_tasks import ChatTask, final_answer, humaneval_program, letter_token_id
 from .core import accepts_logits_to_keep, autocast_context
 from .distributed import is_main_process, rank_and_world_size, reduction_device, sum_over_processes
@@ -48,8 +51,6 @@ def evaluate_categorical(
     model, tokenizer, task: ChatTask, batch_size: int = DEFAULT_CATEGORICAL_BATCH_SIZE, show_progress=True
 ):
     """1/0 per problem: the letter with the highest logit is the reference answer."""
-    from ..tokenizer import render_for_completion
-
     device = next(model.parameters()).device
     rank, world_size = rank_and_world_size()
     mine = list(range(rank, len(task.problems), world_size))
@@ -101,9 +102,6 @@ def evaluate_generative(
     show_progress: bool = True,
 ):
     """1/0 per problem: any of the sampled replies is right (HumanEval: runs in `sandbox`, which must be on)."""
-    from ..chat.engine import ChatEngine
-    from ..errors import UserInputError
-
     if task.name == "HumanEval":
         (sandbox or Sandbox()).check_enabled()  # refuses before any generation when not opted in
     engine = ChatEngine(model, tokenizer)

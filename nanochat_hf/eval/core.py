@@ -40,6 +40,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from ..data.pretrain import make_batch_encoder
 from ..errors import UserInputError
 from .bundle import CoreTask, EvalBundle
 from .distributed import is_main_process, rank_and_world_size, reduction_device, sum_over_processes
@@ -138,8 +139,6 @@ class PreparedTask:
 
 def prepare_core(bundle: EvalBundle, tokenizer, max_per_task: int = -1) -> list[PreparedTask]:
     """Select and tokenize every task's examples (no model needed: problems surface before model work)."""
-    from ..data.pretrain import make_batch_encoder
-
     bos_id = bos_token_id(tokenizer)
     encode = make_batch_encoder(tokenizer)
     prepared = []

@@ -14,8 +14,12 @@ nanochat's published numbers for the same depth (`published.py`), the plots.
 import json
 from pathlib import Path
 
+import torch
+
 from ..atomic import write_text_atomically
+from ..configuration_nanochat_hf import NanoChatConfig
 from ..errors import UserInputError
+from ..modeling_nanochat_hf import NanoChatForCausalLM
 from .plots import PLOTTED, plot_training_curves
 from .published import GPT2_CORE, NO_NUMBERS_NOTE, PUBLISHED_CHAT, PUBLISHED_CORE
 from .scores import CHATCORE_TASKS
@@ -131,10 +135,6 @@ def _parameters(settings: dict, config: dict):
         return settings["model"]["parameters"]
     if config.get("model_type") != "nanochat_hf":
         return None
-    import torch
-
-    from ..configuration_nanochat_hf import NanoChatConfig
-    from ..modeling_nanochat_hf import NanoChatForCausalLM
 
     with torch.device("meta"):
         return NanoChatForCausalLM(NanoChatConfig.from_dict(config)).num_parameters()

@@ -10,9 +10,21 @@ import logging
 from dataclasses import dataclass, field
 
 import torch
+from accelerate import PartialState
+from transformers import AutoModelForCausalLM, PretrainedConfig
 
+from ..chat.datasets import read_words_file
+from ..data.sources import open_text_source
 from ..errors import UserInputError
+from ..formats import HF_MODEL_TYPE
+from ..loading import check_location, open_model, open_tokenizer
+from .bpb import check_split, evaluate_text_bpb, find_token_bytes, open_bpb_rows
+from .bundle import load_bundle
 from .chat_tasks import TASK_NAMES as CHAT_TASK_NAMES
+from .chat_tasks import check_tokenizer_for_tasks, load_chat_task
+from .chatcore import evaluate_chat
+from .core import bos_token_id, prepare_core, score_core
+from .sandbox import Sandbox
 
 
 logger = logging.getLogger(__name__)
@@ -70,27 +82,31 @@ def parse_task_list(text: str) -> list[str]:
 
 
 def load_model_for_eval(location: str, device, dtype, trust_remote_code: bool, check_tokenizer=None):
-    """(model, tokenizer) from a model folder or Hub id: the tokenizer first, checked, then the model."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    """(model, tokenizer): the tokenizer first, checked by `check_tokenizer`, then the model.
 
-    import nanochat_hf  # noqa: F401  (registers model_type "nanochat_hf" with the Auto classes)
-
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(location, trust_remote_code=trust_remote_code)
-    except (OSError, ValueError) as err:
-        raise UserInputError(f"{location}: cannot load its tokenizer ({err})") from None
+    A nanochat-hf folder or Hub id opens through `nanochat_hf.loading` (its format checks and errors); any
+    other causal LM (transformers' built-in NanoChat, GPT-2, ...) through `AutoModelForCausalLM`, which is
+    enough for CORE and bits per byte.
+    """
+    location = check_location(location, "MODEL")
+    tokenizer = open_tokenizer(location, what="MODEL")
     if check_tokenizer is not None:
         check_tokenizer(tokenizer)
     try:
-        model = AutoModelForCausalLM.from_pretrained(location, dtype=dtype, trust_remote_code=trust_remote_code)
-    except (OSError, ValueError) as err:
-        raise UserInputError(f"{location}: cannot load a causal language model ({err})") from None
+        model_type = PretrainedConfig.get_config_dict(location)[0].get("model_type")
+    except (OSError, ValueError):
+        model_type = HF_MODEL_TYPE  # let `open_model` say what is wrong with the folder
+    if model_type == HF_MODEL_TYPE:
+        model = open_model(location, what="MODEL", dtype=dtype)
+    else:
+        try:
+            model = AutoModelForCausalLM.from_pretrained(location, dtype=dtype, trust_remote_code=trust_remote_code)
+        except (OSError, ValueError) as err:
+            raise UserInputError(f"MODEL {location}: cannot load a causal language model ({err})") from None
     return model.to(device).eval(), tokenizer
 
 
 def _device(request: EvalRequest) -> torch.device:
-    from accelerate import PartialState
-
     state = PartialState(cpu=request.device == "cpu" or not torch.cuda.is_available())
     if request.device not in ("auto", "cpu"):
         return torch.device(request.device)
@@ -105,10 +121,6 @@ def _autocast_dtype(request: EvalRequest, device: torch.device):
 
 
 def run_evaluation(request: EvalRequest) -> dict:
-    from .bundle import load_bundle
-    from .chat_tasks import check_tokenizer_for_tasks, load_chat_task
-    from .sandbox import Sandbox
-
     tasks = request.tasks
     if request.batch_size < 1:
         raise UserInputError(f"--batch-size must be at least 1, got {request.batch_size}")
@@ -124,8 +136,6 @@ def run_evaluation(request: EvalRequest) -> dict:
             task.select(request.max_per_task)  # enough examples for the few-shot draws
     words = None
     if request.spelling_words_file is not None:
-        from ..chat.datasets import read_words_file
-
         words = read_words_file(request.spelling_words_file)
     chat_tasks = [
         load_chat_task(CHAT_TASK_NAMES[key], request.datasets.get(key), request.max_problems, words)
@@ -137,9 +147,6 @@ def run_evaluation(request: EvalRequest) -> dict:
         sandbox.check_enabled()
     text_source = None
     if "bpb" in tasks:
-        from ..data.sources import open_text_source
-        from .bpb import check_split
-
         check_split(request.bpb_split)
         text_source = open_text_source(request.bpb_data)
 
@@ -149,9 +156,6 @@ def run_evaluation(request: EvalRequest) -> dict:
     prepared = {}  # what needs the tokenizer but not the model, made before the model is loaded
 
     def check_tokenizer(tokenizer):
-        from .bpb import find_token_bytes
-        from .core import prepare_core
-
         if chat_tasks:
             check_tokenizer_for_tasks(tokenizer, chat_tasks, where=f"tokenizer of {request.model}")
         if bundle is not None:
@@ -163,8 +167,6 @@ def run_evaluation(request: EvalRequest) -> dict:
     results = {"model": request.model}
     autocast_dtype = _autocast_dtype(request, device)
     if bundle is not None:
-        from .core import bos_token_id, score_core
-
         core = score_core(
             model,
             prepared["core"],
@@ -175,8 +177,6 @@ def run_evaluation(request: EvalRequest) -> dict:
         )
         results["core"] = {**core.to_dict(), "bundle": str(request.eval_bundle), "max_per_task": request.max_per_task}
     if "bpb" in tasks:
-        from .bpb import evaluate_text_bpb, open_bpb_rows
-
         sequence_len = request.sequence_len or getattr(model.config, "max_position_embeddings", None)
         if not sequence_len:
             raise UserInputError("--sequence-len is needed: the model's config gives no context length")
@@ -191,8 +191,6 @@ def run_evaluation(request: EvalRequest) -> dict:
             request.show_progress,
         )
     if chat_tasks:
-        from .chatcore import evaluate_chat
-
         chat = evaluate_chat(
             model,
             tokenizer,

@@ -1,4 +1,4 @@
-"""nanochat's Muon + AdamW with the memory knobs of `nanochat_hf/memory_modes.py`.
+"""nanochat's Muon + AdamW with the memory knobs of `nanochat_hf/planning/memory_modes.py`.
 
 `MemoryEfficientMuonAdamW` is `NanoChatMuonAdamW` (same param groups, same schedule of Muon's momentum, same
 `state_dict` keys for full-precision state) with three independent options:
@@ -228,7 +228,7 @@ class MemoryEfficientMuonAdamW(NanoChatMuonAdamW):
         update, done = orthogonalised
         if done is not None:
             done.synchronize()
-        # nanochat G1's Muon has no weight decay (§5.1); lr·√max(1, rows/cols) as torch's "original".
+        # nanochat generation 1's Muon has no weight decay; lr·√max(1, rows/cols) as torch's "original".
         param.add_(update, alpha=-_adjust_lr(group["lr"], "original", param.shape))
         self._parameter_updated(param)
 

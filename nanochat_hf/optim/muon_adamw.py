@@ -1,5 +1,5 @@
 """nanochat generation-1's optimizer as ONE `torch.optim.Optimizer`: Muon for the transformer matrices,
-AdamW for the token embedding and the `lm_head` (fact sheet §5.1, §5.2, §6.1).
+AdamW for the token embedding and the `lm_head` (nanochat's `muon.py`, `gpt.py` and `scripts/base_train.py`).
 
 Why one class instead of nanochat's two optimizers: the HF Trainer checkpoints `optimizer.state_dict()`,
 wraps the optimizer in accelerate's `AcceleratedOptimizer` and builds one `LambdaLR` over its
@@ -16,7 +16,7 @@ Every param group carries `kind` ("muon" or "adamw") and a readable `name`:
 with s_d = (d_model/768)^-0.5. The Trainer logs group 0's LR as `learning_rate`: that is the matrix LR.
 
 **Muon math: `torch.optim.Muon`'s functional step, and why it is nanochat's.** Compared line by line
-with §5.1 (torch 2.13, `torch/optim/_muon.py`):
+with nanochat's `nanochat/muon.py` (torch 2.13, `torch/optim/_muon.py`):
 - momentum: `buf.lerp_(g, 1-μ)` = μ·buf + (1−μ)·g, Nesterov `g.lerp(buf, μ)` = (1−μ)·g + μ·buf: same.
 - Newton–Schulz: bf16, transposed when rows > cols, coefficients (3.4445, −4.7750, 2.0315), 5 steps,
   A = XXᵀ, B = bA + cA², X ← aX + BX: same. Two floating-point-only differences: (1) normalisation is
@@ -28,7 +28,7 @@ with §5.1 (torch 2.13, `torch/optim/_muon.py`):
 - weight decay: nanochat G1's Muon has none; we pass 0, and torch's `p.mul_(1 - lr·0)` is exact.
 So the Muon groups call `torch.optim._muon.muon` (the functional form `torch.optim.Muon.step` uses) with
 the state key it uses (`momentum_buffer`); `tests/test_optim_muon_adamw.py` checks equality with
-`torch.optim.Muon` and closeness to a float64 reference of §5.1.
+`torch.optim.Muon` and closeness to a float64 reference of nanochat's Newton-Schulz.
 
 **AdamW math** is `torch.optim.adamw.adamw` with torch AdamW's own state layout (`step`, `exp_avg`,
 `exp_avg_sq`), betas (0.8, 0.95), eps 1e-10, weight decay 0. nanochat G1 used `AdamW(fused=True)` on GPU;
@@ -56,11 +56,12 @@ from torch.optim import Optimizer
 from torch.optim._muon import muon as muon_functional
 from torch.optim.adamw import adamw as adamw_functional
 
+from ..defaults import NEWTON_SCHULZ_STEPS
 from ..errors import UserInputError
 from .schedule import muon_momentum
 
 
-# nanochat G1 hyper-parameters (fact sheet §5.1, §5.2, §6.1).
+# nanochat generation-1 hyper-parameters (nanochat/muon.py, nanochat/gpt.py, scripts/base_train.py).
 MATRIX_LR = 0.02
 EMBEDDING_LR = 0.2
 UNEMBEDDING_LR = 0.004
@@ -68,7 +69,7 @@ ADAM_BETAS = (0.8, 0.95)
 ADAM_EPS = 1e-10
 LR_REFERENCE_DIM = 768  # the width nanochat's AdamW LRs were tuned at
 NS_COEFFICIENTS = (3.4445, -4.7750, 2.0315)
-NS_STEPS = 5
+NS_STEPS = NEWTON_SCHULZ_STEPS
 NS_EPS = 1e-7
 MOMENTUM = 0.95
 MOMENTUM_START = 0.85
@@ -179,13 +180,13 @@ class NanoChatMuonAdamW(Optimizer):
             grads,
             momentum_buffers,
             lr=group["lr"],
-            weight_decay=0.0,  # nanochat G1's Muon has no weight decay (§5.1)
+            weight_decay=0.0,  # nanochat generation 1's Muon has no weight decay
             momentum=group["momentum"],
             nesterov=group["nesterov"],
             ns_coefficients=group["ns_coefficients"],
             ns_steps=group["ns_steps"],
             eps=group["eps"],
-            adjust_lr_fn="original",  # lr·√max(1, rows/cols), §5.1
+            adjust_lr_fn="original",  # lr·√max(1, rows/cols), nanochat's Muon LR scaling
             has_complex=False,
         )
 

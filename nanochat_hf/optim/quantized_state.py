@@ -1,6 +1,6 @@
 """8-bit blockwise storage for an optimizer state tensor (Muon's momentum), with bitsandbytes' quantiser.
 
-The layout is the one the planner counts (`nanochat_hf/memory_modes.py`, spec hardware-and-budget.md §4.1):
+The layout is the one the planner counts (`nanochat_hf/planning/memory_modes.py` and `planning/memory.py`):
 one uint8 code per value, one fp32 absmax per block of `QUANT_BLOCK_SIZE` (256) values, and one 256-entry
 fp32 code book (bitsandbytes' signed dynamic map) shared by every tensor. Tensors under `MIN_8BIT_NUMEL`
 (4,096) values stay in fp32, as bitsandbytes' own 8-bit optimizers keep them.
@@ -19,7 +19,7 @@ import math
 import torch
 
 from ..errors import UserInputError
-from ..memory_modes import MIN_8BIT_NUMEL, QUANT_BLOCK_SIZE
+from ..planning.memory_modes import MIN_8BIT_NUMEL, QUANT_BLOCK_SIZE
 
 
 def bitsandbytes_functional():

@@ -1,7 +1,7 @@
 """nanochat generation-1 schedules: the learning-rate multiplier and the Muon momentum warm-up.
 
 Both are pure functions of the update index `it` (0 for the first optimizer update), written exactly as
-nanochat's `scripts/base_train.py` computes them (fact sheet §6.1):
+nanochat's `scripts/base_train.py` computes them:
 
 - LR multiplier, with N updates, w_up = round(warmup_ratio·N), w_dn = round(warmdown_ratio·N):
   (it+1)/w_up during warm-up, 1.0 while it ≤ N − w_dn, then linear down to final_lr_frac at it = N.
@@ -30,7 +30,7 @@ def nanochat_lr_multiplier(
     warmdown_ratio: float = 0.2,
     final_lr_frac: float = 0.0,
 ) -> float:
-    """LR multiplier for update `it` (0-based) of a run with `num_training_steps` updates (§6.1)."""
+    """LR multiplier for update `it` (0-based) of a run with `num_training_steps` updates (nanochat's get_lr_multiplier)."""
     # Python's round(), as nanochat uses: the warm-up/warm-down lengths must match its integer values.
     warmup_steps = round(warmup_ratio * num_training_steps)
     warmdown_steps = round(warmdown_ratio * num_training_steps)
@@ -82,7 +82,7 @@ def get_nanochat_schedule(
 
 
 def muon_momentum(it: int, start: float = 0.85, end: float = 0.95, warmup_steps: int = 300) -> float:
-    """Muon momentum for update `it`: linear from `start` to `end` over `warmup_steps` updates (§6.1).
+    """Muon momentum for update `it`: linear from `start` to `end` over `warmup_steps` updates (0.85 -> 0.95 over 300).
 
     The operation order is nanochat's, `(1 - f)·start + f·end`, so the floats are identical.
     `warmup_steps <= 0` means a constant `end` (as in G1's SFT, which does not schedule momentum).

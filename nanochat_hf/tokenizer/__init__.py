@@ -7,12 +7,7 @@
 - `compute_token_bytes` / `load_token_bytes`: per-token byte lengths for bits-per-byte.
 """
 
-from nanochat_hf.tokenizer.bpe import (
-    mergeable_ranks_from_tokenizer,
-    save_tokenizer_folder,
-    tokenizer_from_mergeable_ranks,
-    wrap_tokenizer,
-)
+from nanochat_hf.tokenizer.bpe import mergeable_ranks_from_tokenizer, tokenizer_from_mergeable_ranks, wrap_tokenizer
 from nanochat_hf.tokenizer.chat import (
     IGNORE_INDEX,
     load_chat_template,
@@ -21,6 +16,7 @@ from nanochat_hf.tokenizer.chat import (
     render_conversation_with_mask,
     render_for_completion,
 )
+from nanochat_hf.tokenizer.folder import save_tokenizer_folder
 from nanochat_hf.tokenizer.special_tokens import MIN_VOCAB_SIZE, SPECIAL_TOKENS, SPLIT_PATTERN
 from nanochat_hf.tokenizer.tiktoken_convert import (
     convert_tiktoken_tokenizer,

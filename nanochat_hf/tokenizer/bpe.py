@@ -2,8 +2,8 @@
 
 One representation is shared by training and conversion: tiktoken-style *mergeable ranks*, a map from a
 token's raw bytes to its id, where ids 0-255 are the single bytes (id = byte value) and every later id is
-a merged token in merge order. That is exactly what nanochat stores in its tiktoken `Encoding`
-(spec §8.1), so a tokenizer we train can be handed to nanochat and a tokenizer nanochat trained can be
+a merged token in merge order. That is exactly what nanochat stores in its tiktoken `Encoding`,
+so a tokenizer we train can be handed to nanochat and a tokenizer nanochat trained can be
 loaded here, with the same ids either way.
 
 From the ranks we build a `tokenizers.Tokenizer` that reproduces tiktoken's encoding:
@@ -18,11 +18,14 @@ From the ranks we build a `tokenizers.Tokenizer` that reproduces tiktoken's enco
 
 import logging
 from collections.abc import Iterable, Mapping
-from pathlib import Path
 
 from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers
+from transformers import PreTrainedTokenizerFast
+from transformers.convert_slow_tokenizer import bytes_to_unicode
 
+from nanochat_hf.defaults import SEQUENCE_LEN
 from nanochat_hf.errors import UserInputError
+from nanochat_hf.tokenizer.chat import load_chat_template
 from nanochat_hf.tokenizer.special_tokens import (
     BOS,
     CHAT_EOS_TOKEN,
@@ -35,13 +38,11 @@ from nanochat_hf.tokenizer.special_tokens import (
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_MODEL_MAX_LENGTH = 2048  # nanochat's sequence_len (G1 and G2)
+DEFAULT_MODEL_MAX_LENGTH = SEQUENCE_LEN  # nanochat's context, in both generations
 
 
 def byte_to_unicode() -> dict[int, str]:
     """The GPT-2 byte -> printable character map that `tokenizers`' ByteLevel pre-tokenizer applies."""
-    from transformers.convert_slow_tokenizer import bytes_to_unicode
-
     return bytes_to_unicode()
 
 
@@ -153,10 +154,6 @@ def wrap_tokenizer(backend: Tokenizer, model_max_length: int = DEFAULT_MODEL_MAX
     (`apply_chat_template`) never adds it twice: the template writes `<|bos|>` itself and transformers
     tokenizes the rendered chat with `add_special_tokens=False`.
     """
-    from transformers import PreTrainedTokenizerFast
-
-    from nanochat_hf.tokenizer.chat import load_chat_template
-
     named = {BOS, CHAT_EOS_TOKEN, PAD_TOKEN}
     tokenizer = PreTrainedTokenizerFast(
         tokenizer_object=backend,
@@ -170,22 +167,3 @@ def wrap_tokenizer(backend: Tokenizer, model_max_length: int = DEFAULT_MODEL_MAX
     )
     tokenizer.chat_template = load_chat_template()
     return tokenizer
-
-
-def save_tokenizer_folder(tokenizer, destination, token_bytes=None) -> Path:
-    """Write `tokenizer` (and `token_bytes.pt`) to a new folder, atomically.
-
-    Everything is written into a temporary sibling folder that is renamed to `destination` only once
-    complete, so an interrupted run never leaves a half-written tokenizer. An existing `destination` is
-    refused rather than overwritten.
-    """
-    from nanochat_hf.atomic import atomic_folder
-    from nanochat_hf.tokenizer.token_bytes import save_token_bytes
-
-    destination = Path(destination)
-    with atomic_folder(destination) as staging:
-        tokenizer.save_pretrained(staging)
-        if token_bytes is not None:
-            save_token_bytes(token_bytes, staging)
-    logger.info("wrote tokenizer (vocab %d) to %s", len(tokenizer), destination)
-    return destination

@@ -1,4 +1,4 @@
-"""nanochat's conversation rendering (spec §9.1): the chat template, and a direct `(input_ids, labels)` renderer.
+"""nanochat's conversation rendering (`render_conversation`): the chat template, and a direct `(input_ids, labels)` renderer.
 
 Two ways to turn messages into tokens, which agree token for token:
 
@@ -82,7 +82,7 @@ def _plain_text(content, index: int, role: str) -> str:
 def normalize_conversation(conversation) -> list[tuple[str, object]]:
     """Validate nanochat's conversation rules and return [(role, content)] with the system message merged.
 
-    Rules (spec §9.1): roles alternate user, assistant, user, ... starting with user; an optional leading
+    Rules (nanochat's): roles alternate user, assistant, user, ... starting with user; an optional leading
     system message is merged into the first user message as system + "\\n\\n" + user; user content is a
     string; assistant content is a string or a list of {"type": "text"|"python"|"python_output", "text": str}.
     One extension: user and system content may also be a list of {"type": "text"} parts, joined, because

@@ -1,6 +1,6 @@
 """nanochat's tokenizer constants: the pre-tokenization split pattern and the 9 special tokens.
 
-Both are fixed by nanochat (spec: nanochat-facts.md §8.2 and §8.3) and identical in both generations.
+Both are fixed by nanochat (`nanochat/tokenizer.py`) and identical in both generations.
 The special tokens sit at the END of the vocabulary, in this order: with vocabulary size V, `<|bos|>` is
 id V-9 and `<|output_end|>` is id V-1 (65527..65535 for the G1 vocabulary of 65,536).
 """

@@ -19,7 +19,10 @@ import pickle
 from pathlib import Path
 
 from nanochat_hf.errors import UserInputError
+from nanochat_hf.tokenizer.bpe import DEFAULT_MODEL_MAX_LENGTH, tokenizer_from_mergeable_ranks, wrap_tokenizer
+from nanochat_hf.tokenizer.folder import save_tokenizer_folder
 from nanochat_hf.tokenizer.special_tokens import SPECIAL_TOKENS, SPLIT_PATTERN
+from nanochat_hf.tokenizer.token_bytes import TOKEN_BYTES_FILENAME, compute_token_bytes, load_token_bytes
 
 
 logger = logging.getLogger(__name__)
@@ -116,8 +119,6 @@ def _resolve_source(src) -> tuple[Path, Path | None]:
         pickle_path = src / TOKENIZER_PICKLE_FILENAME
         if not pickle_path.is_file():
             raise UserInputError(f"{src}: folder has no {TOKENIZER_PICKLE_FILENAME} (nanochat's saved tokenizer)")
-        from nanochat_hf.tokenizer.token_bytes import TOKEN_BYTES_FILENAME
-
         token_bytes_path = src / TOKEN_BYTES_FILENAME
         return pickle_path, token_bytes_path if token_bytes_path.is_file() else None
     if src.is_file():
@@ -129,8 +130,6 @@ def _resolve_source(src) -> tuple[Path, Path | None]:
 
 def tokenizer_from_tiktoken_pickle(path, model_max_length: int | None = None):
     """Load `tokenizer.pkl` and return the equivalent `PreTrainedTokenizerFast` (ids = tiktoken ranks)."""
-    from nanochat_hf.tokenizer.bpe import DEFAULT_MODEL_MAX_LENGTH, tokenizer_from_mergeable_ranks, wrap_tokenizer
-
     state = load_tiktoken_encoding_state(path)
     _check_nanochat_special_tokens(path, state)
     if state["pat_str"] != SPLIT_PATTERN:
@@ -152,8 +151,6 @@ def load_nanochat_tokenizer(src, token_bytes_rule: str = "g1", model_max_length:
     "raw" for 2026 nanochat). For writing the tokenizer into a folder you are already staging (e.g. next
     to converted model weights): `tokenizer.save_pretrained(folder)` then `save_token_bytes(token_bytes, folder)`.
     """
-    from nanochat_hf.tokenizer.token_bytes import compute_token_bytes, load_token_bytes
-
     pickle_path, token_bytes_path = _resolve_source(src)
     tokenizer = tokenizer_from_tiktoken_pickle(pickle_path, model_max_length=model_max_length)
     if token_bytes_path is not None:
@@ -169,8 +166,6 @@ def convert_tiktoken_tokenizer(src, dst, token_bytes_rule: str = "g1", model_max
     `dst` must not exist; it is written atomically and holds `tokenizer.json`, `tokenizer_config.json`,
     `chat_template.jinja` and `token_bytes.pt`.
     """
-    from nanochat_hf.tokenizer.bpe import save_tokenizer_folder
-
     dst = Path(dst)
     if dst.exists():
         raise UserInputError(f"output folder {dst} already exists; choose a new path or remove it first")

@@ -1,4 +1,4 @@
-"""Per-token byte lengths, the denominator of bits-per-byte (spec §8.4).
+"""Per-token byte lengths, the denominator of bits-per-byte.
 
 bpb = sum of CE (nats) / (ln 2 * sum of token_bytes[target]) over valid targets; special tokens count 0
 bytes and are left out of both sums. nanochat saves the table as `token_bytes.pt`, an int32 tensor of
@@ -16,6 +16,7 @@ continuation byte, half of an emoji, ...):
 from pathlib import Path
 
 from nanochat_hf.errors import UserInputError
+from nanochat_hf.tokenizer.bpe import token_raw_bytes
 
 
 TOKEN_BYTES_FILENAME = "token_bytes.pt"
@@ -33,8 +34,6 @@ def byte_length(token: bytes, rule: str = "g1") -> int:
 def compute_token_bytes(tokenizer, rule: str = "g1"):
     """int32 tensor [len(tokenizer)]: byte length of each token under `rule`, 0 for special/added tokens."""
     import torch
-
-    from nanochat_hf.tokenizer.bpe import token_raw_bytes
 
     if rule not in TOKEN_BYTES_RULES:
         raise UserInputError(f"token bytes rule must be one of {TOKEN_BYTES_RULES}, got {rule!r}")

@@ -1,4 +1,4 @@
-"""Train nanochat's byte-level BPE tokenizer with Hugging Face `tokenizers` (spec §8.1).
+"""Train nanochat's byte-level BPE tokenizer with Hugging Face `tokenizers`.
 
 nanochat trains with its own Rust BPE and encodes with tiktoken. We train with `tokenizers`' BpeTrainer
 on the same pre-tokenization (nanochat's split regex, then bytes), read the learned merges back in
@@ -18,16 +18,23 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tokenizers import Regex, Tokenizer, models, pre_tokenizers, trainers
+
+from nanochat_hf.data.sources import open_text_source
+from nanochat_hf.defaults import SEQUENCE_LEN, VOCAB_SIZE
 from nanochat_hf.errors import UserInputError
+from nanochat_hf.tokenizer.bpe import byte_to_unicode, tokenizer_from_mergeable_ranks, wrap_tokenizer
+from nanochat_hf.tokenizer.folder import save_tokenizer_folder
 from nanochat_hf.tokenizer.special_tokens import MIN_VOCAB_SIZE, NUM_BYTE_TOKENS, SPECIAL_TOKENS, SPLIT_PATTERN
+from nanochat_hf.tokenizer.token_bytes import compute_token_bytes
 
 
 logger = logging.getLogger(__name__)
 
-# nanochat's caps (spec §8.1): each document truncated to its first 10,000 characters; training stops
+# nanochat's caps (scripts/tok_train.py): each document truncated to its first 10,000 characters; training stops
 # once the running character count exceeds max_chars (the document that crosses it is still used).
 # 2B characters is the G1 speedrun (and G2 default) setting; the G1 script default is 10B.
-DEFAULT_VOCAB_SIZE = 65536
+DEFAULT_VOCAB_SIZE = VOCAB_SIZE
 DEFAULT_MAX_CHARS = 2_000_000_000
 DEFAULT_DOC_CAP = 10_000
 
@@ -64,8 +71,6 @@ def _check_vocab_size(vocab_size) -> None:
 
 def _ranks_from_trained_merges(trained) -> dict[bytes, int]:
     """Turn a trained byte-level BPE into tiktoken ranks: bytes -> byte value, merges -> 256.. in merge order."""
-    from nanochat_hf.tokenizer.bpe import byte_to_unicode
-
     byte_decoder = {char: byte for byte, char in byte_to_unicode().items()}
     merges = json.loads(trained.to_str())["model"]["merges"]
     ranks = {bytes([b]): b for b in range(NUM_BYTE_TOKENS)}
@@ -82,7 +87,7 @@ def train_tokenizer(
     vocab_size: int = DEFAULT_VOCAB_SIZE,
     max_chars: int = DEFAULT_MAX_CHARS,
     doc_cap: int = DEFAULT_DOC_CAP,
-    model_max_length: int = 2048,
+    model_max_length: int = SEQUENCE_LEN,
     show_progress: bool = True,
 ):
     """Train nanochat's tokenizer on `texts` and return it as a `PreTrainedTokenizerFast`.
@@ -93,10 +98,6 @@ def train_tokenizer(
     The returned tokenizer has `<|bos|>` as BOS, `<|assistant_end|>` as EOS, BOS as padding, nanochat's
     chat template and `model_max_length`. Training is deterministic for a given input.
     """
-    from tokenizers import Regex, Tokenizer, models, pre_tokenizers, trainers
-
-    from nanochat_hf.tokenizer.bpe import tokenizer_from_mergeable_ranks, wrap_tokenizer
-
     _check_vocab_size(vocab_size)
     for name, value in (("max_chars", max_chars), ("doc_cap", doc_cap), ("model_max_length", model_max_length)):
         if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
@@ -158,16 +159,12 @@ class TokenizerTrainingArguments:
     vocab_size: int = field(default=DEFAULT_VOCAB_SIZE, metadata={"help": "Tokens, the 9 special ones included."})
     max_chars: int = field(default=DEFAULT_MAX_CHARS, metadata={"help": "Characters of training text in total."})
     doc_cap: int = field(default=DEFAULT_DOC_CAP, metadata={"help": "Characters kept from each document."})
-    model_max_length: int = field(default=2048, metadata={"help": "Context length recorded in the tokenizer."})
+    model_max_length: int = field(default=SEQUENCE_LEN, metadata={"help": "Context length recorded in the tokenizer."})
     token_bytes_rule: str = field(default="g1", metadata={"help": "g1 (the released d32) or raw (2026 nanochat)."})
 
 
 def train_tokenizer_from_source(args: TokenizerTrainingArguments):
     """Train on `args.dataset` and save tokenizer + token_bytes.pt to `args.output_dir`; returns the tokenizer."""
-    from nanochat_hf.data.sources import open_text_source
-    from nanochat_hf.tokenizer.bpe import save_tokenizer_folder
-    from nanochat_hf.tokenizer.token_bytes import compute_token_bytes
-
     if Path(args.output_dir).exists():  # before training, not after
         raise UserInputError(f"output_dir {args.output_dir}: already exists; choose a new path or remove it first")
     source = open_text_source(args.dataset)

@@ -1,51 +1,106 @@
-"""Finding the checkpoint to resume from, and telling complete checkpoints from interrupted ones.
+"""Checkpoint and final folders that are complete or absent, and the checkpoint to resume from.
 
-The Trainer writes `checkpoint-N/` in place: weights, optimizer, scheduler, RNG and (ours) data state,
-then `trainer_state.json` last. A run killed while saving leaves a folder without a valid
-`trainer_state.json`; such a folder is never resumed from. `set_aside_incomplete` renames it to
-`incomplete-checkpoint-N` (nothing is deleted), so that checkpoint rotation cannot count it as one of the
-newest and delete the last good one in its favour.
+Every folder a stage saves - `checkpoint-N/` and `final/` - is written under a hidden staging name beside
+its destination (`.checkpoint-N.incomplete`) and renamed into place once every process has written its
+part; a rename within one folder is atomic. A kill at any moment therefore leaves each `checkpoint-N/`
+and `final/` either complete or absent. The same holds when they go away: rotation renames a checkpoint
+to a hidden name before deleting it, and a replaced `final/` is renamed aside before the new one takes its
+name. `prepare_output_dir` tidies what a killed run left behind (staging folders are removed, a set-aside
+`final/` whose replacement never arrived is put back).
+
+Checkpoints written in place by other tools (or by older versions) are still checked file by file
+(`checkpoint_problem`); an interrupted one is never resumed from, and `set_aside_incomplete` renames it
+to `incomplete-checkpoint-N` (nothing is deleted) so that rotation cannot count it as one of the newest.
 """
 
 import json
 import logging
+import os
 import re
+import shutil
 from pathlib import Path
 
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
-from ..data.pretrain import DATA_STATE_FILENAME
 from ..errors import UserInputError
 
 
 logger = logging.getLogger(__name__)
 
 CHECKPOINT_NAME = re.compile(rf"^{PREFIX_CHECKPOINT_DIR}-(\d+)$")
-REQUIRED_FILES = (
-    "config.json",
-    "model.safetensors",
-    "optimizer.pt",
-    "scheduler.pt",
-    DATA_STATE_FILENAME.format(rank=0),
-)
+STAGING_SUFFIX = ".incomplete"
+REPLACED_SUFFIX = ".replaced"
+DELETING_SUFFIX = ".deleting"
+# One of each group must be present: the weights (full model, sharded, or a LoRA adapter) and their config.
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "adapter_model.safetensors", "pytorch_model.bin")
+CONFIG_FILES = ("config.json", "adapter_config.json")
+TRAINING_STATE_FILES = ("optimizer.pt", "scheduler.pt")
 
 
-def checkpoint_problem(folder: Path) -> str | None:
-    """None for a complete checkpoint, else what is wrong with it."""
+def staging_path(destination) -> Path:
+    """Where `destination` is written before it is renamed into place."""
+    destination = Path(destination)
+    return destination.with_name(f".{destination.name}{STAGING_SUFFIX}")
+
+
+def publish(staging, destination) -> Path:
+    """Rename a complete `staging` folder to `destination`, replacing an older `destination` if there is one."""
+    staging, destination = Path(staging), Path(destination)
+    aside = destination.with_name(f".{destination.name}{REPLACED_SUFFIX}")
+    if destination.exists():
+        if aside.exists():
+            shutil.rmtree(aside)
+        os.rename(destination, aside)
+    os.rename(staging, destination)
+    if aside.exists():
+        shutil.rmtree(aside)
+    return destination
+
+
+def remove_atomically(folder) -> None:
+    """Delete a folder so that it disappears at once: renamed to a hidden name, then removed."""
+    folder = Path(folder)
+    doomed = folder.with_name(f".{folder.name}{DELETING_SUFFIX}")
+    os.rename(folder, doomed)
+    shutil.rmtree(doomed)
+
+
+def prepare_output_dir(output_dir, extra_files=()) -> None:
+    """Before a run (main process): clear what a killed run left half-done, set aside interrupted checkpoints."""
+    output_dir = Path(output_dir)
+    if not output_dir.is_dir():
+        return
+    for path in sorted(output_dir.iterdir()):
+        if not path.is_dir() or not path.name.startswith("."):
+            continue
+        if path.name.endswith(REPLACED_SUFFIX):
+            original = path.with_name(path.name[1 : -len(REPLACED_SUFFIX)])
+            if not original.exists():  # killed between setting the old folder aside and renaming the new one
+                os.rename(path, original)
+                logger.warning("restored %s, whose replacement was never completed", original)
+                continue
+        if path.name.endswith((STAGING_SUFFIX, REPLACED_SUFFIX, DELETING_SUFFIX)):
+            shutil.rmtree(path)
+            logger.info("removed %s, left behind by an interrupted save", path)
+    set_aside_incomplete(output_dir, extra_files)
+
+
+def checkpoint_problem(folder: Path, extra_files=()) -> str | None:
+    """None for a complete checkpoint, else what is wrong with it. `extra_files` are a stage's own files."""
+    folder = Path(folder)
     match = CHECKPOINT_NAME.match(folder.name)
     if match is None:
         return f"not named {PREFIX_CHECKPOINT_DIR}-N"
-    state_path = folder / "trainer_state.json"
     try:
-        state = json.loads(state_path.read_text(encoding="utf-8"))
+        state = json.loads((folder / "trainer_state.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return "no readable trainer_state.json (the save was interrupted)"
     if state.get("global_step") != int(match.group(1)):
         return f"trainer_state.json says step {state.get('global_step')}"
-    has_weights = (folder / "model.safetensors").exists() or (folder / "model.safetensors.index.json").exists()
-    missing = [name for name in REQUIRED_FILES if not (folder / name).exists()]
-    if has_weights and "model.safetensors" in missing:
-        missing.remove("model.safetensors")
+    missing = [name for name in (*TRAINING_STATE_FILES, *extra_files) if not (folder / name).exists()]
+    for group in (WEIGHT_FILES, CONFIG_FILES):
+        if not any((folder / name).exists() for name in group):
+            missing.append(group[0])
     if missing:
         return f"missing {missing}"
     return None
@@ -53,26 +108,27 @@ def checkpoint_problem(folder: Path) -> str | None:
 
 def checkpoints_in(output_dir: Path) -> list[Path]:
     """`checkpoint-N` folders of a run, oldest step first."""
+    output_dir = Path(output_dir)
     if not output_dir.is_dir():
         return []
     found = [p for p in output_dir.iterdir() if p.is_dir() and CHECKPOINT_NAME.match(p.name)]
     return sorted(found, key=lambda p: int(CHECKPOINT_NAME.match(p.name).group(1)))
 
 
-def last_good_checkpoint(output_dir) -> Path | None:
+def last_good_checkpoint(output_dir, extra_files=()) -> Path | None:
     for folder in reversed(checkpoints_in(Path(output_dir))):
-        problem = checkpoint_problem(folder)
+        problem = checkpoint_problem(folder, extra_files)
         if problem is None:
             return folder
         logger.warning("skipping %s: %s", folder, problem)
     return None
 
 
-def set_aside_incomplete(output_dir) -> list[Path]:
+def set_aside_incomplete(output_dir, extra_files=()) -> list[Path]:
     """Rename interrupted checkpoints out of the Trainer's sight; returns their new paths."""
     moved = []
     for folder in checkpoints_in(Path(output_dir)):
-        if checkpoint_problem(folder) is not None:
+        if checkpoint_problem(folder, extra_files) is not None:
             target = folder.with_name(f"incomplete-{folder.name}")
             suffix = 1
             while target.exists():
@@ -83,17 +139,41 @@ def set_aside_incomplete(output_dir) -> list[Path]:
     return moved
 
 
-def resolve_resume_checkpoint(resume_from_checkpoint, output_dir) -> Path | None:
+def rotate_checkpoints(output_dir, save_total_limit: int | None, keep: str | None = None) -> list[Path]:
+    """Delete the oldest checkpoints beyond `save_total_limit`, never `keep` (the best one); returns them.
+
+    As the Trainer does: the best checkpoint counts as the newest, and with a limit of 1 a best checkpoint
+    that is not the newest is kept beside it.
+    """
+    ordered = checkpoints_in(Path(output_dir))
+    if not save_total_limit or len(ordered) <= save_total_limit:
+        return []
+    newest = ordered[-1]
+    best = next((f for f in ordered if keep is not None and f.resolve() == Path(keep).resolve()), None)
+    limit = save_total_limit
+    if best is not None:
+        ordered.remove(best)
+        ordered.append(best)
+        if save_total_limit == 1 and best != newest:
+            limit = 2
+    doomed = ordered[: len(ordered) - limit]
+    for folder in doomed:
+        logger.info("deleting %s (save_total_limit=%d)", folder, save_total_limit)
+        remove_atomically(folder)
+    return doomed
+
+
+def resolve_resume_checkpoint(resume_from_checkpoint, output_dir, extra_files=()) -> Path | None:
     """`last`/`true` -> the newest complete checkpoint in output_dir (None if there is none); a path -> itself,
     checked for completeness."""
     if resume_from_checkpoint in (None, False, "", "false", "False"):
         return None
     if str(resume_from_checkpoint).lower() in ("last", "true"):
-        return last_good_checkpoint(output_dir)
+        return last_good_checkpoint(output_dir, extra_files)
     folder = Path(resume_from_checkpoint)
     if not folder.is_dir():
         raise UserInputError(f"--resume_from_checkpoint {folder}: no such folder")
-    problem = checkpoint_problem(folder)
+    problem = checkpoint_problem(folder, extra_files)
     if problem is not None:
         raise UserInputError(f"--resume_from_checkpoint {folder}: not a complete checkpoint ({problem})")
     return folder

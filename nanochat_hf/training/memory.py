@@ -1,147 +1,114 @@
 """Memory modes in the pretraining recipe: resolve `memory_mode` and its knobs, check the fit, apply them.
 
 Order of work (`run_pretraining` calls these before anything large is built):
-1. `resolve_memory_setup`: the named mode (`auto` asks the planner for the least offloading mode that fits
-   the detected or `--gpu` card; on the CPU `auto` is `full`), with the knobs set in the recipe config
-   overriding the mode's own. On CUDA the planner checks the fit at the run's real micro-batch and refuses a
-   mode that does not fit, with its numbers and the nearest mode that does (`planner.require_fit`). When the
-   config does not give `per_device_train_batch_size`, the planner's micro-batch (the largest that fits) is used.
+1. `resolve_memory_setup`: the named mode (`auto` asks `planning.choice.choose_mode` for the least
+   offloading mode that fits the `--gpu` or detected card; on the CPU `auto` is `full`), with the knobs set
+   in the recipe config overriding the mode's own. On a GPU the fit is checked at the run's real
+   micro-batch and a mode that does not fit is refused, with its numbers and the nearest mode that does.
+   When the config does not give `per_device_train_batch_size`, the planner's micro-batch (the largest that
+   fits) is used. Only the memory decision is computed here: no time, energy or report.
 2. `check_fp8_support` (when `fp8: true`): compute capability >= 8.9 and torchao, else a clear error.
-3. `NanoChatPretrainer(memory_knobs=...)` applies the knobs to the model and picks the optimizer: the
-   offloading engine (`optim/offload.py`) for modes that keep the master weights in CPU RAM,
-   `MemoryEfficientMuonAdamW` for 8-bit state on the GPU, nanochat's `NanoChatMuonAdamW` otherwise.
+3. `NanoChatPretrainer(memory_knobs=...)` applies the knobs to the model (`apply_model_knobs`) and picks the
+   optimizer (`build_memory_optimizer`): the offloading engine (`optim/offload.py`) for modes that keep the
+   master weights in CPU RAM, `MemoryEfficientMuonAdamW` for 8-bit state on the GPU, nanochat's
+   `NanoChatMuonAdamW` otherwise.
 
-Two knobs are not free settings here, because the run decides them:
+Three knobs are not recipe fields of their own, because the run decides them:
 - activation checkpointing is TrainingArguments' own `activation_checkpointing` flag (true forces
-  per-block checkpointing on; the `8gb` mode turns the flag on);
+  per-block checkpointing on; the `8gb` mode turns the flag on, in `pretrain.settle_training_args`);
+- the micro-batch is `per_device_train_batch_size`;
 - `weight_cast_copies` (the bf16 copies of fp32 weights that eager autocast keeps for backward) is what the
   run will really do: true with bf16 mixed precision and fp32 weights unless `torch_compile` is on. This
-  keeps plan and run honest: e.g. the `24gb` mode fits a 24 GiB card only when compiled (spec §4.5 row J).
+  keeps plan and run honest: e.g. the `24gb` mode fits a 24 GiB card only when compiled.
 """
 
 import dataclasses
+import importlib.util
 import logging
 from dataclasses import dataclass, field
 
 import torch
+from accelerate.utils.ao import convert_model_to_fp8_ao
 
 from ..errors import UserInputError
-from ..flops import ModelShape
-from ..hardware import GIB, GpuSpec, detect_gpu, get_gpu, load_gpu_table
-from ..memory_modes import MemoryKnobs, knobs_for_mode
+from ..optim import nanochat_param_groups
+from ..optim.memory_efficient import MemoryEfficientMuonAdamW
+from ..optim.offload import OffloadedMuonAdamW
+from ..planning.choice import ModeChoice, choose_mode, require_fit
+from ..planning.flops import ModelShape
+from ..planning.gpus import GIB, GpuSpec, resolve_gpu
+from ..planning.horizon import gradient_accumulation_steps
+from ..planning.memory_modes import MemoryKnobs, knobs_for_mode
 
 
 logger = logging.getLogger(__name__)
-
-# PretrainArguments fields that override one knob of the mode each (None = the mode's value).
-KNOB_FIELDS = (
-    "weights_dtype",
-    "embedding_dtype",
-    "master_weights",
-    "grad_accumulation",
-    "grad_bucket_layers",
-    "optimizer_location",
-    "muon_momentum",
-    "adamw_state",
-    "paged_optimizer",
-    "chunked_loss",
-    "loss_chunk_tokens",
-)
 
 FP8_MIN_CAPABILITY = (8, 9)
 
 
 @dataclass
 class MemorySetup:
-    """The memory mode a run uses, the knobs it runs with, and (on CUDA) the planner's plan for them."""
+    """The memory mode a run uses, the knobs it runs with, and (on a GPU) the choice behind them."""
 
     requested_mode: str
     mode: str
     knobs: MemoryKnobs
-    plan: object | None = None  # planner.Plan on CUDA
+    choice: ModeChoice | None = None  # on a GPU
     micro_batch: int | None = None  # set when the planner chose it
     notes: list[str] = field(default_factory=list)
 
     def describe(self) -> dict:
         """The run-settings section (printed, and written into the model card)."""
         settings = {"mode": self.mode, "requested": self.requested_mode, "knobs": self.knobs.describe()}
-        if self.plan is not None:
-            memory = self.plan.memory
+        if self.choice is not None:
+            memory = self.choice.memory
             settings["planned_gpu_gib"] = round(memory.total / GIB, 2)
-            settings["gpu"] = self.plan.gpu.name
+            settings["gpu"] = self.choice.gpu.name
             if memory.static.cpu_total:
                 settings["planned_cpu_gib"] = round(memory.static.cpu_total / GIB, 2)
         return settings
 
 
 def knob_overrides(args, training_args) -> dict:
-    """The knobs the recipe config sets, plus those the run itself decides (checkpointing, cast copies)."""
-    overrides = {name: getattr(args, name) for name in KNOB_FIELDS if getattr(args, name) is not None}
+    """The knobs the recipe config sets, plus those the run itself decides (checkpointing, micro-batch, casts)."""
+    overrides = args.knob_overrides()
     if training_args.activation_checkpointing:
         overrides["activation_checkpointing"] = "block"
-    if not args.micro_batch_from_planner:
+    if training_args.per_device_train_batch_size is not None:
         overrides["micro_batch"] = training_args.per_device_train_batch_size
     # What eager autocast really keeps (see the module docstring); only counted for fp32 weights.
     overrides["weight_cast_copies"] = bool(training_args.bf16) and not training_args.torch_compile
     return overrides
 
 
-def training_gpu(gpu_key: str | None) -> GpuSpec:
-    """The GPU to plan for: `--gpu`, else the detected card; a card not in the table is planned from its
-    own memory size and compute capability (its speed figures are then the first table row's)."""
-    if gpu_key:
-        return get_gpu(gpu_key)
-    detected = detect_gpu()
-    if detected is not None:
-        return detected
-    props = torch.cuda.get_device_properties(0)
-    logger.warning("GPU %r is not in nanochat_hf/data/gpus.csv: planning memory from its own size", props.name)
-    return dataclasses.replace(
-        load_gpu_table()[0],
-        key="detected",
-        name=props.name,
-        memory_gib=props.total_memory / GIB,
-        compute_capability=(props.major, props.minor),
-        device_name_pattern="",
-        source="torch.cuda.get_device_properties",
-    )
-
-
-def resolve_memory_setup(args, training_args, config, world_size: int = 1, gpu: GpuSpec | None = None) -> MemorySetup:
+def resolve_memory_setup(
+    args, training_args, shape: ModelShape, world_size: int = 1, gpu: GpuSpec | None = None
+) -> MemorySetup:
     """Resolve `args.memory_mode` and the knobs for this run; raise before training if they cannot work.
 
-    The fit is planned for `gpu` if given, else (on CUDA) for `--gpu` or the detected card; on the CPU there
-    is nothing to fit and `auto` means `full`.
+    `shape` is the model at the run's sequence length. The fit is planned for `gpu` if given, else (on CUDA)
+    for `--gpu` or the detected card; on the CPU there is nothing to fit and `auto` means `full`.
     """
-    from ..planner import make_plan, require_fit
-    from ..training_plan import gradient_accumulation_steps
-
     requested = args.memory_mode
     overrides = knob_overrides(args, training_args)
     autocast_bf16 = bool(training_args.bf16)
     if gpu is None and training_args.device.type == "cuda":
-        gpu = training_gpu(args.gpu)
+        gpu = resolve_gpu(args.gpu)
     notes = []
 
+    def choose(knob_overrides: dict) -> ModeChoice:
+        choice = choose_mode(
+            shape, gpu, requested, knob_overrides, total_batch_size=args.total_batch_size // world_size
+        )
+        require_fit(choice)
+        return choice
+
     if gpu is not None:
-        gradient_accumulation_steps(args.total_batch_size, 1, args.sequence_len, world_size)  # divisibility
-        shape = dataclasses.replace(ModelShape.from_config(config), sequence_len=args.sequence_len)
-
-        def plan_for(mode, knob_overrides):
-            return make_plan(
-                shape.n_layer,
-                gpu,
-                shape=shape,
-                memory_mode=mode,
-                knob_overrides=knob_overrides,
-                total_batch_tokens=args.total_batch_size // world_size,
-            )
-
-        plan = plan_for(requested, overrides)
-        require_fit(plan)
-        mode, knobs = plan.memory.mode, plan.memory.knobs
+        gradient_accumulation_steps(args.total_batch_size, 1, shape.sequence_len, world_size)  # divisibility
+        choice = choose(overrides)
+        mode, knobs = choice.memory.mode, choice.memory.knobs
     else:
-        plan = None
+        choice = None
         mode = "full" if requested == "auto" else requested
         if requested == "auto":
             notes.append("no CUDA device: memory mode auto -> full")
@@ -158,10 +125,10 @@ def resolve_memory_setup(args, training_args, config, world_size: int = 1, gpu: 
         notes.append(f"no bf16 autocast: wte kept in {knobs.weights_dtype}, like the other weights")
         overrides["embedding_dtype"] = knobs.weights_dtype
         knobs = dataclasses.replace(knobs, embedding_dtype=knobs.weights_dtype)
-        if plan is not None:
-            plan = plan_for(mode, overrides)
-            require_fit(plan)
-            knobs = plan.memory.knobs
+        if choice is not None:
+            requested = mode
+            choice = choose(overrides)
+            knobs = choice.memory.knobs
 
     if knobs.offloads and world_size > 1:
         raise UserInputError(
@@ -169,12 +136,12 @@ def resolve_memory_setup(args, training_args, config, world_size: int = 1, gpu: 
             f"with {world_size} processes; use memory_mode full or 24gb for multi-GPU training"
         )
     micro_batch = None
-    if plan is not None and args.micro_batch_from_planner:
-        micro_batch = plan.memory.micro_batch
+    if choice is not None and training_args.per_device_train_batch_size is None:
+        micro_batch = choice.memory.micro_batch
         notes.append(f"micro-batch {micro_batch} chosen by the planner (the largest that fits)")
-    if plan is not None:
-        notes += [note for note in plan.notes if note.startswith("memory mode auto")]
-    setup = MemorySetup(requested, mode, knobs, plan, micro_batch, notes)
+    if choice is not None:
+        notes += [note for note in choice.notes if note.startswith("memory mode auto")]
+    setup = MemorySetup(args.memory_mode, mode, knobs, choice, micro_batch, notes)
     for note in notes:
         logger.info("memory: %s", note)
     return setup
@@ -184,26 +151,17 @@ def resolve_memory_setup(args, training_args, config, world_size: int = 1, gpu: 
 # Applying the knobs
 
 
-def apply_model_knobs(model, knobs: MemoryKnobs, training_args) -> None:
-    """Loss chunking, wte's dtype (modes without offloading) and per-block activation checkpointing."""
-    model.loss_chunk_size = knobs.loss_chunk_tokens if knobs.chunked_loss else None
+def apply_model_knobs(model, knobs: MemoryKnobs) -> None:
+    """Loss chunking and wte's dtype (modes without offloading). Activation checkpointing is the Trainer's:
+    `pretrain.settle_training_args` turns its flag on for the modes that need it."""
+    model.loss_chunk_size = knobs.loss_chunk_size or None
     if not knobs.offloads:
         # fp32 matmul weights are the master copy; only nanochat's wte may be bf16 (under autocast).
         model.get_input_embeddings().to(getattr(torch, knobs.embedding_dtype))
-    if knobs.activation_checkpointing == "block" and not training_args.activation_checkpointing:
-        # The Trainer enables it at train() through the model's own activation_checkpointing_enable.
-        training_args.activation_checkpointing = training_args.gradient_checkpointing = True
-        if not training_args.activation_checkpointing_kwargs:
-            training_args.activation_checkpointing_kwargs = {"use_reentrant": False}
-            training_args.gradient_checkpointing_kwargs = training_args.activation_checkpointing_kwargs
 
 
 def build_memory_optimizer(model, knobs: MemoryKnobs, training_args, optimizer_settings: dict):
     """The optimizer a mode needs, or None for nanochat's plain `NanoChatMuonAdamW`."""
-    from ..optim import nanochat_param_groups
-    from ..optim.memory_efficient import MemoryEfficientMuonAdamW
-    from ..optim.offload import OffloadedMuonAdamW
-
     if knobs.offloads:
         return OffloadedMuonAdamW(
             model,
@@ -246,8 +204,6 @@ def check_fp8_support(device: torch.device) -> None:
             f"{torch.cuda.get_device_name(index)} (cuda:{index}) has {capability[0]}.{capability[1]} and no FP8 "
             "tensor cores. Train in bf16 (drop --fp8)"
         )
-    import importlib.util
-
     if importlib.util.find_spec("torchao") is None:
         raise UserInputError("--fp8 uses torchao's float8 training through accelerate: pip install torchao")
 
@@ -264,6 +220,4 @@ def fp8_module_filter(module, fqn: str) -> bool:
 
 def enable_fp8(model) -> None:
     """Swap the block Linears for torchao's Float8Linear (accelerate's `convert_model_to_fp8_ao`)."""
-    from accelerate.utils.ao import convert_model_to_fp8_ao
-
     convert_model_to_fp8_ao(model, module_filter_func=fp8_module_filter)

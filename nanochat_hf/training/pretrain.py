@@ -1,41 +1,45 @@
 """Base-model pretraining as nanochat generation 1 does it, through the transformers `Trainer`.
 
 `run_pretraining(args, training_args)` is the whole recipe; `recipes/pretrain.py` only parses the YAML
-and command line into the two dataclasses. Order of work, chosen so that every mistake in the settings
-surfaces before anything slow starts: resolve the model shape, open the tokenizer and data source, plan
-batch and horizon, then (unless `dry_run`) build the model and train.
+and command line into the two dataclasses (`parse_pretrain_arguments`). Order of work, chosen so that
+every mistake in the settings surfaces before anything slow starts: open the tokenizer, resolve the
+model shape at the run's sequence length (the one `sequence_len` of the run: memory, FLOPs, data and
+MFU all use it), choose the memory mode, settle batch and horizon, then (unless `dry_run`) open the
+data, settle the `TrainingArguments` in one place, build the model and train.
 """
 
-import json
 import logging
 import os
 from pathlib import Path
 
 import torch
-from transformers import AutoTokenizer, TrainingArguments, set_seed
+from transformers import TrainingArguments, set_seed
 
 from ..callbacks import EnergyCallback, SampleCallback, ThroughputCallback, ValBpbCallback, add_metric_callbacks
 from ..callbacks.core_eval import CoreEvalCallback
 from ..configuration_nanochat_hf import NanoChatConfig
 from ..data.pretrain import build_pretrain_datasets, load_data_state
 from ..errors import UserInputError
-from ..flops import ModelShape, flops_per_token
+from ..loading import check_vocabulary, open_config, open_model, open_tokenizer
 from ..modeling_nanochat_hf import NanoChatForCausalLM
-from ..tokenizer import (
-    TokenizerTrainingArguments,
-    compute_token_bytes,
-    load_token_bytes,
-    train_tokenizer_from_source,
-)
+from ..planning.flops import ModelShape, flops_per_token
+from ..planning.gpus import resolve_gpu
+from ..planning.horizon import Horizon, gradient_accumulation_steps, plan_horizon
+from ..planning.plan import make_plan
+from ..planning.report import render_plan
+from ..planning.time_energy import DEFAULT_PRICE_PER_KWH
+from ..tokenizer import TokenizerTrainingArguments, compute_token_bytes, load_token_bytes, train_tokenizer_from_source
 from ..tokenizer.token_bytes import TOKEN_BYTES_FILENAME
-from ..training_plan import plan_training
 from .arguments import PretrainArguments
-from .checkpoints import resolve_resume_checkpoint, set_aside_incomplete
-from .memory import check_fp8_support, enable_fp8, knob_overrides, resolve_memory_setup
-from .trainer import NanoChatPretrainer
+from .checkpoints import prepare_output_dir, resolve_resume_checkpoint
+from .memory import MemorySetup, check_fp8_support, enable_fp8, knob_overrides, resolve_memory_setup
+from .pretrain_trainer import CHECKPOINT_FILES, NanoChatPretrainer
 
 
 logger = logging.getLogger(__name__)
+
+# The Trainer's own default micro-batch, used where no planner chooses one (a run on the CPU).
+DEFAULT_MICRO_BATCH = 8
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -45,12 +49,8 @@ logger = logging.getLogger(__name__)
 def resolve_model_config(args: PretrainArguments, vocab_size: int) -> NanoChatConfig:
     """The shape to train: a preset/depth with the tokenizer's vocabulary, or an existing model's config."""
     if args.model_name_or_path is not None:
-        config = NanoChatConfig.from_pretrained(args.model_name_or_path)
-        if config.vocab_size != vocab_size:
-            raise UserInputError(
-                f"tokenizer has {vocab_size} tokens but the model {args.model_name_or_path} has vocab_size "
-                f"{config.vocab_size}; use the tokenizer the model was trained with"
-            )
+        config = open_config(args.model_name_or_path)
+        check_vocabulary(vocab_size, config, args.model_name_or_path)
         if args.sequence_len > config.sequence_len:
             raise UserInputError(
                 f"--sequence_len {args.sequence_len} is beyond the model's sequence_len {config.sequence_len}"
@@ -62,6 +62,19 @@ def resolve_model_config(args: PretrainArguments, vocab_size: int) -> NanoChatCo
         return NanoChatConfig.from_depth(args.depth, vocab_size=vocab_size, sequence_len=args.sequence_len)
     except ValueError as err:
         raise UserInputError(f"--depth/--preset: {err}") from None
+
+
+def run_shape(args: PretrainArguments, config: NanoChatConfig) -> ModelShape:
+    """The model as this run trains it: its shapes, at the run's rows of `sequence_len` tokens."""
+    return ModelShape(
+        config.n_layer,
+        config.n_embd,
+        config.n_head,
+        config.n_kv_head,
+        config.head_dim,
+        config.vocab_size,
+        args.sequence_len,
+    )
 
 
 def load_or_train_tokenizer(args: PretrainArguments, output_dir: str, is_main_process: bool):
@@ -81,10 +94,7 @@ def load_or_train_tokenizer(args: PretrainArguments, output_dir: str, is_main_pr
                 )
             )
         wait_for_everyone()
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(location)
-    except (OSError, ValueError) as err:
-        raise UserInputError(f"--tokenizer_name_or_path {location}: cannot load a tokenizer ({err})") from None
+    tokenizer = open_tokenizer(location)
     if tokenizer.bos_token_id is None:
         raise UserInputError(f"tokenizer {location}: has no BOS token; nanochat starts every document with <|bos|>")
     if os.path.isfile(os.path.join(location, TOKEN_BYTES_FILENAME)):
@@ -99,14 +109,12 @@ def wait_for_everyone() -> None:
         torch.distributed.barrier()
 
 
-def build_model(args: PretrainArguments, config: NanoChatConfig, tokenizer, dtype=None) -> NanoChatForCausalLM:
+def build_model(args: PretrainArguments, config: NanoChatConfig, tokenizer) -> NanoChatForCausalLM:
     config.bos_token_id = tokenizer.bos_token_id
     config.eos_token_id = tokenizer.eos_token_id
     config.pad_token_id = tokenizer.pad_token_id
     if args.model_name_or_path is not None:
-        model = NanoChatForCausalLM.from_pretrained(
-            args.model_name_or_path, config=config, attn_implementation=args.attn_implementation
-        )
+        model = open_model(args.model_name_or_path, config=config, attn_implementation=args.attn_implementation)
     else:
         config._attn_implementation = args.attn_implementation
         model = NanoChatForCausalLM(config)  # nanochat's from-scratch initialisation
@@ -129,43 +137,58 @@ def build_core_callback(args: PretrainArguments, tokenizer):
     )
 
 
-def configure_training_args(training_args: TrainingArguments, plan) -> None:
-    """Settings the pretraining data path depends on (see `NanoChatPretrainer`)."""
-    training_args.gradient_accumulation_steps = plan.gradient_accumulation_steps
-    training_args.max_steps = plan.max_steps
+def settle_training_args(
+    training_args: TrainingArguments, *, micro_batch: int, accumulation: int, horizon: Horizon, memory: MemorySetup
+) -> None:
+    """Every TrainingArguments value the run decides, set here and nowhere else, before the Trainer is built."""
+    training_args.per_device_train_batch_size = micro_batch
+    training_args.gradient_accumulation_steps = accumulation
+    training_args.max_steps = horizon.steps
     training_args.remove_unused_columns = False  # keep `shift_labels`: all T targets of a row count
     training_args.ignore_data_skip = True  # the data position is restored from the checkpoint, not replayed
     training_args.dataloader_num_workers = 0  # tokenization runs in-process (the Rust tokenizer is parallel)
-    # Evaluation runs through ValBpbCallback (bits per byte), not Trainer.evaluate.
-    training_args.eval_strategy = "no"
+    training_args.eval_strategy = "no"  # evaluation runs through ValBpbCallback (bits per byte)
+    if memory.knobs.activation_checkpointing == "block" and not training_args.activation_checkpointing:
+        # The Trainer enables it at train() through the model's own activation_checkpointing_enable.
+        training_args.activation_checkpointing = training_args.gradient_checkpointing = True
+        if not training_args.activation_checkpointing_kwargs:
+            training_args.activation_checkpointing_kwargs = {"use_reentrant": False}
+            training_args.gradient_checkpointing_kwargs = training_args.activation_checkpointing_kwargs
 
 
 def describe(
-    args: PretrainArguments, config: NanoChatConfig, plan, training_args, num_params: int, memory=None
+    args: PretrainArguments,
+    config: NanoChatConfig,
+    shape: ModelShape,
+    horizon: Horizon,
+    training_args,
+    *,
+    micro_batch: int,
+    accumulation: int,
+    memory: MemorySetup | None = None,
 ) -> dict:
-    matmul_flops = flops_per_token(ModelShape.from_config(config))
     return {
         "model": {
             "depth": config.n_layer,
             "width": config.n_embd,
             "heads": config.n_head,
             "vocab_size": config.vocab_size,
-            "sequence_len": args.sequence_len,
-            "parameters": num_params,
-            "flops_per_token": matmul_flops,
+            "sequence_len": shape.sequence_len,
+            "parameters": horizon.num_params,
+            "flops_per_token": horizon.flops_per_token,
         },
         "batch": {
-            "tokens_per_step": plan.total_batch_size,
-            "micro_batch": plan.per_device_train_batch_size,
-            "processes": plan.world_size,
-            "gradient_accumulation_steps": plan.gradient_accumulation_steps,
+            "tokens_per_step": horizon.total_batch_size,
+            "micro_batch": micro_batch,
+            "processes": training_args.world_size,
+            "gradient_accumulation_steps": accumulation,
         },
         "horizon": {
-            "steps": plan.max_steps,
-            "total_tokens": plan.total_tokens,
-            "tokens_per_parameter": round(plan.tokens_per_param, 3),
-            "decided_by": plan.horizon_source,
-            "total_flops": float(matmul_flops) * plan.total_tokens,
+            "steps": horizon.steps,
+            "total_tokens": horizon.tokens,
+            "tokens_per_parameter": round(horizon.tokens_per_param, 3),
+            "decided_by": horizon.source,
+            "total_flops": float(horizon.flops_per_token) * horizon.tokens,
         },
         "data": {"dataset": args.dataset, "tokenizer": args.tokenizer_name_or_path or "trained on the dataset"},
         **({"memory": {**memory.describe(), "fp8": args.fp8}} if memory is not None else {}),
@@ -196,87 +219,46 @@ def print_settings(settings: dict) -> None:
             print(f"  {section:<30} {values}")
 
 
-def print_hardware_plan(args: PretrainArguments, config: NanoChatConfig, plan, training_args) -> None:
-    """The planner's memory/time/energy estimate for this run on the named (or detected) GPU."""
-    from ..hardware import detect_gpu
-    from ..planner import DEFAULT_PRICE_PER_KWH, make_plan, render_plan
-
-    gpu = args.gpu or detect_gpu()
-    if gpu is None:
-        print("\nNo GPU detected and no --gpu given: for memory and time estimates run e.g.")
-        print(f"  nanochat-hf plan --depth {config.n_layer} --gpu rtx4070")
+def print_hardware_plan(args: PretrainArguments, shape: ModelShape, horizon: Horizon, knobs: dict) -> None:
+    """The planner's full report (memory, time, energy) for this run on the named or detected GPU."""
+    gpu = resolve_gpu(args.gpu)
+    if gpu is None or not gpu.listed:
+        found = "No GPU detected" if gpu is None else f"The GPU {gpu.name!r} is not in the GPU table"
+        print(f"\n{found} and no --gpu given: for memory and time estimates run e.g.")
+        print(f"  nanochat-hf plan --depth {shape.n_layer} --gpu rtx4070")
         return
-    hardware_plan = make_plan(
-        config.n_layer,
+    plan = make_plan(
+        shape.n_layer,
         gpu=gpu,
         memory_mode=args.memory_mode,
-        knob_overrides=knob_overrides(args, training_args),
-        shape=ModelShape.from_config(config),
-        tokens=plan.total_tokens,
-        total_batch_tokens=plan.total_batch_size,
+        knob_overrides=knobs,
+        shape=shape,
+        target_tokens=horizon.tokens,
+        total_batch_size=horizon.total_batch_size,
         price_per_kwh=args.price_per_kwh if args.price_per_kwh is not None else DEFAULT_PRICE_PER_KWH,
         currency=args.currency,
     )
     print()
-    print(render_plan(hardware_plan))
+    print(render_plan(plan))
 
 
 # ---------------------------------------------------------------------------------------------------------
 # The recipe
 
 
-def parse_pretrain_arguments(argv: list[str], default_config: str | None = None):
-    """(PretrainArguments, TrainingArguments) from `--config file.yaml` plus `--key value` overrides."""
-    from trl import TrlParser
-
-    argv = list(argv)
-    if default_config is not None and "--config" not in argv:
-        argv = ["--config", default_config, *argv]
-    dry_run = any(arg.split("=")[0] in ("--dry_run", "--dry-run") for arg in argv)
-    if (
-        dry_run
-        and not torch.cuda.is_available()
-        and not any(arg.startswith(("--use_cpu", "--use-cpu")) for arg in argv)
-    ):
-        # A dry run only plans; let a GPU config (bf16) be planned on a machine without a GPU.
-        argv += ["--use_cpu", "true"]
-    parser = TrlParser((PretrainArguments, TrainingArguments))
-    args, training_args = parser.parse_args_and_config(argv)
-    # Without a micro-batch in the YAML or on the command line, the planner chooses it (on a GPU).
-    args.micro_batch_from_planner = not _sets_option(argv, "per_device_train_batch_size")
-    return args, training_args
-
-
-def _sets_option(argv: list[str], name: str) -> bool:
-    """Whether `--name` is on the command line or a key of the `--config` YAML."""
-    spellings = (f"--{name}", f"--{name.replace('_', '-')}")
-    if any(arg.split("=")[0] in spellings for arg in argv):
-        return True
-    for index, arg in enumerate(argv):
-        path = arg.split("=", 1)[1] if arg.startswith("--config=") else None
-        if arg == "--config" and index + 1 < len(argv):
-            path = argv[index + 1]
-        if path is not None:
-            import yaml
-
-            with open(path, encoding="utf-8") as f:
-                if name in (yaml.safe_load(f) or {}):
-                    return True
-    return False
-
-
 def run_pretraining(args: PretrainArguments, training_args: TrainingArguments, extra_callbacks=()):
-    """Train (or with `args.dry_run`, only plan) a nanochat base model. Returns the final model folder.
+    """Train (or with `training_args.dry_run`, only plan) a nanochat base model. Returns the final model folder.
 
     `extra_callbacks` are added to the Trainer after the built-in metric callbacks.
     """
     if training_args.output_dir is None:
         raise UserInputError("--output_dir is required")
+    dry_run = getattr(training_args, "dry_run", False)
     world_size, rank = training_args.world_size, training_args.process_index
     set_seed(training_args.seed)
 
     tokenizer_dir = args.tokenizer_name_or_path or os.path.join(training_args.output_dir, "tokenizer")
-    if args.dry_run and not os.path.isdir(tokenizer_dir):
+    if dry_run and not os.path.isdir(tokenizer_dir):
         # A dry run trains nothing: plan with the vocabulary the tokenizer will have.
         logger.info("dry run: tokenizer %s not found; assuming %d tokens", tokenizer_dir, args.tokenizer_vocab_size)
         tokenizer, vocab_size = None, args.tokenizer_vocab_size
@@ -286,45 +268,50 @@ def run_pretraining(args: PretrainArguments, training_args: TrainingArguments, e
         )
         vocab_size = len(tokenizer)
     config = resolve_model_config(args, vocab_size=vocab_size)
+    shape = run_shape(args, config)
     with torch.device("meta"):
         num_params = NanoChatForCausalLM(config).num_parameters()
     # Memory mode and knobs: a mode that cannot fit the GPU, or FP8 where it cannot run, fails here.
-    memory = resolve_memory_setup(args, training_args, config, world_size=world_size)
-    if memory.micro_batch is not None:
-        training_args.per_device_train_batch_size = memory.micro_batch
+    memory = resolve_memory_setup(args, training_args, shape, world_size=world_size)
     if args.fp8:
         check_fp8_support(training_args.device)
-    plan = plan_training(
-        num_params=num_params,
+    micro_batch = training_args.per_device_train_batch_size or memory.micro_batch or DEFAULT_MICRO_BATCH
+    accumulation = gradient_accumulation_steps(args.total_batch_size, micro_batch, shape.sequence_len, world_size)
+    horizon = plan_horizon(
+        num_params,
+        flops_per_token(shape),
         total_batch_size=args.total_batch_size,
-        per_device_train_batch_size=training_args.per_device_train_batch_size,
-        sequence_len=args.sequence_len,
-        world_size=world_size,
         max_steps=training_args.max_steps,
         target_tokens=args.target_tokens,
         target_param_data_ratio=args.target_param_data_ratio,
     )
-    settings = describe(args, config, plan, training_args, num_params, memory)
-    if args.dry_run:
+    settings = describe(
+        args, config, shape, horizon, training_args, micro_batch=micro_batch, accumulation=accumulation, memory=memory
+    )
+    if dry_run:
         print_settings(settings)
-        print_hardware_plan(args, config, plan, training_args)
+        print_hardware_plan(args, shape, horizon, knob_overrides(args, training_args))
         return None
 
     # Open the data before building anything large: a bad path or a missing column fails here.
     train_dataset, val_dataset = build_pretrain_datasets(
-        args.dataset, tokenizer, args.sequence_len, rank=rank, world_size=world_size, seed=training_args.data_seed
+        args.dataset, tokenizer, shape.sequence_len, rank=rank, world_size=world_size, seed=training_args.data_seed
+    )
+    settle_training_args(
+        training_args, micro_batch=micro_batch, accumulation=accumulation, horizon=horizon, memory=memory
     )
     core_callback = build_core_callback(args, tokenizer)  # the bundle is checked before the model is built
-    configure_training_args(training_args, plan)
     model = build_model(args, config, tokenizer)
     if args.fp8:
         enable_fp8(model)
     if training_args.process_index == 0:
         print_settings(settings)
 
-    resume = resolve_resume_checkpoint(training_args.resume_from_checkpoint, training_args.output_dir)
+    resume = resolve_resume_checkpoint(
+        training_args.resume_from_checkpoint, training_args.output_dir, CHECKPOINT_FILES
+    )
     if training_args.process_index == 0:
-        set_aside_incomplete(training_args.output_dir)
+        prepare_output_dir(training_args.output_dir, CHECKPOINT_FILES)
     wait_for_everyone()
     if resume is not None:
         logger.info("resuming from %s", resume)
@@ -349,9 +336,7 @@ def run_pretraining(args: PretrainArguments, training_args: TrainingArguments, e
         memory_knobs=memory.knobs,
     )
     callbacks = [
-        ThroughputCallback(
-            sequence_len=args.sequence_len, flops_per_token=settings["model"]["flops_per_token"], gpu=args.gpu
-        ),
+        ThroughputCallback(sequence_len=shape.sequence_len, flops_per_token=horizon.flops_per_token, gpu=args.gpu),
         EnergyCallback(price_per_kwh=args.price_per_kwh, currency=args.currency, gpu=args.gpu),
     ]
     if args.eval_every > 0:
@@ -375,14 +360,7 @@ def run_pretraining(args: PretrainArguments, training_args: TrainingArguments, e
 
     trainer.train(resume_from_checkpoint=str(resume) if resume is not None else None)
 
-    final_dir = Path(training_args.output_dir) / "final"
-    trainer.save_model(str(final_dir))
-    if trainer.is_world_process_zero():
-        (final_dir / "run_settings.json").write_text(json.dumps(settings, indent=2, default=str))
-        trainer.state.save_to_json(str(final_dir / "trainer_state.json"))
+    final_dir = trainer.save_final(Path(training_args.output_dir) / "final")
     if training_args.push_to_hub:
         trainer.push_to_hub(commit_message=f"nanochat d{config.n_layer} base model, step {trainer.state.global_step}")
     return final_dir
-
-
-__all__ = ["run_pretraining", "PretrainArguments", "resolve_model_config", "load_or_train_tokenizer"]

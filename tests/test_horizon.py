@@ -1,14 +1,15 @@
-"""Batch (tokens per update → gradient accumulation) and horizon, as nanochat G1 derives them (§4.2, §6.1)."""
+"""Batch (tokens per update → gradient accumulation) and horizon, as nanochat generation 1 derives them."""
 
 import pytest
 import torch
 
 from nanochat_hf import NanoChatConfig, NanoChatForCausalLM
 from nanochat_hf.errors import UserInputError
-from nanochat_hf.training_plan import gradient_accumulation_steps, num_training_steps, plan_training
+from nanochat_hf.planning.flops import ModelShape, flops_per_token
+from nanochat_hf.planning.horizon import gradient_accumulation_steps, num_training_steps, plan_horizon
 
 
-# Fact sheet §4.2: total parameters, iterations at ratio 20 with B = 524,288, training tokens.
+# nanochat's own printouts: total parameters, iterations at ratio 20 with B = 524,288, training tokens.
 SPEC_HORIZONS = {
     "d20": (560_988_160, 21_400, 11_219_763_200),
     "d26": (1_081_999_360, 41_275, 21_639_987_200),
@@ -22,13 +23,14 @@ def test_ratio_horizon_matches_spec(preset):
         model = NanoChatForCausalLM(NanoChatConfig.from_preset(preset))
     num_params, steps, tokens = SPEC_HORIZONS[preset]
     assert model.num_parameters() == num_params  # all parameters, embeddings included
-    plan = plan_training(model.num_parameters(), per_device_train_batch_size=8, sequence_len=2048, world_size=8)
-    assert (plan.max_steps, plan.total_tokens, plan.horizon_source) == (steps, tokens, "target_param_data_ratio")
+    horizon = plan_horizon(model.num_parameters(), flops_per_token(ModelShape.from_config(model.config)))
+    assert gradient_accumulation_steps(horizon.total_batch_size, 8, 2048, world_size=8) == 4
+    assert (horizon.steps, horizon.tokens, horizon.source) == (steps, tokens, "target_param_data_ratio")
 
 
 @pytest.mark.parametrize("micro_batch, expected", [(32, 1), (16, 2), (8, 4)])
 def test_gradient_accumulation_spec_examples(micro_batch, expected):
-    # §6.1: on 8 GPUs at 2048 tokens, d20 (batch 32) → 1, d26 (16) → 2, d32 (8) → 4.
+    # nanochat's reference runs on 8 GPUs at 2048 tokens: d20 (batch 32) → 1, d26 (16) → 2, d32 (8) → 4.
     assert gradient_accumulation_steps(524_288, micro_batch, 2048, world_size=8) == expected
 
 
@@ -76,11 +78,9 @@ def test_missing_or_too_small_horizon_raises():
 
 
 def test_plan_reports_tokens():
-    plan = plan_training(
-        1_000_000, per_device_train_batch_size=2, sequence_len=64, world_size=2, total_batch_size=1024, max_steps=30
-    )
-    assert plan.gradient_accumulation_steps == 4
-    assert plan.total_tokens == 30_720
-    summary = plan.to_dict()
+    horizon = plan_horizon(1_000_000, 6_000_000, total_batch_size=1024, max_steps=30)
+    assert gradient_accumulation_steps(1024, 2, 64, world_size=2) == 4
+    assert horizon.tokens == 30_720 and horizon.total_flops == 30_720 * 6_000_000
+    summary = horizon.to_dict()
     assert summary["tokens_per_param"] == pytest.approx(0.03072)
-    assert summary["horizon_source"] == "max_steps"
+    assert summary["source"] == "max_steps" and horizon.describe_source() == "30 steps"

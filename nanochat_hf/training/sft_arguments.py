@@ -4,7 +4,7 @@ A recipe YAML holds the fields of the three dataclasses side by side, as alignme
 `ChatTrainingArguments` (this file), `trl.SFTConfig` (TrainingArguments + packing, max_length, ...) and
 `trl.ModelConfig` (model_name_or_path, dtype, use_peft, lora_*, load_in_4bit, ...).
 
-The two stages follow nanochat generation 1 (nanochat-facts §10.1, §10.2):
+The two stages follow nanochat generation 1 (`scripts/mid_train.py` and `scripts/chat_sft.py`):
 
 | stage | trained tokens | LRs (x base) | LR multiplier | Muon momentum |
 |---|---|---|---|---|
@@ -16,7 +16,10 @@ Any of them can be overridden; unset (None) fields take the stage's value.
 
 from dataclasses import dataclass, field
 
+from trl import ModelConfig, SFTConfig
+
 from ..errors import UserInputError
+from .arguments import parse_recipe_arguments
 
 
 STAGE_DEFAULTS = {
@@ -24,7 +27,6 @@ STAGE_DEFAULTS = {
     "sft": {"init_lr_frac": 0.02, "warmdown_ratio": 1.0, "momentum_warmup_steps": 0, "train_on_all_tokens": False},
 }
 OPTIMIZER_CHOICES = ("auto", "nanochat", "trainer")
-NANOCHAT_LORA_TARGET_MODULES = ["c_q", "c_k", "c_v", "c_proj", "c_fc"]  # c_proj: attention and MLP output both
 
 
 @dataclass
@@ -90,6 +92,14 @@ class ChatTrainingArguments:
         if self.init_lr_frac <= 0:
             raise UserInputError(f"--init_lr_frac must be positive, got {self.init_lr_frac}")
         if self.loss_chunk_size is not None and self.loss_chunk_size <= 0:
-            raise UserInputError(f"--loss_chunk_size must be a positive number of tokens, got {self.loss_chunk_size}")
+            raise UserInputError(
+                f"--loss_chunk_size must be a positive number of tokens (unset: the whole-sequence loss), "
+                f"got {self.loss_chunk_size}"
+            )
         if self.momentum_warmup_steps < 0:
             raise UserInputError(f"--momentum_warmup_steps must be >= 0, got {self.momentum_warmup_steps}")
+
+
+def parse_chat_arguments(argv: list[str], default_config: str | None = None):
+    """(ChatTrainingArguments, SFTConfig, ModelConfig) from `--config file.yaml` plus `--key value` overrides."""
+    return parse_recipe_arguments((ChatTrainingArguments, SFTConfig, ModelConfig), argv, default_config)

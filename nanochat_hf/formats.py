@@ -4,7 +4,7 @@ import json
 import os
 from pathlib import Path
 
-from ..errors import UserInputError
+from .errors import UserInputError
 
 
 FORMATS = ("nanochat", "native", "hf")

@@ -1,7 +1,8 @@
 """GPU memory of chat fine-tuning (SFT / midtraining): full fine-tune, LoRA and QLoRA.
 
-The companion of `planner.py` (pretraining) for `recipes/sft.py`, with the same activation, logits and
-overhead constants (hardware-and-budget.md §4), and bytes per parameter for each method:
+The companion of `plan.py` (pretraining) for `recipes/sft.py`. Activations, logits and fixed overheads
+come from the same byte model (`memory.py`), as does the full fine-tune's state with nanochat's
+optimizer; bytes per parameter for each method:
 
 | method | frozen base | trained parameters (weights + grads + optimizer state) |
 |---|---|---|
@@ -9,37 +10,35 @@ overhead constants (hardware-and-budget.md §4), and bytes per parameter for eac
 | lora  | bf16 2                               | adapters fp32 4 + 4 + AdamW 8 (8-bit: ~2) |
 | qlora | NF4 ~0.5 for block matrices (+ quantization constants), wte and lm_head bf16 2 | adapters bf16 (trl casts them) 2 + 2 + state 4 (8-bit: ~2) |
 
-LoRA adds r x (in + out) parameters per targeted Linear. Activations: eager bf16, 38 bytes per element
-of the B x T x d residual stream per block, or with per-block checkpointing each block's input (2 bytes)
-plus one block's worth; logits: the model's own float32 soft-capped loss keeps the whole B x T x V logits
-(14 bytes per element), or one chunk of them with `loss_chunk_tokens` (the SFT recipe's `loss_chunk_size`).
-Plus the CUDA context and a 5 % allocator margin.
+LoRA adds r x (in + out) parameters per targeted Linear. Activations are the eager estimate (fine-tuning
+runs uncompiled), with or without per-block checkpointing; logits are the model's own float32 soft-capped
+loss, whole or one chunk of `loss_chunk_size` tokens at a time. Plus the CUDA context and a 5 % allocator
+margin.
 
-    python -m nanochat_hf.planner_finetune --depth 32 --gpu rtx4070
+    python -m nanochat_hf.planning.finetune --depth 32 --gpu rtx4070
 """
 
 import argparse
 import sys
 from dataclasses import dataclass, field
 
+from nanochat_hf.defaults import LORA_TARGET_MODULES, SEQUENCE_LEN, VOCAB_SIZE
 from nanochat_hf.errors import UserInputError
-from nanochat_hf.flops import ModelShape, block_matrices, param_counts
-from nanochat_hf.hardware import GIB, get_gpu
-from nanochat_hf.planner import (
-    ACTIVATION_BYTES_EAGER,
-    ALLOCATOR_MARGIN,
-    CHECKPOINT_INPUT_BYTES,
-    CHECKPOINT_TRANSIENT_GRAD_BYTES,
+from nanochat_hf.planning.flops import ModelShape, block_matrices, param_counts
+from nanochat_hf.planning.gpus import GIB, get_gpu
+from nanochat_hf.planning.memory import (
     CUDA_CONTEXT_BYTES,
-    LOGITS_BYTES_CHUNKED,
-    LOGITS_BYTES_WHOLE,
+    activation_bytes,
+    allocator_margin_bytes,
+    logits_bytes,
+    static_memory,
 )
+from nanochat_hf.planning.memory_modes import MemoryKnobs
 
 
 METHODS = ("full", "lora", "qlora")
 DEFAULT_OPTIMIZER = {"full": "nanochat", "lora": "adamw", "qlora": "paged_adamw_8bit"}
 OPTIMIZERS = ("nanochat", "adamw", "adamw_8bit", "paged_adamw_8bit")
-LORA_TARGET_MODULES = ("c_q", "c_k", "c_v", "c_proj", "c_fc")
 
 # bitsandbytes NF4: two 4-bit values per byte, one absmax per block of 64 values; with double
 # quantization the absmax are stored in 8 bits with one fp32 constant per 256 of them.
@@ -87,7 +86,7 @@ class FinetunePlan:
 
     @property
     def usable_bytes(self) -> int:
-        return int(self.gpu_memory_bytes * (1 - ALLOCATOR_MARGIN))
+        return self.gpu_memory_bytes - allocator_margin_bytes(self.gpu_memory_bytes)
 
     @property
     def fits(self) -> bool:
@@ -109,14 +108,14 @@ def plan_finetune(
     *,
     gpu: str = "rtx4070",
     micro_batch: int = 1,
-    sequence_len: int = 2048,
-    vocab_size: int = 65536,
+    sequence_len: int = SEQUENCE_LEN,
+    vocab_size: int = VOCAB_SIZE,
     lora_r: int = 16,
     lora_targets=LORA_TARGET_MODULES,
     optimizer: str | None = None,
     activation_checkpointing: bool = True,
     double_quant: bool = True,
-    loss_chunk_tokens: int | None = None,
+    loss_chunk_size: int | None = None,
     shape: ModelShape | None = None,
 ) -> FinetunePlan:
     """Predicted peak GPU memory of one fine-tuning run, by component."""
@@ -134,14 +133,17 @@ def plan_finetune(
     components: dict[str, int] = {}
 
     if method == "full":
+        # nanochat's own layout: fp32 weights and gradients on the GPU, eager autocast's bf16 weight copies,
+        # and (optimizer "nanochat") fp32 Muon momentum for the blocks and AdamW for wte and lm_head.
         trained = counts.total
-        weights, grads, state = _trained_state_bytes(trained, 4, optimizer if optimizer != "nanochat" else "adamw")
-        if optimizer == "nanochat":  # Muon: one fp32 momentum per block weight; AdamW for wte and lm_head
-            state = 4 * counts.blocks + 8 * head_and_embedding
-        components["weights (fp32)"] = weights
-        components["gradients (fp32)"] = grads
+        static = static_memory(shape, MemoryKnobs(weight_cast_copies=True))
+        state = static.gpu_optimizer_state
+        if optimizer != "nanochat":
+            state = _trained_state_bytes(trained, 4, optimizer)[2]
+        components["weights (fp32)"] = static.gpu_weights
+        components["gradients (fp32)"] = static.gpu_gradients
         components[f"optimizer state ({optimizer})"] = state
-        components["autocast bf16 weight copies"] = 2 * counts.matmul
+        components["autocast bf16 weight copies"] = static.gpu_weight_cast_copies
     else:
         trained = lora_parameter_count(shape, lora_r, lora_targets)
         if method == "lora":
@@ -159,20 +161,9 @@ def plan_finetune(
         components["LoRA gradients"] = grads
         components[f"optimizer state ({optimizer})"] = state
 
-    elements = micro_batch * shape.sequence_len * shape.n_embd
-    if activation_checkpointing:
-        saved = shape.n_layer * CHECKPOINT_INPUT_BYTES * elements
-        saved += (ACTIVATION_BYTES_EAGER + CHECKPOINT_TRANSIENT_GRAD_BYTES) * elements
-    else:
-        saved = shape.n_layer * ACTIVATION_BYTES_EAGER * elements
-    components["activations"] = saved
-    tokens = micro_batch * shape.sequence_len
-    if loss_chunk_tokens:  # `loss_chunk_size`: one chunk of logits at a time
-        components["logits and loss (fp32, chunked)"] = (
-            min(loss_chunk_tokens, tokens) * shape.vocab_size * LOGITS_BYTES_CHUNKED
-        )
-    else:
-        components["logits and loss (fp32, soft-capped)"] = tokens * shape.vocab_size * LOGITS_BYTES_WHOLE
+    components["activations"] = activation_bytes(shape, micro_batch, activation_checkpointing)[1]  # eager
+    logits = "logits and loss (fp32, chunked)" if loss_chunk_size else "logits and loss (fp32, soft-capped)"
+    components[logits] = logits_bytes(shape, micro_batch, loss_chunk_size)
     components["CUDA context"] = CUDA_CONTEXT_BYTES
     return FinetunePlan(
         method=method,
@@ -208,7 +199,7 @@ def main(argv=None) -> int:
     parser.add_argument("--depth", type=int, default=32)
     parser.add_argument("--gpu", default="rtx4070")
     parser.add_argument("--micro-batch", type=int, default=1)
-    parser.add_argument("--sequence-len", type=int, default=2048)
+    parser.add_argument("--sequence-len", type=int, default=SEQUENCE_LEN)
     parser.add_argument("--lora-r", type=int, default=16)
     parser.add_argument("--no-checkpointing", action="store_true")
     args = parser.parse_args(argv)

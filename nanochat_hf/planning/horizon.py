@@ -1,51 +1,63 @@
-"""Batch and horizon of a pretraining run, derived as nanochat generation 1 does (fact sheet §6.1).
+"""Batch and horizon of a pretraining run, derived as nanochat generation 1 does.
 
 - The batch is fixed in *tokens per optimizer update* (`total_batch_size`, 524,288 = 2¹⁹ by default).
   Gradient accumulation follows from what one forward/backward sees:
   total_batch_size / (per_device_train_batch_size × sequence_len × world_size), which must divide exactly
-  (d20 on 8 GPUs with batch 32 → 1; d26 with 16 → 2; d32 with 8 → 4).
+  (on 8 GPUs at 2,048 tokens: d20 with micro-batch 32 → 1; d26 with 16 → 2; d32 with 8 → 4).
 - The horizon (number of optimizer updates) is taken from the first of these that is set (> 0):
-  `max_steps`, then `target_tokens`, then `target_param_data_ratio` (20 in G1). In ratio mode
+  `max_steps`, then `target_tokens`, then `target_param_data_ratio` (20 in generation 1). In ratio mode
   steps = floor(ratio · N_total / total_batch_size), where N_total counts *all* parameters, embeddings
   included (d20 → 21,400; d26 → 41,275; d32 → 71,680). A token target is rounded down the same way.
+
+`Horizon` is the one description of how long a run is: the recipe builds it from the model's parameter
+count, the planner from a model shape (`training_horizon`), so both agree on the step count.
 """
 
 import dataclasses
 from dataclasses import dataclass
 
-from .errors import UserInputError
-
-
-DEFAULT_TOTAL_BATCH_SIZE = 524_288  # tokens per optimizer update, nanochat G1 (2**19)
-DEFAULT_TARGET_PARAM_DATA_RATIO = 20.0  # training tokens per parameter, nanochat G1 (Chinchilla)
+from nanochat_hf.defaults import PARAM_DATA_RATIO, TOTAL_BATCH_SIZE
+from nanochat_hf.errors import UserInputError
+from nanochat_hf.planning.flops import ModelShape, flops_per_token, param_counts
 
 
 @dataclass(frozen=True)
-class TrainingPlan:
-    """The resolved batch and horizon; `total_tokens` is what the run will consume."""
+class Horizon:
+    """How long pretraining runs: `steps` optimizer updates of `total_batch_size` tokens each."""
 
-    num_params: int
-    total_batch_size: int
-    per_device_train_batch_size: int
-    sequence_len: int
-    world_size: int
-    gradient_accumulation_steps: int
-    max_steps: int
-    horizon_source: str  # "max_steps", "target_tokens" or "target_param_data_ratio"
+    num_params: int  # all parameters, embeddings included
+    total_batch_size: int  # tokens per optimizer update, all processes together
+    steps: int
+    source: str  # the setting that decided: "max_steps", "target_tokens" or "target_param_data_ratio"
+    target: float  # that setting's value
+    flops_per_token: int  # training FLOPs per token (forward + backward)
 
     @property
-    def total_tokens(self) -> int:
-        return self.max_steps * self.total_batch_size
+    def tokens(self) -> int:
+        return self.steps * self.total_batch_size
 
     @property
     def tokens_per_param(self) -> float:
-        return self.total_tokens / self.num_params
+        return self.tokens / self.num_params
+
+    @property
+    def total_flops(self) -> int:
+        return self.tokens * self.flops_per_token
+
+    def describe_source(self) -> str:
+        """What decided the length, for people: "20 tokens per parameter", "3.758e+10 tokens", "500 steps"."""
+        if self.source == "target_tokens":
+            return f"{self.target:.4g} tokens"
+        if self.source == "target_param_data_ratio":
+            return f"ratio {self.target:g} x parameters"
+        return f"{self.steps:,} steps"
 
     def to_dict(self) -> dict:
         return {
             **dataclasses.asdict(self),
-            "total_tokens": self.total_tokens,
+            "tokens": self.tokens,
             "tokens_per_param": self.tokens_per_param,
+            "total_flops": self.total_flops,
         }
 
 
@@ -77,10 +89,10 @@ def gradient_accumulation_steps(
 
 def num_training_steps(
     num_params: int,
-    total_batch_size: int = DEFAULT_TOTAL_BATCH_SIZE,
+    total_batch_size: int = TOTAL_BATCH_SIZE,
     max_steps: int = -1,
     target_tokens: int = -1,
-    target_param_data_ratio: float = DEFAULT_TARGET_PARAM_DATA_RATIO,
+    target_param_data_ratio: float = PARAM_DATA_RATIO,
 ) -> tuple[int, str]:
     """(number of optimizer updates, which setting decided it). Values <= 0 mean "not set", as in nanochat."""
     _require_positive_int("total_batch_size", total_batch_size)
@@ -108,28 +120,38 @@ def num_training_steps(
     raise UserInputError("no training horizon: set max_steps, target_tokens or target_param_data_ratio to a value > 0")
 
 
-def plan_training(
+def plan_horizon(
     num_params: int,
+    flops_per_token: int,
     *,
-    per_device_train_batch_size: int,
-    sequence_len: int,
-    world_size: int = 1,
-    total_batch_size: int = DEFAULT_TOTAL_BATCH_SIZE,
+    total_batch_size: int = TOTAL_BATCH_SIZE,
     max_steps: int = -1,
-    target_tokens: int = -1,
-    target_param_data_ratio: float = DEFAULT_TARGET_PARAM_DATA_RATIO,
-) -> TrainingPlan:
-    """Resolve gradient accumulation and horizon; `num_params` is `model.num_parameters()` (all of them)."""
+    target_tokens: float = -1,
+    target_param_data_ratio: float = PARAM_DATA_RATIO,
+) -> Horizon:
+    """The horizon of a run; `num_params` is `model.num_parameters()` (all of them)."""
     _require_positive_int("num_params", num_params)
-    accumulation = gradient_accumulation_steps(total_batch_size, per_device_train_batch_size, sequence_len, world_size)
-    steps, source = num_training_steps(num_params, total_batch_size, max_steps, target_tokens, target_param_data_ratio)
-    return TrainingPlan(
-        num_params=num_params,
+    steps, source = num_training_steps(
+        num_params, total_batch_size, max_steps, int(target_tokens), target_param_data_ratio
+    )
+    target = {"max_steps": steps, "target_tokens": target_tokens, "target_param_data_ratio": target_param_data_ratio}
+    return Horizon(num_params, total_batch_size, steps, source, target[source], flops_per_token)
+
+
+def training_horizon(
+    shape: ModelShape,
+    *,
+    target_tokens: float | None = None,
+    target_param_data_ratio: float | None = None,
+    total_batch_size: int = TOTAL_BATCH_SIZE,
+) -> Horizon:
+    """The horizon of a model given by its shape: `target_tokens`, else the ratio (20 when neither is given)."""
+    if target_tokens is not None and target_param_data_ratio is not None:
+        raise UserInputError("give either target_tokens or target_param_data_ratio, not both")
+    return plan_horizon(
+        param_counts(shape).total,
+        flops_per_token(shape),
         total_batch_size=total_batch_size,
-        per_device_train_batch_size=per_device_train_batch_size,
-        sequence_len=sequence_len,
-        world_size=world_size,
-        gradient_accumulation_steps=accumulation,
-        max_steps=steps,
-        horizon_source=source,
+        target_tokens=-1 if target_tokens is None else target_tokens,
+        target_param_data_ratio=PARAM_DATA_RATIO if target_param_data_ratio is None else target_param_data_ratio,
     )

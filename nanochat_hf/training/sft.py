@@ -9,7 +9,7 @@ whole, which (1) turns any special-token string inside message text (`<|assistan
 user, or scraped into SmolTalk) into a real control token, and transformers' `sanitize_control_tokens`
 cannot be combined with `return_assistant_tokens_mask`; and (2) merges two adjacent text parts into one
 piece. nanochat encodes every piece of text separately as ordinary text. So every conversation is
-rendered here with `render_conversation` (nanochat's algorithm, §9.1) to `input_ids` and `labels`
+rendered here with `render_conversation` (nanochat's own algorithm) to `input_ids` and `labels`
 (-100 exactly where nanochat's mask is 0), and handed to `SFTTrainer` as a pre-tokenized dataset: trl
 then only packs (best-fit decreasing into padding-free rows with `position_ids` restarting at every
 conversation, so conversations do not attend to each other) or pads, and truncates.
@@ -22,25 +22,30 @@ otherwise compute its own fused LM-head loss, which knows the soft-cap only thro
 Optimizer: nanochat's Muon + AdamW with the stage's LR multiplier and schedule for full fine-tunes
 (`optimizer: nanochat`), or the Trainer's own (`optimizer: trainer`: `optim: adamw_torch`,
 `paged_adamw_8bit`, ...), which LoRA/QLoRA use (their adapter matrices are not nanochat's parameters).
+The optimizer plumbing, model cards, atomic checkpoints and the final folder are the shared stage's
+(`stage.py`), as for pretraining.
 """
 
 import json
 import logging
-import os
-import shutil
 from pathlib import Path
 
 import torch
-from transformers import AutoTokenizer, Trainer, set_seed
-from transformers.trainer_utils import get_last_checkpoint
-from trl import SFTTrainer
+from accelerate import PartialState
+from transformers import Trainer, set_seed
+from trl import ModelConfig, SFTTrainer, get_peft_config, get_quantization_config
 
+from ..chat.adapters import write_base_fingerprint
+from ..chat.datasets import load_mixture, read_words_file
+from ..chat.generation import configure_chat_generation
+from ..chat.tokenizer_check import check_chat_tokenizer
+from ..defaults import LORA_TARGET_MODULES
 from ..errors import UserInputError
-from ..optim import adamw_param_groups_for_fallback, build_optimizer, get_nanochat_schedule
-from .arguments import NANOCHAT_LORA_TARGET_MODULES, ChatTrainingArguments
-from .datasets import load_mixture, read_words_file
-from .engine import configure_chat_generation
-from .tokenizer_check import check_chat_tokenizer
+from ..loading import check_vocabulary, open_config, open_model, open_tokenizer
+from .checkpoints import prepare_output_dir, resolve_resume_checkpoint
+from .model_card import chat_model_card
+from .sft_arguments import ChatTrainingArguments
+from .stage import NanoChatTrainerMixin
 
 
 logger = logging.getLogger(__name__)
@@ -52,108 +57,49 @@ FINAL_DIRNAME = "final"
 # The trainer
 
 
-class NanoChatSFTTrainer(SFTTrainer):
+class NanoChatSFTTrainer(NanoChatTrainerMixin, SFTTrainer):
     """`SFTTrainer` with nanochat's optimizer/schedule (when given) and the model's own soft-capped loss."""
 
-    def __init__(self, *args, optimizer_settings: dict | None = None, schedule_settings: dict | None = None, **kwargs):
-        self.optimizer_settings = optimizer_settings
-        self.schedule_settings = schedule_settings or {}
-        super().__init__(*args, **kwargs)
-
-    def create_optimizer(self, model=None):
-        if self.optimizer_settings is None:
-            return super().create_optimizer(model)
-        if self.optimizer is not None:
-            return self.optimizer
-        model = model if model is not None else self.model
-        if self.is_fsdp_enabled or self.is_deepspeed_enabled:
-            logger.warning("FSDP/DeepSpeed shard parameters, so Muon cannot run: AdamW for every parameter")
-            lrs = {k: v for k, v in self.optimizer_settings.items() if k.endswith("_lr")}
-            self.optimizer = torch.optim.AdamW(adamw_param_groups_for_fallback(model, **lrs))
-        else:
-            self.optimizer = build_optimizer(model, **self.optimizer_settings)
-        return self.optimizer
-
-    def create_scheduler(self, num_training_steps: int, optimizer=None):
-        if self.optimizer_settings is None:
-            return super().create_scheduler(num_training_steps, optimizer)
-        if self.lr_scheduler is None:
-            optimizer = optimizer if optimizer is not None else self.optimizer
-            self.lr_scheduler = get_nanochat_schedule(optimizer, num_training_steps, **self.schedule_settings)
-        return self.lr_scheduler
+    @property
+    def is_adapter(self) -> bool:
+        return getattr(self.model, "peft_config", None) is not None
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         # The model's own loss (see the module docstring), not trl's fused head.
         return Trainer.compute_loss(self, model, inputs, return_outputs, num_items_in_batch)
+
+    def model_card_words(self) -> dict:
+        return chat_model_card(self.run_settings, self.is_adapter)
+
+    def write_final_files(self, folder: Path) -> None:
+        if self.is_adapter:
+            write_base_fingerprint(folder, self.run_settings["base_model"])
 
 
 # ---------------------------------------------------------------------------------------------------------
 # Parts
 
 
-def parse_chat_arguments(argv: list[str], default_config: str | None = None):
-    """(ChatTrainingArguments, SFTConfig, ModelConfig) from `--config file.yaml` plus `--key value` overrides."""
-    from trl import ModelConfig, SFTConfig, TrlParser
-
-    argv = list(argv)
-    if default_config is not None and "--config" not in argv:
-        argv = ["--config", default_config, *argv]
-    parser = TrlParser((ChatTrainingArguments, SFTConfig, ModelConfig))
-    return parser.parse_args_and_config(argv)
-
-
-def load_chat_tokenizer(location: str):
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(location)
-    except (OSError, ValueError) as err:
-        raise UserInputError(f"tokenizer {location}: cannot load it ({err})") from None
+def load_chat_tokenizer(location: str, what: str = "--tokenizer_name_or_path"):
+    tokenizer = open_tokenizer(location, what)
     check_chat_tokenizer(tokenizer, where=f"tokenizer {location}")
     return tokenizer
 
 
-def load_base_config(model_name_or_path: str):
-    """The base model's config, refusing folders in other formats with the command that converts them."""
-    from ..configuration_nanochat_hf import NanoChatConfig
-    from ..conversion.formats import HF_MODEL_TYPE, detect_format
-
-    if os.path.isdir(model_name_or_path):
-        found = detect_format(model_name_or_path)
-        if found != "hf":
-            raise UserInputError(
-                f"--model_name_or_path {model_name_or_path}: a {found} checkpoint; convert it first with "
-                f"`nanochat-hf convert {model_name_or_path} NEW_FOLDER`"
-            )
-    try:
-        config = NanoChatConfig.from_pretrained(model_name_or_path)
-    except (OSError, ValueError) as err:
-        raise UserInputError(f"--model_name_or_path {model_name_or_path}: cannot load its config ({err})") from None
-    if config.model_type != HF_MODEL_TYPE:
-        raise UserInputError(
-            f"--model_name_or_path {model_name_or_path}: model_type {config.model_type!r}, expected {HF_MODEL_TYPE!r}"
-        )
-    return config
-
-
 def load_model(model_args, training_args, tokenizer):
-    from trl import get_quantization_config
-
-    from ..modeling_nanochat_hf import NanoChatForCausalLM
-
     kwargs = {"attn_implementation": model_args.attn_implementation or "sdpa", "revision": model_args.model_revision}
     if model_args.dtype not in (None, "auto"):
         kwargs["dtype"] = getattr(torch, model_args.dtype)
     quantization_config = get_quantization_config(model_args)
     if quantization_config is not None:
         # bitsandbytes quantizes while loading (never a model already in memory); each process its own device.
-        from accelerate import PartialState
-
         kwargs["quantization_config"] = quantization_config
         kwargs["device_map"] = (
             {"": PartialState().local_process_index}
             if torch.cuda.is_available() and not training_args.use_cpu
             else "cpu"
         )
-    model = NanoChatForCausalLM.from_pretrained(model_args.model_name_or_path, **kwargs)
+    model = open_model(model_args.model_name_or_path, **kwargs)
     configure_chat_generation(model, tokenizer)
     if training_args.gradient_checkpointing:
         model.config.use_cache = False
@@ -161,14 +107,12 @@ def load_model(model_args, training_args, tokenizer):
 
 
 def peft_config_for(model_args):
-    from trl import get_peft_config
-
     if not model_args.use_peft:
         return None
     if model_args.lora_target_modules is None:
         # peft has no default for an unknown model type; every Linear of the blocks (c_proj matches both the
         # attention and the MLP output projections), not lm_head.
-        model_args.lora_target_modules = list(NANOCHAT_LORA_TARGET_MODULES)
+        model_args.lora_target_modules = list(LORA_TARGET_MODULES)
     return get_peft_config(model_args)
 
 
@@ -239,111 +183,35 @@ def describe(args, training_args, model_args, optimizer: str, config, max_length
     return settings
 
 
-CARD_TEMPLATE = """---
-library_name: {library}
-tags:
-- nanochat
-- nanochat-hf
-- chat
-pipeline_tag: text-generation
----
-
-# nanochat d{depth} chat model ({stage})
-
-{what} with nanochat-hf (trl `SFTTrainer`), in nanochat's chat format: stop token `<|assistant_end|>`,
-calculator tool calls between `<|python_start|>` and `<|python_end|>`.
-
-```bash
-nanochat-hf chat PATH_OR_REPO --prompt "What is 12*34?"
-```
-
-```python
-from transformers import pipeline
-chat = pipeline("text-generation", model="PATH_OR_REPO", trust_remote_code=True)
-print(chat([{{"role": "user", "content": "Hi!"}}])[0]["generated_text"][-1]["content"])
-```
-
-## Training run
-
-| setting | value |
-|---|---|
-{rows}
-"""
-
-
-def write_chat_model_card(folder: Path, settings: dict, log_history: list[dict], is_adapter: bool) -> None:
-    from ..training.model_card import _flatten, latest_metrics
-
-    what = (
-        f"A LoRA adapter for `{settings['base_model']}` ({settings['method']})"
-        if is_adapter
-        else f"Fine-tuned from `{settings['base_model']}`"
-    )
-    rows = [*_flatten(settings), *sorted(latest_metrics(log_history).items())]
-    card = CARD_TEMPLATE.format(
-        library="peft" if is_adapter else "transformers",
-        depth=settings["model"]["depth"],
-        stage="midtraining" if settings["stage"] == "mid" else "SFT",
-        what=what,
-        rows="\n".join(f"| {key} | {value} |" for key, value in rows),
-    )
-    (folder / "README.md").write_text(card, encoding="utf-8")
-
-
-def save_final(trainer, final_dir: Path, settings: dict, base: str, is_adapter: bool) -> None:
-    """Write the final model (or adapter) folder; it appears under its name only when complete."""
-    from .adapters import write_base_fingerprint
-
-    staging = final_dir.with_name(f".{final_dir.name}-incomplete")
-    main = trainer.is_world_process_zero()
-    if main and staging.exists():
-        shutil.rmtree(staging)
-    trainer.accelerator.wait_for_everyone()
-    trainer.save_model(str(staging))  # every process: FSDP/DeepSpeed gather the weights collectively
-    if main:
-        if is_adapter:
-            write_base_fingerprint(staging, base)
-        write_chat_model_card(staging, settings, trainer.state.log_history, is_adapter)
-        (staging / "run_settings.json").write_text(json.dumps(settings, indent=2, default=str))
-        trainer.state.save_to_json(str(staging / "trainer_state.json"))
-        os.rename(staging, final_dir)
-    trainer.accelerator.wait_for_everyone()
-
-
-def resolve_resume(resume_from_checkpoint, output_dir):
-    if resume_from_checkpoint in (None, False, "", "false", "False"):
-        return None
-    if str(resume_from_checkpoint).lower() in ("last", "true"):
-        return get_last_checkpoint(output_dir) if os.path.isdir(output_dir) else None
-    if not os.path.isdir(resume_from_checkpoint):
-        raise UserInputError(f"--resume_from_checkpoint {resume_from_checkpoint}: no such folder")
-    return resume_from_checkpoint
-
-
 # ---------------------------------------------------------------------------------------------------------
 # The recipe
 
 
+def settle_training_args(training_args) -> None:
+    """Every SFTConfig value the run decides, set here and nowhere else, before the trainer is built."""
+    # The labels are already nanochat's mask (see the module docstring); trl must not re-render.
+    training_args.assistant_only_loss = False
+    if training_args.padding_free and not training_args.packing:
+        training_args.max_length = None  # rows are truncated to max_length already; trl refuses it otherwise
+
+
 def run_sft(args: ChatTrainingArguments, training_args, model_args=None, extra_callbacks=()) -> Path:
     """Midtrain or SFT a nanochat model; returns the final folder (a full chat model, or a LoRA adapter)."""
-    from trl import ModelConfig
-
     model_args = model_args if model_args is not None else ModelConfig()
     optimizer = check_settings(args, training_args, model_args)
     final_dir = Path(training_args.output_dir) / FINAL_DIRNAME
-    resume = resolve_resume(training_args.resume_from_checkpoint, training_args.output_dir)
+    resume = resolve_resume_checkpoint(training_args.resume_from_checkpoint, training_args.output_dir)
     if final_dir.exists():
         raise UserInputError(f"{final_dir}: already exists; choose a new --output_dir or remove it")
     set_seed(training_args.seed)
 
     # Everything that can be wrong with the inputs fails here, before the model is loaded.
-    tokenizer = load_chat_tokenizer(args.tokenizer_name_or_path or model_args.model_name_or_path)
-    config = load_base_config(model_args.model_name_or_path)
-    if config.vocab_size != len(tokenizer):
-        raise UserInputError(
-            f"tokenizer has {len(tokenizer)} tokens but the model {model_args.model_name_or_path} has vocab_size "
-            f"{config.vocab_size}; use the tokenizer the model was trained with"
-        )
+    if args.tokenizer_name_or_path:
+        tokenizer = load_chat_tokenizer(args.tokenizer_name_or_path)
+    else:
+        tokenizer = load_chat_tokenizer(model_args.model_name_or_path, "--model_name_or_path")
+    config = open_config(model_args.model_name_or_path)
+    check_vocabulary(len(tokenizer), config, model_args.model_name_or_path)
     max_length = resolve_max_length(training_args, config)
     words = read_words_file(args.spelling_words_file) if args.spelling_words_file else None
     mixture_kwargs = {
@@ -360,10 +228,7 @@ def run_sft(args: ChatTrainingArguments, training_args, model_args=None, extra_c
             load_mixture(args.eval_dataset_mixture, tokenizer, **mixture_kwargs) if args.eval_dataset_mixture else None
         )
 
-    # The labels are already nanochat's mask (see the module docstring); trl must not re-render.
-    training_args.assistant_only_loss = False
-    if training_args.padding_free and not training_args.packing:
-        training_args.max_length = None  # rows are truncated to max_length already; trl refuses it otherwise
+    settle_training_args(training_args)
     peft_config = peft_config_for(model_args)  # fills in nanochat's LoRA target modules when none are given
     settings = describe(args, training_args, model_args, optimizer, config, max_length, len(train_dataset))
 
@@ -391,23 +256,17 @@ def run_sft(args: ChatTrainingArguments, training_args, model_args=None, extra_c
         peft_config=peft_config,
         optimizer_settings=optimizer_settings,
         schedule_settings=schedule_settings,
+        run_settings=settings,
     )
     for callback in extra_callbacks:
         trainer.add_callback(callback)
     if trainer.is_world_process_zero():
         logger.info("chat fine-tuning settings:\n%s", json.dumps(settings, indent=2, default=str))
-    trainer.train(resume_from_checkpoint=resume)
+        prepare_output_dir(training_args.output_dir)
+    trainer.accelerator.wait_for_everyone()
+    trainer.train(resume_from_checkpoint=str(resume) if resume is not None else None)
 
-    save_final(trainer, final_dir, settings, base=model_args.model_name_or_path, is_adapter=peft_config is not None)
+    trainer.save_final(final_dir)
     if training_args.push_to_hub:
         trainer.push_to_hub(commit_message=f"nanochat chat model ({args.stage}), step {trainer.state.global_step}")
     return final_dir
-
-
-__all__ = [
-    "ChatTrainingArguments",
-    "NanoChatSFTTrainer",
-    "configure_chat_generation",
-    "parse_chat_arguments",
-    "run_sft",
-]

@@ -1,8 +1,7 @@
 """Parameter counts and training FLOPs of the nanochat GPT (generation 1), without building the model.
 
 Everything here is integer arithmetic on the model's shapes, so the planner can size a d32 in
-microseconds on any machine. The counts follow nanochat's own `GPT.estimate_flops` (spec:
-nanochat-facts.md §4.1, hardware-and-budget.md §2.1):
+microseconds on any machine. The counts follow nanochat's own `GPT.estimate_flops` (nanochat/gpt.py):
 
     FLOPs/token = 6 * (N_total - N_wte) + 12 * L * n_head * head_dim * T
 
@@ -10,25 +9,19 @@ nanochat-facts.md §4.1, hardware-and-budget.md §2.1):
 counted, the embedding lookup is not. The attention term counts the full T x T score matrix (the PaLM
 convention), although causal flash attention does about half of that work.
 
-The training horizon is generation 1's: `iterations = floor(ratio * N_total / total_batch)`, with the
-Chinchilla ratio 20 applied to *all* parameters, embeddings included (computed by the recipe's own
-`training_plan.num_training_steps`).
+For d32 (1,879,048,192 parameters, 134,217,728 of them in the embedding) this gives 12,079,595,520
+FLOPs per token, the figure nanochat itself prints. How long a run is (the horizon) lives in `horizon.py`.
 """
 
 import math
 from dataclasses import dataclass
 
+from nanochat_hf.defaults import NEWTON_SCHULZ_STEPS, SEQUENCE_LEN, VOCAB_SIZE
 
-# nanochat's sizing rule (nanochat-facts.md §1.2; the same rule as NanoChatConfig.from_depth).
+
+# nanochat's sizing rule (the same rule as NanoChatConfig.from_depth): width = 64 x depth, in heads of 128.
 ASPECT_RATIO = 64
 HEAD_DIM = 128
-VOCAB_SIZE = 65536
-SEQUENCE_LEN = 2048
-# nanochat gen-1 base_train.py: 2**19 tokens per optimizer step, Chinchilla ratio 20 (nanochat-facts.md §6.1).
-TOTAL_BATCH_TOKENS = 524288
-PARAM_DATA_RATIO = 20
-# Muon's Newton-Schulz orthogonalisation runs 5 iterations (nanochat-facts.md §5.1).
-NEWTON_SCHULZ_STEPS = 5
 
 
 @dataclass(frozen=True)
@@ -48,7 +41,7 @@ class ModelShape:
         """Width 64*depth rounded up to a multiple of the 128-wide head (nanochat's 2026 rule).
 
         Every even depth gets generation 1's exact shapes; odd depths such as d21 (which generation 1
-        cannot build: 1344 is not divisible by 11 heads) get the 2026 width, 1408 (spec §2.2).
+        cannot build: 1344 is not divisible by 11 heads) get the 2026 width, 1408 = 11 x 128.
         """
         if not isinstance(depth, int) or isinstance(depth, bool) or depth <= 0:
             raise ValueError(f"depth must be a positive integer, got {depth!r}")
@@ -156,53 +149,11 @@ def recompute_flops_per_token(shape: ModelShape) -> int:
     return 2 * param_counts(shape).blocks + attention_flops_per_token(shape) // 3
 
 
-@dataclass(frozen=True)
-class Horizon:
-    total_batch_tokens: int
-    iterations: int
-    tokens: int
-    total_flops: int
-    tokens_per_param: float
-
-
-def training_horizon(
-    shape: ModelShape,
-    *,
-    ratio: float | None = None,
-    tokens: float | None = None,
-    total_batch_tokens: int = TOTAL_BATCH_TOKENS,
-) -> Horizon:
-    """How long pretraining runs: `ratio` x all parameters (gen-1 default 20) or `tokens`.
-
-    Rounded down to whole optimizer steps of `total_batch_tokens` by the recipe's own rule
-    (`training_plan.num_training_steps`), so the planner and the run agree on the step count.
-    """
-    from nanochat_hf.training_plan import num_training_steps
-
-    if ratio is not None and tokens is not None:
-        raise ValueError("give either ratio or tokens, not both")
-    n_total = param_counts(shape).total
-    iterations, _ = num_training_steps(
-        n_total,
-        total_batch_tokens,
-        target_tokens=-1 if tokens is None else int(tokens),
-        target_param_data_ratio=PARAM_DATA_RATIO if ratio is None else ratio,
-    )
-    train_tokens = iterations * total_batch_tokens
-    return Horizon(
-        total_batch_tokens=total_batch_tokens,
-        iterations=iterations,
-        tokens=train_tokens,
-        total_flops=train_tokens * flops_per_token(shape),
-        tokens_per_param=train_tokens / n_total,
-    )
-
-
 def newton_schulz_flops(shape: ModelShape, steps: int = NEWTON_SCHULZ_STEPS) -> int:
     """FLOPs of Muon's orthogonalisation for one optimizer step, over every block matrix.
 
     Per iteration on an m x n matrix with m <= n (nanochat transposes tall ones): A = X X^T (2 m^2 n),
-    A @ A (2 m^3), B @ X (2 m^2 n) = 4 m^2 n + 2 m^3 (hardware-and-budget.md §4.6: 8.25e13 for d32).
+    A @ A (2 m^3), B @ X (2 m^2 n) = 4 m^2 n + 2 m^3; for d32 that is 8.25e13 FLOPs per step.
     """
     total = 0
     for tensor in param_tensors(shape):

@@ -2,13 +2,16 @@ import pytest
 import torch
 
 from nanochat_hf.errors import UserInputError
-from nanochat_hf.hardware import (
+from nanochat_hf.planning.gpus import (
     GIB,
     detect_gpu,
     get_gpu,
     known_gpu_keys,
     load_gpu_table,
     match_gpu_by_device_name,
+    require_listed,
+    resolve_gpu,
+    unlisted_gpu,
 )
 
 
@@ -41,7 +44,7 @@ def test_table_covers_the_required_gpus_with_a_source_per_row():
 @pytest.mark.parametrize(
     "key, memory_gib, bf16, fp8, watts, cc",
     [
-        # hardware-and-budget.md §1 (dense BF16 with FP32 accumulate), §3.2 (laptop 115 W + 25 W boost).
+        # Dense BF16 with FP32 accumulate; the laptop's power is 115 W TGP + 25 W Dynamic Boost.
         ("rtx4070", 12, 58.3, 116.6, 200, (8, 9)),
         ("rtx4070-laptop", 8, 40.1, 80.2, 140, (8, 9)),
         ("rtx4070-super", 12, 71.0, 141.9, 220, (8, 9)),
@@ -54,7 +57,7 @@ def test_table_covers_the_required_gpus_with_a_source_per_row():
         ("h100-sxm", 80, 989.4, 1979.0, 700, (9, 0)),
     ],
 )
-def test_rows_carry_the_spec_figures(key, memory_gib, bf16, fp8, watts, cc):
+def test_rows_carry_the_published_figures(key, memory_gib, bf16, fp8, watts, cc):
     gpu = get_gpu(key)
     assert (gpu.memory_gib, gpu.bf16_tflops, gpu.fp8_tflops, gpu.board_power_w, gpu.compute_capability) == (
         memory_gib,
@@ -69,7 +72,7 @@ def test_rows_carry_the_spec_figures(key, memory_gib, bf16, fp8, watts, cc):
 
 @pytest.mark.parametrize(
     "key, tensor_cores, boost_ghz",
-    # hardware-and-budget.md §1: peak = tensor cores x boost clock x 128 dense BF16 FLOP/clock.
+    # Ada/GA102: peak = tensor cores x boost clock x 128 dense BF16 FLOP/clock (FP32 accumulate).
     [
         ("rtx4070", 184, 2.475),
         ("rtx4070-super", 224, 2.475),
@@ -89,13 +92,13 @@ def test_node_row_multiplies_per_gpu_figures():
     node, single = get_gpu("8xh100"), get_gpu("h100-sxm")
     assert node.num_gpus == 8
     assert node.total_bf16_tflops == pytest.approx(8 * single.bf16_tflops)
-    assert node.total_board_power_w == 8 * single.board_power_w == 5600  # spec §3.2
+    assert node.total_board_power_w == 8 * single.board_power_w == 5600  # 8 x 700 W
 
 
 def test_fp8_support_and_host_link():
     assert get_gpu("rtx4070").supports_fp8 and get_gpu("h100-sxm").supports_fp8 and get_gpu("rtx5090").supports_fp8
     assert not get_gpu("rtx3090").supports_fp8 and not get_gpu("a100-80gb").supports_fp8
-    # PCIe 4.0 x16 ~25 GB/s effective per direction (spec §4.6); the 4060 Ti is an x8 card; 5.0 doubles.
+    # PCIe 4.0 x16 ~25 GB/s effective per direction; the 4060 Ti is an x8 card; 5.0 doubles.
     assert get_gpu("rtx4070").host_link_gbs == 25
     assert get_gpu("rtx4060ti-16gb").host_link_gbs == 12.5
     assert get_gpu("rtx5090").host_link_gbs == 50
@@ -148,3 +151,39 @@ def test_detect_gpu_agrees_with_the_device():
     else:
         props = torch.cuda.get_device_properties(0)
         assert detected == match_gpu_by_device_name(props.name, props.total_memory)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# resolve_gpu: the one answer to "which GPU is this run on"
+
+
+def test_resolve_gpu_names_rows_and_refuses_unknown_keys():
+    assert resolve_gpu("RTX 4070") is get_gpu("rtx4070")
+    row = get_gpu("h100-sxm")
+    assert resolve_gpu(row) is row
+    with pytest.raises(UserInputError, match="unknown GPU 'rtx9090'; known GPUs: rtx4070"):
+        resolve_gpu("rtx9090")
+
+
+def test_resolve_gpu_without_a_name_is_the_detected_card():
+    resolved = resolve_gpu()
+    if not torch.cuda.is_available():
+        assert resolved is None
+        return
+    props = torch.cuda.get_device_properties(0)
+    listed = match_gpu_by_device_name(props.name, props.total_memory)
+    if listed is not None:
+        assert resolved == listed and resolved.listed
+    else:  # a card the table does not list: its own name and memory, its speed unknown
+        assert (resolved.name, resolved.listed, resolved.bf16_tflops) == (props.name, False, None)
+        assert resolved.memory_bytes == pytest.approx(props.total_memory, abs=1)
+
+
+def test_an_unlisted_card_has_memory_but_no_speed_figures():
+    card = unlisted_gpu("NVIDIA GeForce RTX 4070 Ti", int(11.99 * GIB), (8, 9))
+    assert not card.listed and card.memory_gib == pytest.approx(11.99)
+    assert card.peak_bf16_flops is None and card.total_board_power_w is None and card.host_link_gbs is None
+    assert card.supports_fp8
+    with pytest.raises(UserInputError, match="RTX 4070 Ti' \\(12.0 GiB\\) is not in nanochat_hf/planning/gpus.csv"):
+        require_listed(card, "time estimates")
+    require_listed(get_gpu("rtx4070"), "time estimates")

@@ -1,0 +1,109 @@
+"""Opening a model or tokenizer folder - a local path or a Hub id - in one place, with one set of errors.
+
+Every stage that reads a saved model goes through here: pretraining (continuing a model, its tokenizer),
+SFT, chat, adapters and conversion. What can go wrong is reported once, the same way everywhere, as a
+`UserInputError` that names the flag and the location:
+
+- a local path that does not exist says so (transformers would try it as a Hub id and answer "Repo id
+  must be in the form 'repo_name' or 'namespace/repo_name'");
+- a folder in another format (a nanochat checkpoint, transformers' built-in NanoChat) names the
+  `nanochat-hf convert` command that turns it into this package's format;
+- a name that is not on disk and cannot be fetched from the Hub (or not offline) says both;
+- a tokenizer whose vocabulary differs from the model's is refused before anything large is loaded.
+"""
+
+import os
+import re
+from pathlib import Path
+
+from transformers import AutoTokenizer, PretrainedConfig
+
+from .configuration_nanochat_hf import NanoChatConfig
+from .errors import UserInputError
+from .formats import HF_MODEL_TYPE, detect_format
+from .modeling_nanochat_hf import NanoChatForCausalLM
+
+
+# A Hub repository id: "name" or "owner/name", letters, digits, '-', '_' and '.'.
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+
+
+def check_location(location, what: str) -> str:
+    """`location` as a string, refused at once when it can only be a local path and does not exist."""
+    text = str(location)
+    path = Path(text).expanduser()
+    if path.exists():
+        if not path.is_dir():
+            raise UserInputError(f"{what} {text}: is a file, expected a model or tokenizer folder")
+        return str(path)
+    if not HUB_ID.match(text):
+        raise UserInputError(f"{what} {text}: the folder does not exist")
+    return text
+
+
+def _load_error(what: str, location: str, thing: str, err: Exception) -> UserInputError:
+    reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    if not os.path.isdir(location):
+        return UserInputError(
+            f"{what} {location}: no such local folder, and {thing} could not be loaded from the Hub ({reason})"
+        )
+    return UserInputError(f"{what} {location}: cannot load {thing} ({reason})")
+
+
+def _check_format(location: str, what: str) -> None:
+    """A local folder must hold this package's format; other formats name the command that converts them."""
+    if os.path.isdir(location):
+        found = detect_format(location)
+        if found != "hf":
+            raise UserInputError(
+                f"{what} {location}: a {found} checkpoint; convert it first with "
+                f"`nanochat-hf convert {location} NEW_FOLDER`"
+            )
+
+
+def open_config(location, what: str = "--model_name_or_path", check_format: bool = True) -> NanoChatConfig:
+    """The `NanoChatConfig` of a saved model (folder or Hub id). `check_format=False` when the caller has
+    already decided the folder's format (e.g. `nanochat-hf convert --from hf` on a folder holding two)."""
+    location = check_location(location, what)
+    if check_format:
+        _check_format(location, what)
+    try:
+        config_dict, _ = PretrainedConfig.get_config_dict(location)
+    except (OSError, ValueError) as err:
+        raise _load_error(what, location, "its config", err) from None
+    if config_dict.get("model_type") != HF_MODEL_TYPE:
+        raise UserInputError(
+            f"{what} {location}: model_type {config_dict.get('model_type')!r}, expected {HF_MODEL_TYPE!r}"
+        )
+    try:
+        return NanoChatConfig.from_pretrained(location)
+    except (OSError, ValueError) as err:
+        raise _load_error(what, location, "its config", err) from None
+
+
+def open_model(location, what: str = "--model_name_or_path", **from_pretrained_kwargs) -> NanoChatForCausalLM:
+    """A saved `NanoChatForCausalLM` (folder or Hub id); keyword arguments go to `from_pretrained`."""
+    location = check_location(location, what)
+    _check_format(location, what)
+    try:
+        return NanoChatForCausalLM.from_pretrained(location, **from_pretrained_kwargs)
+    except (OSError, ValueError) as err:
+        raise _load_error(what, location, "a nanochat model", err) from None
+
+
+def open_tokenizer(location, what: str = "--tokenizer_name_or_path"):
+    """A saved tokenizer (folder or Hub id), with AutoTokenizer."""
+    location = check_location(location, what)
+    try:
+        return AutoTokenizer.from_pretrained(location)
+    except (OSError, ValueError) as err:
+        raise _load_error(what, location, "a tokenizer", err) from None
+
+
+def check_vocabulary(num_tokens: int, config, model_location) -> None:
+    """The tokenizer (of `num_tokens` tokens) must have exactly the model's vocabulary."""
+    if config.vocab_size != num_tokens:
+        raise UserInputError(
+            f"tokenizer has {num_tokens} tokens but the model {model_location} has vocab_size "
+            f"{config.vocab_size}; use the tokenizer the model was trained with"
+        )
