@@ -54,10 +54,12 @@ import torch
 from torch import nn
 from torch.optim import Optimizer
 from torch.optim._muon import muon as muon_functional
-from torch.optim.adamw import adamw as adamw_functional
 
 from ..defaults import NEWTON_SCHULZ_STEPS
 from ..errors import UserInputError
+from .adamw_update import adamw_group_step
+from .param_names import WRAPPER_SEGMENTS as _WRAPPER_SEGMENTS
+from .param_names import generation2_parameter_names
 from .schedule import muon_momentum
 
 
@@ -95,10 +97,6 @@ ADAMW_GROUP_DEFAULTS: dict[str, Any] = {
     "fused": None,
 }
 _GROUP_DEFAULTS = {"muon": MUON_GROUP_DEFAULTS, "adamw": ADAMW_GROUP_DEFAULTS}
-
-# Wrappers that insert a path segment into parameter names (torch.compile, DDP, FSDP1, activation
-# checkpointing); routing looks at the name nanochat would give the parameter.
-_WRAPPER_SEGMENTS = ("_orig_mod.", "module.", "_fsdp_wrapped_module.", "_checkpoint_wrapped_module.")
 
 
 class NanoChatMuonAdamW(Optimizer):
@@ -191,50 +189,7 @@ class NanoChatMuonAdamW(Optimizer):
         )
 
     def _adamw_step(self, group: dict[str, Any]) -> None:
-        params, grads, exp_avgs, exp_avg_sqs, state_steps = [], [], [], [], []
-        for param in group["params"]:
-            if param.grad is None:
-                continue
-            if param.grad.is_sparse:
-                raise RuntimeError("NanoChatMuonAdamW does not support sparse gradients")
-            state = self.state[param]
-            if len(state) == 0:
-                # torch.optim.AdamW's state layout, so its checkpoints read the same way: `step` lives on
-                # the CPU unless the fused kernel needs it on the parameter's device.
-                if group["fused"]:
-                    state["step"] = torch.zeros((), dtype=torch.float32, device=param.device)
-                else:
-                    scalar_dtype = torch.float64 if torch.get_default_dtype() == torch.float64 else torch.float32
-                    state["step"] = torch.tensor(0.0, dtype=scalar_dtype)
-                # zeros_like keeps the parameter's dtype: a bf16 wte gets bf16 moments, as in nanochat.
-                state["exp_avg"] = torch.zeros_like(param, memory_format=torch.preserve_format)
-                state["exp_avg_sq"] = torch.zeros_like(param, memory_format=torch.preserve_format)
-            params.append(param)
-            grads.append(param.grad)
-            exp_avgs.append(state["exp_avg"])
-            exp_avg_sqs.append(state["exp_avg_sq"])
-            state_steps.append(state["step"])
-        if not params:
-            return
-        beta1, beta2 = group["betas"]
-        adamw_functional(
-            params,
-            grads,
-            exp_avgs,
-            exp_avg_sqs,
-            [],  # no AMSGrad
-            state_steps,
-            foreach=group["foreach"],
-            fused=group["fused"],
-            has_complex=False,
-            amsgrad=False,
-            beta1=beta1,
-            beta2=beta2,
-            lr=group["lr"],
-            weight_decay=group["weight_decay"],
-            eps=group["eps"],
-            maximize=False,
-        )
+        adamw_group_step(self.state, group, owner="NanoChatMuonAdamW")
 
 
 def _routing_name(name: str) -> str:
@@ -273,8 +228,20 @@ def _model_dim(model: nn.Module, model_dim: int | None) -> int:
     raise UserInputError("cannot read the model width from model.config.n_embd; pass model_dim=...")
 
 
+def _refuse_generation_2(model: nn.Module) -> None:
+    generation = getattr(getattr(model, "config", None), "generation", None)
+    gen2_names = generation2_parameter_names(name for name, _ in model.named_parameters())
+    if generation == 2 or gen2_names:
+        found = "model.config.generation is 2" if generation == 2 else f"it has {', '.join(gen2_names[:3])}"
+        raise UserInputError(
+            f"model is a generation-2 nanochat ({found}): generation 1's Muon+AdamW has no groups for its "
+            "parameters; use nanochat_hf.optim.build_gen2_optimizer (or build_gen2_training)"
+        )
+
+
 def _routed_parameters(model: nn.Module) -> dict[str, list[tuple[str, nn.Parameter]]]:
     """Trainable parameters by route, checking every parameter has a route and all three routes exist."""
+    _refuse_generation_2(model)
     routes: dict[str, list[tuple[str, nn.Parameter]]] = {"matrix": [], "embedding": [], "unembedding": []}
     present = set()
     for name, param in model.named_parameters():

@@ -32,8 +32,19 @@ def nanochat_lr_multiplier(
 ) -> float:
     """LR multiplier for update `it` (0-based) of a run with `num_training_steps` updates (nanochat's get_lr_multiplier)."""
     # Python's round(), as nanochat uses: the warm-up/warm-down lengths must match its integer values.
-    warmup_steps = round(warmup_ratio * num_training_steps)
-    warmdown_steps = round(warmdown_ratio * num_training_steps)
+    return warmup_constant_warmdown(
+        it,
+        num_training_steps=num_training_steps,
+        warmup_steps=round(warmup_ratio * num_training_steps),
+        warmdown_steps=round(warmdown_ratio * num_training_steps),
+        final_lr_frac=final_lr_frac,
+    )
+
+
+def warmup_constant_warmdown(
+    it: int, *, num_training_steps: int, warmup_steps: int, warmdown_steps: int, final_lr_frac: float
+) -> float:
+    """(it+1)/warmup_steps, then 1.0 while it ≤ N − warmdown_steps, then linear to final_lr_frac at it = N."""
     if it < warmup_steps:
         return (it + 1) / warmup_steps
     if it <= num_training_steps - warmdown_steps:
