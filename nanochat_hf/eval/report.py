@@ -135,8 +135,7 @@ def _parameters(settings: dict, config: dict):
         return settings["model"]["parameters"]
     if config.get("model_type") != "nanochat_hf":
         return None
-
-    with torch.device("meta"):
+    with torch.device("meta"):  # counted without allocating the weights
         return NanoChatForCausalLM(NanoChatConfig.from_dict(config)).num_parameters()
 
 
