@@ -8,6 +8,8 @@
 2. SFT (recipes/configs/sft_cpu_quickstart.yaml): the embedded synthetic chats (arithmetic with calculator
    calls, letter counting, spelling, identity) -> runs/quickstart-sft/final.
 3. One question to the chat model, answered with the calculator tool when it decides to use it.
+4. CORE of the base model on a small bundle generated from Python's documentation, and the run's report
+   card (runs/quickstart/final/report.md with its plots).
 
 No GPU, no download; several minutes on 2 CPU cores. A stage whose final folder exists is skipped (delete
 the folder to redo it): final folders appear only once complete, so an existing one is a finished stage. The chat model then also works with `nanochat-hf chat runs/quickstart-sft/final`.
@@ -18,8 +20,11 @@ import logging
 import sys
 from pathlib import Path
 
+from nanochat_hf.atomic import write_json_atomically
 from nanochat_hf.chat.engine import ChatEngine, load_chat_model
 from nanochat_hf.errors import UserInputError
+from nanochat_hf.eval.report import write_report
+from nanochat_hf.eval.runner import EvalRequest, run_evaluation
 from nanochat_hf.training import parse_pretrain_arguments, run_pretraining
 from nanochat_hf.training.sft import run_sft
 from nanochat_hf.training.sft_arguments import parse_chat_arguments
@@ -45,9 +50,9 @@ def main(argv=None) -> int:
         args, training_args = parse_pretrain_arguments(["--config", str(PRETRAIN_CONFIG), *pretrain_overrides])
         base = Path(training_args.output_dir) / "final"
         if base.exists():
-            print(f"[1/3] {base} exists: skipping pretraining")
+            print(f"[1/4] {base} exists: skipping pretraining")
         else:
-            print("[1/3] pretraining the base model")
+            print("[1/4] pretraining the base model")
             base = run_pretraining(args, training_args)
 
         args, training_args, model_args = parse_chat_arguments(
@@ -55,13 +60,13 @@ def main(argv=None) -> int:
         )
         chat_model = Path(training_args.output_dir) / "final"
         if chat_model.exists():
-            print(f"[2/3] {chat_model} exists: skipping SFT")
+            print(f"[2/4] {chat_model} exists: skipping SFT")
         else:
-            print("[2/3] fine-tuning it into a chat model")
+            print("[2/4] fine-tuning it into a chat model")
             chat_model = run_sft(args, training_args, model_args)
 
         model, tokenizer = load_chat_model(str(chat_model), device="cpu")
-        print(f"[3/3] asking {chat_model}\n\nUser: {options.prompt}\nAssistant: ", end="", flush=True)
+        print(f"[3/4] asking {chat_model}\n\nUser: {options.prompt}\nAssistant: ", end="", flush=True)
 
         def show(event):
             text = "<<" if event.kind == "python" and not event.text else event.text
@@ -71,6 +76,15 @@ def main(argv=None) -> int:
             [{"role": "user", "content": options.prompt}], temperature=0, on_event=show
         )
         print(f"\n\nKeep chatting: nanochat-hf chat {chat_model}")
+
+        print("[4/4] CORE of the base model on a small bundle made from Python's documentation")
+        request = EvalRequest(model=str(base), tasks=["core"], eval_bundle="embedded", max_per_task=32, device="cpu")
+        results = run_evaluation(request)
+        write_json_atomically(Path(base) / "eval_core.json", results)
+        report = write_report(base)
+        core = results["core"]
+        print(f"Report card: {report}")
+        print(f"CORE (embedded bundle, {len(core['accuracy'])} tasks): {core['core_metric']:.4f}")
     except UserInputError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

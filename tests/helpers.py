@@ -177,3 +177,34 @@ class KillAtStep(TrainerCallback):
     def on_step_begin(self, args, state, control, **kwargs):
         if state.global_step == self.step:
             raise KeyboardInterrupt(f"killed before step {self.step + 1}")
+
+
+def intercept_hub_uploads(monkeypatch) -> dict:
+    """Let the real Hub upload code run, stopping it only where it would reach the network.
+
+    Returns the dict that receives each committed file: path in the repository -> its bytes.
+    """
+    from pathlib import Path
+
+    import huggingface_hub
+
+    uploaded = {}
+
+    def fake_create_repo(self, repo_id, **kwargs):
+        return huggingface_hub.RepoUrl(f"https://huggingface.co/{repo_id}")
+
+    def fake_create_commit(self, repo_id, operations, **kwargs):
+        for op in operations:
+            source = op.path_or_fileobj
+            uploaded[op.path_in_repo] = Path(source).read_bytes() if isinstance(source, str) else source
+        return huggingface_hub.CommitInfo(
+            commit_url=f"https://huggingface.co/{repo_id}/commit/0",
+            commit_message="",
+            commit_description="",
+            oid="0" * 40,
+            pr_url=None,
+        )
+
+    monkeypatch.setattr(huggingface_hub.HfApi, "create_repo", fake_create_repo)
+    monkeypatch.setattr(huggingface_hub.HfApi, "create_commit", fake_create_commit)
+    return uploaded

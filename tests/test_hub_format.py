@@ -2,10 +2,9 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import torch
-from helpers import REMOTE_LOAD_SCRIPT, randomize_
+from helpers import REMOTE_LOAD_SCRIPT, intercept_hub_uploads, randomize_
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
 
 from nanochat_hf import NanoChatConfig, NanoChatForCausalLM, NanoChatModel
@@ -57,27 +56,7 @@ def test_checkpoint_loads_with_remote_code_where_package_is_absent(tiny_config, 
 
 def test_push_to_hub_uploads_the_saved_folder(tiny_config, monkeypatch):
     """The real `push_to_hub` path, intercepted only where it would reach the network."""
-    import huggingface_hub
-
-    uploaded = {}
-
-    def fake_create_repo(self, repo_id, **kwargs):
-        return huggingface_hub.RepoUrl(f"https://huggingface.co/{repo_id}")
-
-    def fake_create_commit(self, repo_id, operations, **kwargs):
-        for op in operations:
-            source = op.path_or_fileobj
-            uploaded[op.path_in_repo] = Path(source).read_bytes() if isinstance(source, str) else source
-        return huggingface_hub.CommitInfo(
-            commit_url=f"https://huggingface.co/{repo_id}/commit/0",
-            commit_message="",
-            commit_description="",
-            oid="0" * 40,
-            pr_url=None,
-        )
-
-    monkeypatch.setattr(huggingface_hub.HfApi, "create_repo", fake_create_repo)
-    monkeypatch.setattr(huggingface_hub.HfApi, "create_commit", fake_create_commit)
+    uploaded = intercept_hub_uploads(monkeypatch)
     NanoChatForCausalLM(tiny_config).push_to_hub("someone/nanochat-tiny")
     assert {"config.json", "model.safetensors", "configuration_nanochat_hf.py", "modeling_nanochat_hf.py"} <= set(
         uploaded

@@ -1,4 +1,4 @@
-"""Trainer callbacks for pretraining: throughput/MFU/ETA, validation bpb, samples, energy.
+"""Trainer callbacks for pretraining: throughput/MFU/ETA, validation bpb, CORE, samples, energy.
 
 Each is a `transformers.TrainerCallback` usable on its own. The metric callbacks add their values to the
 Trainer's logs, so the console printer and every `report_to` integration (TensorBoard, W&B, trackio)
@@ -7,6 +7,7 @@ receive them; add them with `add_metric_callbacks(trainer, ...)`, which places t
 """
 
 from .base import MetricsCallback, add_metric_callbacks
+from .core_eval import CoreEvalCallback
 from .energy import EnergyCallback
 from .samples import NANOCHAT_SAMPLE_PROMPTS, SampleCallback, greedy_completions
 from .throughput import ThroughputCallback, model_flops_per_token
@@ -14,6 +15,7 @@ from .val_bpb import ValBpbCallback, bits_per_byte, bpb_sums
 
 
 __all__ = [
+    "CoreEvalCallback",
     "EnergyCallback",
     "MetricsCallback",
     "NANOCHAT_SAMPLE_PROMPTS",

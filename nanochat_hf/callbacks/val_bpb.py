@@ -72,6 +72,34 @@ def _batched(rows, batch_size: int):
         yield {key: torch.stack([row[key] for row in chunk]) for key in ("input_ids", "shift_labels")}
 
 
+def evaluate_bpb(model, dataset, token_bytes, eval_tokens: int, batch_size: int, autocast_dtype=None) -> float:
+    """bpb over the first rows of `dataset` (this process's share of `eval_tokens`), summed over processes.
+
+    `dataset` yields dicts with `input_ids` and `shift_labels` (e.g. this rank's validation
+    `PretrainDataset`); it is iterated from its start, so every call sees the same rows.
+    """
+    distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+    world_size = torch.distributed.get_world_size() if distributed else 1
+    stream = iter(dataset)
+    first = next(stream)
+    sequence_len = first["input_ids"].numel()
+    rows_per_process = max(1, math.ceil(eval_tokens / (sequence_len * world_size)))
+    rows = itertools.chain([first], itertools.islice(stream, rows_per_process - 1))
+    was_training = model.training
+    model.eval()
+    try:
+        total_nats, total_bytes = bpb_sums(
+            model, _batched(rows, batch_size), torch.as_tensor(token_bytes), autocast_dtype
+        )
+    finally:
+        model.train(was_training)
+    if distributed:
+        # float64 sums travel as they are (gloo and NCCL both reduce float64 and int64).
+        torch.distributed.all_reduce(total_nats)
+        torch.distributed.all_reduce(total_bytes)
+    return bits_per_byte(total_nats, total_bytes)
+
+
 class ValBpbCallback(MetricsCallback):
     """Logs `val_bpb` every `eval_every` steps and at the last step.
 
@@ -96,24 +124,9 @@ class ValBpbCallback(MetricsCallback):
         self.batch_size = batch_size
 
     def evaluate(self, model, args) -> float:
-        stream = iter(self.dataset)  # a fresh pass: the same rows at every evaluation
-        first = next(stream)
-        sequence_len = first["input_ids"].numel()
-        rows_per_process = max(1, math.ceil(self.eval_tokens / (sequence_len * args.world_size)))
-        rows = itertools.chain([first], itertools.islice(stream, rows_per_process - 1))
         batch_size = self.batch_size or args.per_device_eval_batch_size or args.per_device_train_batch_size
         autocast_dtype = torch.bfloat16 if args.bf16 else torch.float16 if args.fp16 else None
-        was_training = model.training
-        model.eval()
-        try:
-            total_nats, total_bytes = bpb_sums(model, _batched(rows, batch_size), self.token_bytes, autocast_dtype)
-        finally:
-            model.train(was_training)
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            # float64 sums travel as they are (gloo and NCCL both reduce float64 and int64).
-            torch.distributed.all_reduce(total_nats)
-            torch.distributed.all_reduce(total_bytes)
-        return bits_per_byte(total_nats, total_bytes)
+        return evaluate_bpb(model, self.dataset, self.token_bytes, self.eval_tokens, batch_size, autocast_dtype)
 
     def on_step_end(self, args, state, control, model=None, **kwargs):
         if state.global_step % self.eval_every == 0 or state.global_step >= state.max_steps:

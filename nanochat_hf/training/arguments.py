@@ -116,6 +116,14 @@ class PretrainArguments(MemoryKnobArguments):
         default=NANOCHAT_EVAL_EVERY, metadata={"help": "Validation bits-per-byte every N steps (0: never)."}
     )
     eval_tokens: int = field(default=NANOCHAT_EVAL_TOKENS, metadata={"help": "Validation tokens per evaluation."})
+    core_every: int = field(
+        default=0,
+        metadata={"help": "CORE every N steps and at the end (0: never; nanochat: 2000). Needs core_bundle."},
+    )
+    core_bundle: str | None = field(
+        default=None, metadata={"help": "DCLM eval bundle for CORE: folder, zip, Hub dataset id, or 'embedded'."}
+    )
+    core_max_per_task: int = field(default=500, metadata={"help": "CORE examples per task (nanochat: 500)."})
     sample_every: int = field(
         default=NANOCHAT_SAMPLE_EVERY, metadata={"help": "Print greedy samples every N steps (0: never)."}
     )

@@ -8,6 +8,8 @@ it, the run's settings and the latest metrics. The stages differ only in their w
 import json
 from pathlib import Path
 
+from ..eval.report import model_card_report_section
+
 
 CARD_TEMPLATE = """---
 library_name: {library}
@@ -98,6 +100,7 @@ def write_model_card(
         settings_table=_table(flatten_settings(settings)),
         metrics_table=_table(sorted(latest_metrics(log_history).items())),
     )
+    card += model_card_report_section(folder)  # a report card written by `nanochat-hf report` stays in
     path = Path(folder) / "README.md"
     path.write_text(card, encoding="utf-8")
     return path

@@ -16,6 +16,7 @@ import torch
 from transformers import TrainingArguments, set_seed
 
 from ..callbacks import EnergyCallback, SampleCallback, ThroughputCallback, ValBpbCallback, add_metric_callbacks
+from ..callbacks.core_eval import CoreEvalCallback
 from ..configuration_nanochat_hf import NanoChatConfig
 from ..data.pretrain import build_pretrain_datasets, load_data_state
 from ..errors import UserInputError
@@ -121,6 +122,19 @@ def build_model(args: PretrainArguments, config: NanoChatConfig, tokenizer) -> N
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     return model
+
+
+def build_core_callback(args: PretrainArguments, tokenizer):
+    """The CORE callback when `core_every` is set (its bundle read, checked and tokenized now), else None."""
+    if args.core_every <= 0:
+        return None
+    if args.core_bundle is None:
+        raise UserInputError(
+            "--core_every needs --core_bundle (a DCLM eval bundle folder, zip, Hub id, or 'embedded')"
+        )
+    return CoreEvalCallback(
+        args.core_bundle, tokenizer, eval_every=args.core_every, max_per_task=args.core_max_per_task
+    )
 
 
 def settle_training_args(
@@ -286,6 +300,7 @@ def run_pretraining(args: PretrainArguments, training_args: TrainingArguments, e
     settle_training_args(
         training_args, micro_batch=micro_batch, accumulation=accumulation, horizon=horizon, memory=memory
     )
+    core_callback = build_core_callback(args, tokenizer)  # the bundle is checked before the model is built
     model = build_model(args, config, tokenizer)
     if args.fp8:
         enable_fp8(model)
@@ -328,6 +343,8 @@ def run_pretraining(args: PretrainArguments, training_args: TrainingArguments, e
         callbacks.append(
             ValBpbCallback(val_dataset, token_bytes, eval_every=args.eval_every, eval_tokens=args.eval_tokens)
         )
+    if core_callback is not None:
+        callbacks.append(core_callback)
     if args.sample_every > 0:
         callbacks.append(
             SampleCallback(
