@@ -140,7 +140,7 @@ class PreparedTask:
 def prepare_core(bundle: EvalBundle, tokenizer, max_per_task: int = -1) -> list[PreparedTask]:
     """Select and tokenize every task's examples (no model needed: problems surface before model work)."""
     bos_id = bos_token_id(tokenizer)
-    encode = make_batch_encoder(tokenizer)
+    encode = make_batch_encoder(tokenizer).encode_batch
     prepared = []
     for task in bundle.tasks:
         data = task.select(max_per_task)
