@@ -465,3 +465,15 @@ def test_flushing_less_often_hides_the_host_sum_on_a_fast_gpu():
     # The price is GPU memory: every parameter's bf16 gradient stays on the GPU between flushes.
     extra = sixteen.memory.static.gpu_gradients - every.memory.static.gpu_gradients
     assert extra == 2 * param_counts(D32).total - every.memory.static.gpu_gradients
+
+
+def test_the_plan_suggests_a_flush_schedule_only_where_the_cpu_sum_shows():
+    fast = make_plan(32, "h100-sxm", memory_mode="12gb")
+    [note] = [n for n in fast.notes if "grad_flush_every" in n]
+    k = int(note.split("`grad_flush_every: ")[1].split("`")[0])
+    assert k > 1
+    tuned = make_plan(32, "h100-sxm", memory_mode="12gb", knob_overrides={"grad_flush_every": k})
+    assert tuned.chosen_time.optimizer_step_seconds < fast.chosen_time.optimizer_step_seconds
+    assert tuned.fits and not any("grad_flush_every" in n for n in tuned.notes)
+    # On a 4070 a micro-step outlasts the CPU sum: nothing to suggest.
+    assert not any("grad_flush_every" in n for n in make_plan(32, "rtx4070").notes)
