@@ -112,7 +112,9 @@ class NanoChatHFConfig(PretrainedConfig):
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 raise ValueError(f"NanoChatHFConfig: `{name}` must be a positive integer, got {value!r}")
         if self.n_embd % self.n_head != 0:
-            raise ValueError(f"NanoChatHFConfig: `n_embd` ({self.n_embd}) must be divisible by `n_head` ({self.n_head})")
+            raise ValueError(
+                f"NanoChatHFConfig: `n_embd` ({self.n_embd}) must be divisible by `n_head` ({self.n_head})"
+            )
         if self.head_dim * self.n_head != self.n_embd:
             raise ValueError(
                 f"NanoChatHFConfig: `head_dim` ({self.head_dim}) x `n_head` ({self.n_head}) must equal "

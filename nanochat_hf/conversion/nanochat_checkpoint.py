@@ -88,7 +88,9 @@ def config_from_meta(meta: dict, meta_path: Path) -> NanoChatHFConfig:
         )
     try:
         # Generation 1 keeps its rotary tables in bfloat16; we reproduce that exactly.
-        return NanoChatHFConfig(**{k: model_config[k] for k in META_CONFIG_KEYS}, head_dim=None, rotary_dtype="bfloat16")
+        return NanoChatHFConfig(
+            **{k: model_config[k] for k in META_CONFIG_KEYS}, head_dim=None, rotary_dtype="bfloat16"
+        )
     except ValueError as err:
         raise UserInputError(f"{meta_path}: invalid 'model_config': {err}") from None
 
