@@ -105,11 +105,11 @@ def section_offload(shapes: dict, device: str) -> dict:
 def _random_model(depth: int, vocab_size: int, seq_len: int, device):
     import torch
 
-    from nanochat_hf import NanoChatConfig, NanoChatForCausalLM
+    from nanochat_hf import NanoChatHFConfig, NanoChatHFForCausalLM
 
     torch.manual_seed(0)
-    config = NanoChatConfig.from_depth(depth, vocab_size=vocab_size, sequence_len=seq_len)
-    model = NanoChatForCausalLM(config)
+    config = NanoChatHFConfig.from_depth(depth, vocab_size=vocab_size, sequence_len=seq_len)
+    model = NanoChatHFForCausalLM(config)
     with torch.no_grad():  # nanochat zero-inits the head and projections; random weights exercise everything
         for param in model.parameters():
             param.normal_(0, 0.02)
@@ -195,9 +195,9 @@ def section_decode(shapes: dict, device: str) -> dict:
 
 
 def section_generation2(shapes: dict, device: str) -> dict:
-    from nanochat_hf import NanoChatConfig
+    from nanochat_hf import NanoChatHFConfig
 
-    if not hasattr(NanoChatConfig(), "generation"):
+    if not hasattr(NanoChatHFConfig(), "generation"):
         return {"not_run": "the installed package has no generation-2 model yet", "targets": {}}
     return {"not_run": "generation-2 measurements are not part of this script yet", "targets": {}}
 

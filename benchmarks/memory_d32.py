@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from nanochat_hf import NanoChatConfig, NanoChatForCausalLM  # noqa: E402
+from nanochat_hf import NanoChatHFConfig, NanoChatHFForCausalLM  # noqa: E402
 from nanochat_hf.defaults import SEQUENCE_LEN, TOTAL_BATCH_SIZE, VOCAB_SIZE  # noqa: E402
 from nanochat_hf.optim.offload import OffloadedMuonAdamW  # noqa: E402
 from nanochat_hf.planning.flops import ModelShape  # noqa: E402
@@ -134,7 +134,7 @@ def main(argv=None) -> int:
     else:
         name = "CPU"
     knobs = MEMORY_MODES[args.mode]
-    config = NanoChatConfig.from_depth(args.depth, vocab_size=args.vocab_size, sequence_len=args.seq_len)
+    config = NanoChatHFConfig.from_depth(args.depth, vocab_size=args.vocab_size, sequence_len=args.seq_len)
     shape = ModelShape.from_config(config)
     default_accum = TOTAL_BATCH_SIZE // (args.micro_batch * args.seq_len)
     print(
@@ -144,7 +144,7 @@ def main(argv=None) -> int:
 
     build_start = time.perf_counter()
     torch.manual_seed(0)
-    model = NanoChatForCausalLM(config)  # fp32 on the CPU: exact masters
+    model = NanoChatHFForCausalLM(config)  # fp32 on the CPU: exact masters
     model.loss_chunk_size = knobs.loss_chunk_size or None
     if knobs.activation_checkpointing == "block":
         model.activation_checkpointing_enable({"use_reentrant": False})

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from nanochat_hf import NanoChatConfig, NanoChatForCausalLM
+from nanochat_hf import NanoChatHFConfig, NanoChatHFForCausalLM
 from nanochat_hf.cli import main as cli_main
 from nanochat_hf.errors import UserInputError
 from nanochat_hf.planning.choice import require_fit
@@ -72,14 +72,14 @@ def test_d21_is_planned_with_the_2026_width_and_says_so():
 
 def test_flops_formula_on_a_real_model():
     # 6 * (N - N_wte) + 12 * L * H * hd * T with N counted from a built model (nanochat's estimate_flops)
-    config = NanoChatConfig(n_layer=3, n_embd=128, n_head=2, n_kv_head=1, vocab_size=300, sequence_len=48)
-    model = NanoChatForCausalLM(config)
+    config = NanoChatHFConfig(n_layer=3, n_embd=128, n_head=2, n_kv_head=1, vocab_size=300, sequence_len=48)
+    model = NanoChatHFForCausalLM(config)
     n_total = sum(p.numel() for p in model.parameters())
     n_wte = model.transformer.wte.weight.numel()
     shape = ModelShape.from_config(config)
     assert param_counts(shape).total == n_total == model.num_parameters()
     assert flops_per_token(shape) == 6 * (n_total - n_wte) + 12 * 3 * 2 * 64 * 48
-    assert ModelShape.from_config(NanoChatConfig.from_depth(26)) == ModelShape.from_depth(26)
+    assert ModelShape.from_config(NanoChatHFConfig.from_depth(26)) == ModelShape.from_depth(26)
 
 
 def test_tokens_option_rounds_down_to_whole_steps():

@@ -12,7 +12,7 @@ import torch
 from helpers import REMOTE_LOAD_SCRIPT, KillAtStep, tiny_pretrain_argv
 from transformers import TrainerCallback
 
-from nanochat_hf import NanoChatConfig, NanoChatForCausalLM
+from nanochat_hf import NanoChatHFConfig, NanoChatHFForCausalLM
 from nanochat_hf.errors import UserInputError
 from nanochat_hf.planning.flops import ModelShape, flops_per_token
 from nanochat_hf.training import NonFiniteLossError, parse_pretrain_arguments, run_pretraining
@@ -256,9 +256,9 @@ def test_dry_runs_of_the_shipped_configs_print_the_pinned_numbers(config, tmp_pa
 def test_a_run_has_one_sequence_length(tmp_path, tokenizer_dir, capsys):
     """Continuing a 32-token model on 16-token rows: FLOPs, memory and data all use the rows' 16."""
     base = tmp_path / "base"
-    NanoChatForCausalLM(NanoChatConfig.from_depth(2, vocab_size=512, sequence_len=32)).save_pretrained(base)
+    NanoChatHFForCausalLM(NanoChatHFConfig.from_depth(2, vocab_size=512, sequence_len=32)).save_pretrained(base)
     run(tiny_args(tmp_path / "run", tokenizer_dir, depth=None, model_name_or_path=base, sequence_len=16, dry_run=True))
     out = capsys.readouterr().out
-    shape = ModelShape.from_config(NanoChatConfig.from_depth(2, vocab_size=512, sequence_len=16))
+    shape = ModelShape.from_config(NanoChatHFConfig.from_depth(2, vocab_size=512, sequence_len=16))
     assert f"flops_per_token              {flops_per_token(shape):,}" in out
     assert "sequence_len                 16" in out and "gradient_accumulation_steps  4" in out
