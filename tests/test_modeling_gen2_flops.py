@@ -72,3 +72,11 @@ def test_window_term_and_scaling_params_by_hand():
     assert counts.matmul == counts.scaling + 24  # the smear gate is a Linear
     gen1 = ModelShape.from_depth(32)
     assert attention_flops_per_token(gen1) == 12 * 32 * 16 * 128 * 2048  # no windows in generation 1
+
+
+def test_throughput_callback_counts_generation2_flops():
+    from nanochat_hf.callbacks.throughput import model_flops_per_token
+
+    with torch.device("meta"):
+        model = NanoChatHFForCausalLM(NanoChatHFConfig.from_preset("d24", generation=2))
+    assert model_flops_per_token(model, 2048) == PUBLISHED[24][1]
