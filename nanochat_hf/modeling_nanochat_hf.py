@@ -413,7 +413,7 @@ class NanoChatHFModel(NanoChatHFPreTrainedModel):
             first = past_seen if not starts_fresh else past_seen + 1
             previous_is_real = attention_mask[:, first - 1 : first - 1 + gate.shape[1]]
             gate = gate * previous_is_real[..., None].to(gate.dtype)
-        smeared = embedded[:, -gate.shape[1] :] + gate * previous
+        smeared = embedded[:, embedded.shape[1] - gate.shape[1] :] + gate * previous
         if starts_fresh:
             return torch.cat([embedded[:, :1], smeared], dim=1)
         return smeared

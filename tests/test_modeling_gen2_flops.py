@@ -6,6 +6,7 @@ import torch
 from nanochat_gen2_reference import nanochat_gpt
 
 from nanochat_hf import NanoChatHFConfig, NanoChatHFForCausalLM
+from nanochat_hf.callbacks.throughput import model_flops_per_token
 from nanochat_hf.optim.scaling_gen2 import gen2_scaling_params
 from nanochat_hf.planning.flops import (
     ModelShape,
@@ -75,8 +76,6 @@ def test_window_term_and_scaling_params_by_hand():
 
 
 def test_throughput_callback_counts_generation2_flops():
-    from nanochat_hf.callbacks.throughput import model_flops_per_token
-
     with torch.device("meta"):
         model = NanoChatHFForCausalLM(NanoChatHFConfig.from_preset("d24", generation=2))
     assert model_flops_per_token(model, 2048) == PUBLISHED[24][1]
