@@ -109,14 +109,32 @@ def test_gradient_checkpointing_gives_the_same_gradients():
     assert grads[0]["transformer.smear_lambda"].abs().sum() > 0
 
 
+def use_backend(model, attn_implementation):
+    """Switch the attention backend, skipping where this machine lacks it (flash-attn not installed, ...)."""
+    try:
+        model.set_attn_implementation(attn_implementation)
+    except (ImportError, ValueError) as err:
+        pytest.skip(f"{attn_implementation} is not available here: {err}")
+    return model
+
+
 @pytest.mark.gpu
-@pytest.mark.parametrize("attn_implementation", ["flex_attention", "flash_attention_2"])
-def test_cuda_backends_decode_like_sdpa(attn_implementation):
+def test_flex_attention_decodes_like_sdpa():
     model = gen2_model(seed=6).to("cuda")
     prompt = random_ids(1, 100, seed=8).cuda()
-    expected = greedy(model, prompt, 70)
-    if attn_implementation == "flash_attention_2":
-        model = model.to(torch.bfloat16)
-        expected = greedy(model, prompt, 70)
-    model.set_attn_implementation(attn_implementation)
-    assert torch.equal(greedy(model, prompt, 70), expected)
+    expected = greedy(model, prompt, 70)  # 40 tokens past the short window
+    assert torch.equal(greedy(use_backend(model, "flex_attention"), prompt, 70), expected)
+
+
+@pytest.mark.gpu
+def test_flash_attention_2_windows_match_sdpa_in_bfloat16():
+    model = gen2_model(seed=7).to("cuda", torch.bfloat16)
+    ids = random_ids(2, 200, seed=9).cuda()
+    with torch.no_grad():
+        expected = model(ids).logits
+        got = use_backend(model, "flash_attention_2")(ids).logits
+        # Prefill then cached decoding through the flash path stays close to one forward.
+        prefix = model(ids[:, :150], use_cache=True)
+        step = model(ids[:, 150:151], cache=prefix.cache, use_cache=True).logits
+    assert (got - expected).abs().max() < 0.25  # bfloat16 kernels; soft-capped logits span (-15, 15)
+    assert (step[:, -1] - got[:, 150]).abs().max() < 0.25
