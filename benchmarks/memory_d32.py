@@ -21,6 +21,7 @@ micro-steps (the first step is a warm-up; times come from the others). It prints
 """
 
 import argparse
+import json
 import os
 import statistics
 import sys
@@ -117,6 +118,7 @@ def main(argv=None) -> int:
     parser.add_argument("--mode", choices=["12gb", "8gb"], default="12gb")
     parser.add_argument("--cap-gib", type=float, default=12.0, help="per-process GPU memory cap")
     parser.add_argument("--device", default="cuda")
+    parser.add_argument("--json", help="also write the measured and planned figures to this JSON file")
     args = parser.parse_args(argv)
 
     device = torch.device(args.device)
@@ -212,7 +214,28 @@ def main(argv=None) -> int:
             + ("fits" if peak <= args.cap_gib * GIB else "OVER THE CAP")
         )
     else:
+        peak = None
         print("  peak GPU memory: n/a on the CPU")
+    if args.json:
+        results = {
+            "device": name,
+            "depth": args.depth,
+            "mode": args.mode,
+            "cap_gib": args.cap_gib if device.type == "cuda" else None,
+            "micro_step_s": micro,
+            "compute_only_micro_step_s": compute_only,
+            "final_summing_wait_s": finish,
+            "optimizer_step_s": optimizer_step,
+            "default_accumulation": default_accum,
+            "overhead_fraction": overhead,
+            "activations_measured_bytes": activations,
+            "activations_planned_bytes": [compiled, eager],
+            "activation_ratio_to_eager_plan": activations / eager,
+            "static_gpu_planned_bytes": static.gpu_total,
+            "cpu_state_planned_bytes": static.cpu_total,
+            "peak_reserved_bytes": peak,
+        }
+        Path(args.json).write_text(json.dumps(results, indent=2))
     return 0
 
 

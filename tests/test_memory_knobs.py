@@ -246,6 +246,12 @@ def test_12gb_mode_matches_full_mode_quality_after_200_steps(tmp_path, tokenizer
     assert all(entry["grad_norm"] > 0 for entry in offload_log)
 
 
+def test_grad_flush_every_reaches_the_offload_engine(tmp_path, tokenizer_dir):
+    inspect, log = run(recipe_argv(tmp_path / "run", tokenizer_dir, memory_mode="12gb", grad_flush_every=2))
+    assert isinstance(inspect.optimizer, OffloadedMuonAdamW) and inspect.optimizer.flush_every == 2
+    assert log[-1]["loss"] < log[0]["loss"]
+
+
 def test_8gb_mode_is_12gb_with_activation_checkpointing(tmp_path, tokenizer_dir):
     twelve, twelve_log = run(recipe_argv(tmp_path / "12gb", tokenizer_dir, memory_mode="12gb"))
     eight, eight_log = run(recipe_argv(tmp_path / "8gb", tokenizer_dir, memory_mode="8gb"))

@@ -142,6 +142,8 @@ def measure_offload_modes(config: NanoChatHFConfig, knobs: MemoryKnobs) -> dict[
         or int(name.split(".")[2]) < min(knobs.grad_bucket_layers, config.n_layer)
     ]
     pinned = [torch.empty_like(grad, device="cpu") for grad in bucket]
+    if knobs.grad_flush_every > 1:  # between flushes every gradient stays on the GPU; staging stays a bucket
+        bucket = [p.grad for p in gpu_model.parameters()]
     # fp32 accumulators on the CPU receive the streamed bf16 gradients; the optimizer steps the master.
     for master_param, gpu_param in zip(master.parameters(), gpu_model.parameters(), strict=True):
         master_param.grad = torch.zeros_like(master_param, dtype=torch.float32)
@@ -174,11 +176,12 @@ def test_static_memory_is_exact_to_the_byte(config_kwargs, mode):
         dict(muon_momentum="8bit"),  # 8-bit Muon momentum alone, fp32 AdamW
         dict(adamw_state="8bit", weight_cast_copies=True),
         dict(grad_bucket_layers=1),
+        dict(grad_flush_every=4),
     ],
 )
 def test_single_knobs_are_exact_to_the_byte(overrides):
     config = NanoChatHFConfig(**TINY_CONFIGS[1])
-    mode = "12gb" if "grad_bucket_layers" in overrides else "24gb"
+    mode = "12gb" if {"grad_bucket_layers", "grad_flush_every"} & set(overrides) else "24gb"
     knobs = dataclasses.replace(MEMORY_MODES[mode], **{"muon_momentum": "full", "adamw_state": "full", **overrides})
     measured = (measure_offload_modes if knobs.offloads else measure_on_gpu_modes)(config, knobs)
     assert dataclasses.asdict(static_memory(ModelShape.from_config(config), knobs)) == measured
@@ -237,6 +240,8 @@ def test_knobs_for_mode_overrides_and_errors():
         (dict(muon_momentum="4bit"), "muon_momentum"),
         (dict(micro_batch=0), "micro_batch"),
         (dict(grad_bucket_layers=0), "grad_bucket_layers"),
+        (dict(grad_flush_every=2), "only applies to `grad_accumulation: cpu`"),
+        (dict(grad_flush_every=0), "grad_flush_every"),
     ],
 )
 def test_quality_rules_and_bad_values_are_refused(kwargs, message):

@@ -18,7 +18,7 @@ from transformers import TrainingArguments, set_seed
 from ..callbacks import EnergyCallback, SampleCallback, ThroughputCallback, ValBpbCallback, add_metric_callbacks
 from ..callbacks.core_eval import CoreEvalCallback
 from ..configuration_nanochat_hf import NanoChatHFConfig
-from ..data.pretrain import build_pretrain_datasets, load_data_state
+from ..data.pretrain import DEFAULT_PACKING, build_pretrain_datasets, load_data_state
 from ..errors import UserInputError
 from ..loading import check_vocabulary, open_config, open_model, open_tokenizer
 from ..modeling_nanochat_hf import NanoChatHFForCausalLM
@@ -62,6 +62,11 @@ def resolve_model_config(args: PretrainArguments, vocab_size: int) -> NanoChatHF
         return NanoChatHFConfig.from_depth(args.depth, vocab_size=vocab_size, sequence_len=args.sequence_len)
     except ValueError as err:
         raise UserInputError(f"--depth/--preset: {err}") from None
+
+
+def resolve_packing(args: PretrainArguments, config: NanoChatHFConfig) -> str:
+    """The row packing: as set, or (auto) the model generation's own, nanochat's streaming rows for generation 1."""
+    return DEFAULT_PACKING[getattr(config, "generation", 1)] if args.packing == "auto" else args.packing
 
 
 def run_shape(args: PretrainArguments, config: NanoChatHFConfig) -> ModelShape:
@@ -190,7 +195,11 @@ def describe(
             "decided_by": horizon.source,
             "total_flops": float(horizon.flops_per_token) * horizon.tokens,
         },
-        "data": {"dataset": args.dataset, "tokenizer": args.tokenizer_name_or_path or "trained on the dataset"},
+        "data": {
+            "dataset": args.dataset,
+            "packing": resolve_packing(args, config),
+            "tokenizer": args.tokenizer_name_or_path or "trained on the dataset",
+        },
         **({"memory": {**memory.describe(), "fp8": args.fp8}} if memory is not None else {}),
         "optimizer": {
             "matrix_lr": args.matrix_lr,
@@ -295,7 +304,13 @@ def run_pretraining(args: PretrainArguments, training_args: TrainingArguments, e
 
     # Open the data before building anything large: a bad path or a missing column fails here.
     train_dataset, val_dataset = build_pretrain_datasets(
-        args.dataset, tokenizer, shape.sequence_len, rank=rank, world_size=world_size, seed=training_args.data_seed
+        args.dataset,
+        tokenizer,
+        shape.sequence_len,
+        rank=rank,
+        world_size=world_size,
+        seed=training_args.data_seed,
+        packing=resolve_packing(args, config),
     )
     settle_training_args(
         training_args, micro_batch=micro_batch, accumulation=accumulation, horizon=horizon, memory=memory
