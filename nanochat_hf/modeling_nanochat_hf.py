@@ -456,7 +456,7 @@ class NanoChatHFModel(NanoChatHFPreTrainedModel):
 
         hidden_states = rms_norm(inputs_embeds, self.config.rms_norm_eps)  # norm right after the embedding
         if self.smear_gate is not None:
-            hidden_states = self._smear(hidden_states, attention_mask, cache if use_cache else None, past_seen)
+            hidden_states = self._smear(hidden_states, attention_mask, cache, past_seen)
         x0 = hidden_states
         backout = None
         all_hidden_states = [hidden_states] if output_hidden_states else None

@@ -8,6 +8,7 @@ MFU all use it), choose the memory mode, settle batch and horizon, then (unless 
 data, settle the `TrainingArguments` in one place, build the model and train.
 """
 
+import dataclasses
 import logging
 import os
 from pathlib import Path
@@ -123,15 +124,7 @@ def gen2_horizon(training: Gen2Training, num_params: int, flops: int) -> Horizon
 
 def run_shape(args: PretrainArguments, config: NanoChatHFConfig) -> ModelShape:
     """The model as this run trains it: its shapes, at the run's rows of `sequence_len` tokens."""
-    return ModelShape(
-        config.n_layer,
-        config.n_embd,
-        config.n_head,
-        config.n_kv_head,
-        config.head_dim,
-        config.vocab_size,
-        args.sequence_len,
-    )
+    return dataclasses.replace(ModelShape.from_config(config), sequence_len=args.sequence_len)
 
 
 def load_or_train_tokenizer(args: PretrainArguments, output_dir: str, is_main_process: bool):
