@@ -54,6 +54,9 @@ def test_the_speedrun_dry_run_prints_nanochats_d24_plan(capsys):
     for expected in (
         "generation                   2",
         "parameters                   1,384,122,122",
+        "flops_per_token              4,775,225,616",
+        "total_flops                  2.7880e+19",
+        "FLOPs: 4,775,225,616 per token, 2.7880e+19 in all",
         "tokens_per_step              1,048,576",
         "steps                        5,568",
         "total_tokens                 5,838,471,168",
