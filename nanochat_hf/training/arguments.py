@@ -91,6 +91,22 @@ class PretrainArguments(MemoryKnobArguments):
     unembedding_lr: float = field(
         default=0.004, metadata={"help": "AdamW learning rate of lm_head (times (d/768)^-0.5)."}
     )
+    sharded_optimizer: str = field(
+        default="auto",
+        metadata={
+            "help": "auto | muon | replicated | adamw. Which optimizer a multi-process run uses. auto: nanochat's "
+            "Muon+AdamW replicated under DDP, sharded Muon under FSDP2 (FSDP1/DeepSpeed stop with a message); "
+            "muon: Muon+AdamW with its state sharded 1/N per process (DDP: ZeRO-2 style; FSDP2); replicated: every "
+            "DDP process keeps the whole state; adamw: the explicit AdamW-only fallback (any layout)."
+        },
+    )
+    adamw_matrix_lr: float | None = field(
+        default=None,
+        metadata={
+            "help": "Block-matrix LR of the AdamW fallback (sharded_optimizer adamw). Default 6e-4 x (d/768)^-0.5: "
+            "AdamW steps every weight by ~its LR, Muon at 0.02 by ~0.02/sqrt(d), so Muon's LR is far too high."
+        },
+    )
     warmup_ratio: float = field(default=0.0, metadata={"help": "Fraction of steps of linear LR warm-up."})
     warmdown_ratio: float = field(default=0.2, metadata={"help": "Fraction of steps of linear LR warm-down."})
     final_lr_frac: float = field(default=0.0, metadata={"help": "LR multiplier reached at the last step."})

@@ -196,6 +196,7 @@ def describe(
             "matrix_lr": args.matrix_lr,
             "embedding_lr": args.embedding_lr,
             "unembedding_lr": args.unembedding_lr,
+            "sharded_optimizer": args.sharded_optimizer,
             "warmup_ratio": args.warmup_ratio,
             "warmdown_ratio": args.warmdown_ratio,
             "final_lr_frac": args.final_lr_frac,
@@ -326,6 +327,8 @@ def run_pretraining(args: PretrainArguments, training_args: TrainingArguments, e
             "matrix_lr": args.matrix_lr,
             "embedding_lr": args.embedding_lr,
             "unembedding_lr": args.unembedding_lr,
+            "sharded_optimizer": args.sharded_optimizer,
+            "adamw_matrix_lr": args.adamw_matrix_lr,
         },
         schedule_settings={
             "warmup_ratio": args.warmup_ratio,
