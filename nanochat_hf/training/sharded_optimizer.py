@@ -166,6 +166,7 @@ class ShardedOptimizerCheckpoints:
                 self.accelerator.state.fsdp_plugin, self.accelerator, self.model, output_dir, **get_fsdp_ckpt_kwargs()
             )
         rank, world_size = sharded.rank, sharded.world_size
+        Path(output_dir).mkdir(parents=True, exist_ok=True)  # the main process may not have made it yet
         _save_atomically(sharded.state_dict(), Path(output_dir) / SHARD_FILE.format(rank=rank, world_size=world_size))
         if self.args.should_save:
             shards = [SHARD_FILE.format(rank=r, world_size=world_size) for r in range(world_size)]
@@ -193,7 +194,8 @@ class ShardedOptimizerCheckpoints:
                 f"{checkpoint}: expected {shard.name} for rank {sharded.rank} of {sharded.world_size} processes, found "
                 f"{found}; resume a sharded run with the number of processes and sharded_optimizer it was saved with"
             )
-        sharded.load_state_dict(torch.load(shard, map_location=self.args.device, weights_only=True))
+        # On the CPU; load_state_dict moves each state tensor to its parameter's device.
+        sharded.load_state_dict(torch.load(shard, map_location="cpu", weights_only=True))
         self.lr_scheduler.load_state_dict(torch.load(Path(checkpoint) / SCHEDULER_NAME, weights_only=True))
         return None
 
