@@ -3,7 +3,8 @@
 `python -m torch.distributed.run --nproc_per_node 2 tests/sharded_worker.py '<json>'` trains a tiny model
 with DDP or FSDP2 (gloo, CPU) and the sharded optimizer; `train(...)` called in-process with layout
 "single" is the reference: the same global batch as gradient accumulation over the ranks' halves.
-The JSON settings: generation (1 | 2), layout (single | ddp | fsdp2), steps, out (a JSON file for the
+The JSON settings: generation (1 | 2), layout (single | ddp | fsdp2), steps, n_layer (generation 1; 2 by
+default: 3 gives every matrix shape an odd count, shared unevenly by 2 ranks), out (a JSON file for the
 losses and per-rank optimizer-state bytes), and optionally save_dir + save_at (write the model and this
 rank's optimizer state after that step, then stop) or resume_dir (load them, then train to `steps`).
 """
@@ -32,14 +33,14 @@ from nanochat_hf.optim.sharded import shard_optimizer  # noqa: E402
 ROWS, SEQUENCE, VOCAB = 4, 16, 256  # a global batch of 4 rows, split over the processes
 
 
-def gen1_config() -> NanoChatConfig:
-    return NanoChatConfig(n_layer=2, n_embd=64, n_head=4, n_kv_head=2, vocab_size=VOCAB, sequence_len=SEQUENCE)
+def gen1_config(n_layer: int = 2) -> NanoChatConfig:
+    return NanoChatConfig(n_layer=n_layer, n_embd=64, n_head=4, n_kv_head=2, vocab_size=VOCAB, sequence_len=SEQUENCE)
 
 
-def build_model(generation: int) -> torch.nn.Module:
+def build_model(generation: int, n_layer: int = 2) -> torch.nn.Module:
     torch.manual_seed(0)
     if generation == 1:
-        return NanoChatForCausalLM(gen1_config()).float()
+        return NanoChatForCausalLM(gen1_config(n_layer)).float()
     # 4 layers: two value-embedding layers, so every Muon shape has an even number of matrices.
     return randomize(Gen2ShapedStandIn(n_layer=4, n_embd=32, n_head=2, vocab_size=VOCAB))
 
@@ -74,7 +75,7 @@ def train(settings: dict) -> dict:
     generation, layout, steps = settings["generation"], settings["layout"], settings["steps"]
     distributed = layout != "single"
     rank, world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
-    model = build_model(generation)
+    model = build_model(generation, settings.get("n_layer", 2))
     start = 0
     if settings.get("resume_dir"):
         saved = torch.load(Path(settings["resume_dir"]) / "model.pt", weights_only=True)
@@ -118,7 +119,7 @@ def train(settings: dict) -> dict:
         if settings.get("save_at") == step + 1:
             save(settings["save_dir"], model, optimizer, step + 1, rank, layout)
             break
-    return {"losses": losses, "state_bytes": state_bytes(optimizer), "rank": rank}
+    return {"losses": losses, "state_bytes": state_bytes(optimizer), "rank": rank, "world_size": world}
 
 
 def save(folder: str, model, optimizer, step: int, rank: int, layout: str) -> None:

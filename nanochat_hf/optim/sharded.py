@@ -8,8 +8,10 @@ process's share of the state (the Trainer saves one file per process, see `train
 
 Who owns what, with N processes:
 - **Muon matrices**: whole matrices. In every Muon group (matrices of one shape) matrix i belongs to rank
-  i mod N (round-robin), so every rank owns the same number of matrices of every size and exactly 1/N of
-  the momentum buffers. The group's matrix count must be a multiple of N (checked at construction).
+  i mod N (round-robin). When N divides every group's matrix count, every rank owns the same number of
+  matrices of every size and exactly 1/N of the momentum buffers. Otherwise the first ranks own one matrix
+  more of some shapes and the all-gather pads the others' stacks with zeros, as nanochat does (d20 has 20
+  matrices of each shape: 8 GPUs own 3, 3, 3, 3, 2, 2, 2, 2); `even_shards=True` refuses that instead.
 - **AdamW tensors**: rows. A tensor whose first dimension is a multiple of N is split into N row blocks,
   rank r updating and keeping `exp_avg`/`exp_avg_sq` for block r; any other (small) tensor is updated
   identically on every rank (its state replicated). `step` counters are replicated (4 bytes each).
@@ -53,7 +55,7 @@ def _world(process_group) -> tuple[int, int]:
     return dist.get_rank(process_group), dist.get_world_size(process_group)
 
 
-def check_shardable(param_groups: list[dict[str, Any]], world_size: int, *, where: str) -> None:
+def check_shardable(param_groups: list[dict[str, Any]], world_size: int, *, where: str, even: bool = True) -> None:
     """Clear errors, before any update, for groups that sharded Muon cannot split across `world_size`."""
     for group in param_groups:
         if group["kind"] != "muon":
@@ -65,11 +67,12 @@ def check_shardable(param_groups: list[dict[str, Any]], world_size: int, *, wher
                     "sharded Muon gives each process whole 2-D matrices, so every Muon parameter must be one"
                 )
         count = len(group["params"])
-        if count % world_size:
+        if even and count % world_size:
             raise UserInputError(
                 f"{where}: Muon group {group['name']!r} has {count} matrices, which {world_size} processes cannot "
                 f"share round-robin (each process owns whole matrices, the same number of each shape): use a "
-                f"number of processes that divides {count}, or sharded_optimizer: replicated (DDP) / adamw"
+                f"number of processes that divides {count}, allow uneven shares (even_shards=False), or "
+                "sharded_optimizer: replicated (DDP) / adamw"
             )
 
 
@@ -84,12 +87,15 @@ class ShardedStepMixin:
 
     is_sharded = True
 
-    def __init__(self, params, *, process_group=None, average_gradients: bool = False, **kwargs):
+    def __init__(
+        self, params, *, process_group=None, average_gradients: bool = False, even_shards: bool = False, **kwargs
+    ):
         self.process_group = process_group
         self.average_gradients = average_gradients
+        self.even_shards = even_shards
         self.rank, self.world_size = _world(process_group)
         super().__init__(params, **kwargs)
-        check_shardable(self.param_groups, self.world_size, where=type(self).__name__)
+        check_shardable(self.param_groups, self.world_size, where=type(self).__name__, even=even_shards)
 
     # ---- who owns what
 
@@ -169,14 +175,17 @@ class ShardedStepMixin:
     def _ddp_muon_step(self, group: dict[str, Any]) -> None:
         params = group["params"]
         self._owner_only_muon_step(group, [self.owns_matrix(i) for i in range(len(params))])
-        mine = params[self.rank :: self.world_size]
-        if not mine:
+        if not params:
             return
-        stack = torch.stack([p.detach() for p in mine])
+        # Every rank sends the same number of matrices: ranks owning one fewer pad with zeros.
+        slots = math.ceil(len(params) / self.world_size)
+        stack = params[0].new_zeros((slots, *params[0].shape))
+        for slot, param in enumerate(params[self.rank :: self.world_size]):
+            stack[slot] = param.detach()
         gathered = [torch.empty_like(stack) for _ in range(self.world_size)]
         dist.all_gather(gathered, stack, group=self.process_group)
         for rank, stacked in enumerate(gathered):
-            for param, value in zip(params[rank :: self.world_size], stacked.unbind(0), strict=True):
+            for param, value in zip(params[rank :: self.world_size], stacked.unbind(0), strict=False):
                 param.detach().copy_(value)
 
     def _fsdp_muon_step(self, group: dict[str, Any]) -> None:
@@ -279,7 +288,7 @@ class ShardedNanoChatGen2MuonAdamW(ShardedStepMixin, NanoChatGen2MuonAdamW):
     float32_adamw = True
 
 
-def shard_optimizer(optimizer, *, process_group=None, average_gradients: bool = False):
+def shard_optimizer(optimizer, *, process_group=None, average_gradients: bool = False, even_shards: bool = False):
     """The sharded twin of a built `NanoChatMuonAdamW` / `NanoChatGen2MuonAdamW` (same groups and settings).
 
     Build the sharded optimizer after the model is wrapped (DDP) or sharded (FSDP2's `fully_shard`), from
@@ -297,11 +306,14 @@ def shard_optimizer(optimizer, *, process_group=None, average_gradients: bool = 
             groups,
             process_group=process_group,
             average_gradients=average_gradients,
+            even_shards=even_shards,
             stack_matrices=optimizer.stack_matrices,
             compile=optimizer._muon_update is not muon_update_,
         )
     if type(optimizer) is NanoChatMuonAdamW:
-        return ShardedNanoChatMuonAdamW(groups, process_group=process_group, average_gradients=average_gradients)
+        return ShardedNanoChatMuonAdamW(
+            groups, process_group=process_group, average_gradients=average_gradients, even_shards=even_shards
+        )
     raise UserInputError(
         f"sharded Muon: cannot shard a {type(optimizer).__name__}; expected nanochat's NanoChatMuonAdamW or "
         "NanoChatGen2MuonAdamW (the memory-mode optimizers keep their own state layout and are not sharded)"

@@ -1,8 +1,9 @@
 """Optimizer state per process and communication per step of a sharded run (torch-free).
 
 `sharded_optimizer_state_bytes` is the byte model of `nanochat_hf/optim/sharded.py`'s layout, exact
-(tested against the bytes of real tensors): with N processes each rank holds the momentum of 1/N of the
-Muon matrices (round-robin inside each shape) and 1/N of the rows of each AdamW tensor whose first
+(tested against the bytes of real tensors): with N processes each rank holds the momentum of its Muon
+matrices (round-robin inside each shape: 1/N of them when N divides each shape's count, else the first
+ranks one more) and 1/N of the rows of each AdamW tensor whose first
 dimension N divides (the others whole), plus every AdamW tensor's 4-byte `step`.
 
 `communication_bytes_per_step` is what one rank sends and receives per optimizer step for each layout,
@@ -36,9 +37,11 @@ def _state_dtype(group: str, knobs: MemoryKnobs) -> str:
     return knobs.embedding_dtype if group == "embedding" else knobs.weights_dtype
 
 
-def sharded_optimizer_state_bytes(shape: ModelShape, knobs: MemoryKnobs, world_size: int) -> int:
-    """Bytes of optimizer state one rank holds (the same on every rank); world_size 1 = unsharded."""
+def sharded_optimizer_state_bytes(shape: ModelShape, knobs: MemoryKnobs, world_size: int, rank: int = 0) -> int:
+    """Bytes of optimizer state rank `rank` holds (rank 0 holds the most); world_size 1 = unsharded."""
     _check(knobs, world_size)
+    if not 0 <= rank < world_size:
+        raise UserInputError(f"rank must be in 0..{world_size - 1}, got {rank}")
     matrices: dict[tuple[int, int], list[int]] = {}
     total = 0
     for tensor in param_tensors(shape):
@@ -48,12 +51,8 @@ def sharded_optimizer_state_bytes(shape: ModelShape, knobs: MemoryKnobs, world_s
             continue
         moments = 2 * tensor.numel * bytes_per
         total += (moments // world_size if tensor.rows % world_size == 0 else moments) + STEP_BYTES
-    for (rows, cols), sizes in matrices.items():
-        if len(sizes) % world_size:
-            raise UserInputError(
-                f"{len(sizes)} matrices of shape {rows}x{cols} cannot be shared round-robin by {world_size} processes"
-            )
-        total += sum(sizes[::world_size])  # rank 0's share; every rank's is the same size
+    for sizes in matrices.values():
+        total += sum(sizes[rank::world_size])
     return total
 
 
@@ -95,3 +94,30 @@ def communication_bytes_per_step(
     fsdp_gathers = round(2 * share * param_bytes)
     owner = round(3 * share * muon_bytes) if layout == "fsdp2_sharded_muon" else 0
     return Communication(layout, round(share * grad_bytes), fsdp_gathers, owner)
+
+
+STATIC_LAYOUTS = ("ddp_replicated", "ddp_sharded", "fsdp2_sharded_muon")
+
+
+def static_gpu_bytes_per_rank(shape: ModelShape, knobs: MemoryKnobs, world_size: int, layout: str) -> int:
+    """Weights + gradients + optimizer state (+ autocast's bf16 weight copies) on one GPU, by layout.
+
+    DDP keeps whole weights and gradients on every GPU; `ddp_sharded` divides the optimizer state by N
+    (`sharded_optimizer_state_bytes`). FSDP2 divides all three by N and adds what is gathered at a time:
+    two units (the one computing and the one prefetched), each the largest of one block, wte and lm_head,
+    as weights and gradients; this part is an estimate, the rest exact.
+    """
+    if layout not in STATIC_LAYOUTS:
+        raise UserInputError(f"layout must be one of {', '.join(STATIC_LAYOUTS)}, got {layout!r}")
+    tensors = param_tensors(shape)
+    weights = sum(t.numel * DTYPE_BYTES[_state_dtype(t.group, knobs)] for t in tensors)
+    casts = 2 * sum(t.numel for t in tensors if t.group != "embedding") if knobs.weight_cast_copies else 0
+    if layout == "ddp_replicated":
+        return 2 * weights + sharded_optimizer_state_bytes(shape, knobs, 1) + casts
+    if layout == "ddp_sharded":
+        return 2 * weights + sharded_optimizer_state_bytes(shape, knobs, world_size) + casts
+    block = sum(t.numel * DTYPE_BYTES[knobs.weights_dtype] for t in tensors if t.name.startswith("transformer.h.0."))
+    edge = max(t.numel * DTYPE_BYTES[_state_dtype(t.group, knobs)] for t in tensors if t.group != "matrix")
+    gathered = 2 * 2 * max(block, edge)
+    state = sharded_optimizer_state_bytes(shape, knobs, world_size)
+    return (2 * weights + casts) // world_size + state + gathered
