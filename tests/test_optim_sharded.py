@@ -21,7 +21,7 @@ from nanochat_hf.optim.sharded import ShardedNanoChatMuonAdamW, check_shardable,
 from nanochat_hf.planning.flops import ModelShape
 from nanochat_hf.planning.memory import adamw_state_bytes, muon_state_bytes
 from nanochat_hf.planning.memory_modes import MemoryKnobs
-from nanochat_hf.planning.sharding import communication_bytes_per_step, sharded_optimizer_state_bytes
+from nanochat_hf.planning.sharding import sharded_optimizer_state_bytes
 
 
 TESTS = Path(__file__).resolve().parent
@@ -159,19 +159,3 @@ def test_memory_mode_optimizers_are_not_sharded(tiny_config):
 
     with pytest.raises(UserInputError, match="cannot shard a AdamW"):
         shard_optimizer(torch.optim.AdamW(NanoChatForCausalLM(tiny_config).parameters()))
-
-
-# ---- the communication model
-
-
-def test_communication_per_step_by_layout():
-    shape = ModelShape(2, 64, 4, 2, 16, 256, 16)
-    replicated = communication_bytes_per_step(shape, 8, "ddp_replicated")
-    sharded = communication_bytes_per_step(shape, 8, "ddp_sharded")
-    fsdp = communication_bytes_per_step(shape, 8, "fsdp2_sharded_muon")
-    adamw = communication_bytes_per_step(shape, 8, "fsdp2_adamw")
-    assert sharded.gradients == replicated.gradients and sharded.parameters > 0 == replicated.parameters
-    assert fsdp.muon_owner > 0 == adamw.muon_owner and fsdp.gradients == adamw.gradients
-    assert communication_bytes_per_step(shape, 1, "ddp_sharded").total == 0
-    with pytest.raises(UserInputError, match="layout must be one of"):
-        communication_bytes_per_step(shape, 8, "zero3")
