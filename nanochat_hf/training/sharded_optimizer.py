@@ -160,13 +160,13 @@ class ShardedOptimizerCheckpoints:
         sharded = sharded_optimizer_of(self.optimizer)
         if sharded is None or sharded.world_size == 1:
             return super()._save_optimizer_and_scheduler(output_dir)
+        Path(output_dir).mkdir(parents=True, exist_ok=True)  # the main process may not have made it yet
         if self.is_fsdp_enabled:
             # The Trainer saves FSDP's model shards in this method; keep that, the optimizer is ours.
             save_fsdp_model(
                 self.accelerator.state.fsdp_plugin, self.accelerator, self.model, output_dir, **get_fsdp_ckpt_kwargs()
             )
         rank, world_size = sharded.rank, sharded.world_size
-        Path(output_dir).mkdir(parents=True, exist_ok=True)  # the main process may not have made it yet
         _save_atomically(sharded.state_dict(), Path(output_dir) / SHARD_FILE.format(rank=rank, world_size=world_size))
         if self.args.should_save:
             shards = [SHARD_FILE.format(rank=r, world_size=world_size) for r in range(world_size)]
