@@ -83,7 +83,11 @@ def train(settings: dict) -> dict:
         start = saved["step"]
     if layout == "fsdp2":
         # The generation-2 stand-in calls its blocks' linears directly, so each linear is its own FSDP unit.
-        units = model.transformer.h if generation == 1 else [m for m in model.transformer.h.modules() if isinstance(m, torch.nn.Linear)]
+        units = (
+            model.transformer.h
+            if generation == 1
+            else [m for m in model.transformer.h.modules() if isinstance(m, torch.nn.Linear)]
+        )
         for unit in units:
             fully_shard(unit)
         fully_shard(model)

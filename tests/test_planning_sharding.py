@@ -37,7 +37,8 @@ def test_uneven_shares_sum_to_the_unsharded_state():
 def test_layouts_order_by_memory_and_communication():
     shape, knobs = shape_of(32), MEMORY_MODES["full"]
     replicated, sharded, fsdp = (
-        static_gpu_bytes_per_rank(shape, knobs, 8, layout) for layout in ("ddp_replicated", "ddp_sharded", "fsdp2_sharded_muon")
+        static_gpu_bytes_per_rank(shape, knobs, 8, layout)
+        for layout in ("ddp_replicated", "ddp_sharded", "fsdp2_sharded_muon")
     )
     assert replicated > sharded > fsdp
     volume = {

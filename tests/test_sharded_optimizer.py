@@ -133,7 +133,9 @@ def test_sharded_ddp_pretraining_checkpoints_per_process_and_resumes(tmp_path, t
     # As after a kill during step 3: the later checkpoint and the final folder are gone.
     shutil.rmtree(two / "checkpoint-4")
     shutil.rmtree(two / "final")
-    launch_two(tiny_pretrain_argv(two, tokenizer_dir, sharded_optimizer="muon", resume_from_checkpoint="last", **common))
+    launch_two(
+        tiny_pretrain_argv(two, tokenizer_dir, sharded_optimizer="muon", resume_from_checkpoint="last", **common)
+    )
     resumed = losses(two)
     assert resumed.keys() == straight.keys()
     for step in straight:
@@ -145,3 +147,11 @@ def test_sharded_ddp_pretraining_checkpoints_per_process_and_resumes(tmp_path, t
     )
     with pytest.raises(UserInputError, match="sharded over 2 processes"):
         run_pretraining(args, training_args)
+
+
+def test_chat_stages_take_the_same_settings(tmp_path):
+    from nanochat_hf.training.sft_arguments import parse_chat_arguments
+
+    argv = ["--sharded_optimizer", "adamw", "--adamw_matrix_lr", "1e-3", "--output_dir", str(tmp_path)]
+    args, _, _ = parse_chat_arguments([*argv, "--use_cpu", "true", "--bf16", "false"])
+    assert (args.sharded_optimizer, args.adamw_matrix_lr) == ("adamw", 1e-3)

@@ -316,5 +316,6 @@ def shard_optimizer(optimizer, *, process_group=None, average_gradients: bool = 
         )
     raise UserInputError(
         f"sharded Muon: cannot shard a {type(optimizer).__name__}; expected nanochat's NanoChatMuonAdamW or "
-        "NanoChatGen2MuonAdamW (the memory-mode optimizers keep their own state layout and are not sharded)"
+        "NanoChatGen2MuonAdamW. The memory modes' optimizers (8-bit state, offloading) keep their own state layout "
+        "and are not sharded: use memory_mode full with the sharded optimizer"
     )

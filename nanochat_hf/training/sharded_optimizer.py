@@ -170,7 +170,9 @@ class ShardedOptimizerCheckpoints:
         _save_atomically(sharded.state_dict(), Path(output_dir) / SHARD_FILE.format(rank=rank, world_size=world_size))
         if self.args.should_save:
             shards = [SHARD_FILE.format(rank=r, world_size=world_size) for r in range(world_size)]
-            _save_atomically({"sharded_optimizer": {"world_size": world_size, "shards": shards}}, Path(output_dir) / OPTIMIZER_NAME)
+            _save_atomically(
+                {"sharded_optimizer": {"world_size": world_size, "shards": shards}}, Path(output_dir) / OPTIMIZER_NAME
+            )
             _save_atomically(self.lr_scheduler.state_dict(), Path(output_dir) / SCHEDULER_NAME)
 
     def _load_optimizer_and_scheduler(self, checkpoint):
