@@ -155,3 +155,12 @@ def test_chat_stages_take_the_same_settings(tmp_path):
     argv = ["--sharded_optimizer", "adamw", "--adamw_matrix_lr", "1e-3", "--output_dir", str(tmp_path)]
     args, _, _ = parse_chat_arguments([*argv, "--use_cpu", "true", "--bf16", "false"])
     assert (args.sharded_optimizer, args.adamw_matrix_lr) == ("adamw", 1e-3)
+
+
+def test_an_offloading_memory_mode_with_the_sharded_optimizer_is_refused(tmp_path, tokenizer_dir):
+    args, training_args = parse_pretrain_arguments(
+        tiny_pretrain_argv(tmp_path / "run", tokenizer_dir, max_steps=1, memory_mode="12gb", sharded_optimizer="muon")
+    )
+    with pytest.raises(UserInputError, match="sharded_optimizer muon cannot combine with an offloading memory mode"):
+        run_pretraining(args, training_args)
+    assert not (tmp_path / "run" / "final").exists()

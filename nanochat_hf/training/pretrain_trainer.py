@@ -47,6 +47,12 @@ class NanoChatPretrainer(NanoChatTrainerMixin, Trainer):
             model = kwargs["model"] if "model" in kwargs else args[0]
             training_args = kwargs["args"] if "args" in kwargs else args[1]
             apply_model_knobs(model, memory_knobs)
+            choice = (optimizer_settings or {}).get("sharded_optimizer") or "auto"
+            if memory_knobs.offloads and choice not in ("auto", "replicated"):
+                raise UserInputError(
+                    f"sharded_optimizer {choice} cannot combine with an offloading memory mode (its engine keeps "
+                    "the optimizer state in CPU RAM itself): use memory_mode full, or sharded_optimizer auto"
+                )
             if memory_knobs.offloads and kwargs.get("optimizers", (None, None))[0] is None:
                 settings = {k: v for k, v in (optimizer_settings or {}).items() if k not in DISTRIBUTION_KEYS}
                 engine = build_memory_optimizer(model, memory_knobs, training_args, settings)
