@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from gen2_fixtures import Gen2ShapedStandIn, randomize  # noqa: E402
 
-from nanochat_hf import NanoChatConfig, NanoChatForCausalLM  # noqa: E402
+from nanochat_hf import NanoChatHFConfig, NanoChatHFForCausalLM  # noqa: E402
 from nanochat_hf.optim import build_gen2_optimizer, build_optimizer  # noqa: E402
 from nanochat_hf.optim.sharded import shard_optimizer  # noqa: E402
 
@@ -33,14 +33,14 @@ from nanochat_hf.optim.sharded import shard_optimizer  # noqa: E402
 ROWS, SEQUENCE, VOCAB = 4, 16, 256  # a global batch of 4 rows, split over the processes
 
 
-def gen1_config(n_layer: int = 2) -> NanoChatConfig:
-    return NanoChatConfig(n_layer=n_layer, n_embd=64, n_head=4, n_kv_head=2, vocab_size=VOCAB, sequence_len=SEQUENCE)
+def gen1_config(n_layer: int = 2) -> NanoChatHFConfig:
+    return NanoChatHFConfig(n_layer=n_layer, n_embd=64, n_head=4, n_kv_head=2, vocab_size=VOCAB, sequence_len=SEQUENCE)
 
 
 def build_model(generation: int, n_layer: int = 2) -> torch.nn.Module:
     torch.manual_seed(0)
     if generation == 1:
-        return NanoChatForCausalLM(gen1_config(n_layer)).float()
+        return NanoChatHFForCausalLM(gen1_config(n_layer)).float()
     # 4 layers: two value-embedding layers, so every Muon shape has an even number of matrices.
     return randomize(Gen2ShapedStandIn(n_layer=4, n_embd=32, n_head=2, vocab_size=VOCAB))
 

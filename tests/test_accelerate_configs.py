@@ -6,6 +6,8 @@ from pathlib import Path
 import pytest
 from accelerate.commands.launch import _validate_launch_command, launch_command_parser
 
+from nanochat_hf import modeling_nanochat_hf
+
 
 CONFIGS = Path(__file__).resolve().parent.parent / "accelerate_configs"
 
@@ -22,6 +24,9 @@ def test_every_config_is_read_by_accelerate(config):
     assert args.num_processes >= 1 and args.num_processes % args.num_machines == 0
     if defaults.distributed_type == "FSDP":
         assert defaults.fsdp_config["fsdp_version"] == 2  # FSDP1 flattens parameters: no Muon
+        # accelerate wraps the modules whose class has this name: it must be the model's block class.
+        block = defaults.fsdp_config["fsdp_transformer_layer_cls_to_wrap"]
+        assert getattr(modeling_nanochat_hf, block).__name__ == block
 
 
 @pytest.mark.parametrize("config", ["multi_node_2x8.yaml", "multi_node_2x8_fsdp2.yaml"])

@@ -146,9 +146,9 @@ def test_a_muon_parameter_that_is_not_a_matrix_is_refused():
 
 
 def test_a_shard_saved_by_another_world_size_is_refused(tiny_config):
-    from nanochat_hf import NanoChatForCausalLM
+    from nanochat_hf import NanoChatHFForCausalLM
 
-    optimizer = shard_optimizer(build_optimizer(NanoChatForCausalLM(tiny_config)))
+    optimizer = shard_optimizer(build_optimizer(NanoChatHFForCausalLM(tiny_config)))
     assert isinstance(optimizer, ShardedNanoChatMuonAdamW) and optimizer.world_size == 1
     state = optimizer.state_dict()
     assert state["sharding"] == {"rank": 0, "world_size": 1}
@@ -159,7 +159,7 @@ def test_a_shard_saved_by_another_world_size_is_refused(tiny_config):
 
 
 def test_memory_mode_optimizers_are_not_sharded(tiny_config):
-    from nanochat_hf import NanoChatForCausalLM
+    from nanochat_hf import NanoChatHFForCausalLM
 
     with pytest.raises(UserInputError, match="cannot shard a AdamW.*memory_mode full"):
-        shard_optimizer(torch.optim.AdamW(NanoChatForCausalLM(tiny_config).parameters()))
+        shard_optimizer(torch.optim.AdamW(NanoChatHFForCausalLM(tiny_config).parameters()))

@@ -3,7 +3,7 @@ checked against real tensors in tests/test_optim_sharded.py."""
 
 import pytest
 
-from nanochat_hf.configuration_nanochat_hf import NanoChatConfig
+from nanochat_hf.configuration_nanochat_hf import NanoChatHFConfig
 from nanochat_hf.errors import UserInputError
 from nanochat_hf.planning.flops import ModelShape
 from nanochat_hf.planning.memory import static_memory
@@ -16,7 +16,7 @@ from nanochat_hf.planning.sharding import (
 
 
 def shape_of(depth):
-    return ModelShape.from_config(NanoChatConfig.from_depth(depth, vocab_size=65536, sequence_len=2048))
+    return ModelShape.from_config(NanoChatHFConfig.from_depth(depth, vocab_size=65536, sequence_len=2048))
 
 
 def test_unsharded_state_and_static_bytes_are_the_memory_model():

@@ -84,9 +84,9 @@ def test_the_adamw_fallback_is_explicit_with_its_own_matrix_lr(tmp_path, tokeniz
 
 
 def test_adamw_matrix_lr_overrides_the_default(tiny_config):
-    from nanochat_hf import NanoChatForCausalLM
+    from nanochat_hf import NanoChatHFForCausalLM
 
-    model = NanoChatForCausalLM(tiny_config)
+    model = NanoChatHFForCausalLM(tiny_config)
     assert adamw_fallback_matrix_lr(model, 1e-3) == 1e-3
     assert adamw_fallback_matrix_lr(model, None) == pytest.approx(6e-4 * (64 / 768) ** -0.5)
 
