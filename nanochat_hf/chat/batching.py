@@ -1,0 +1,171 @@
+"""Batched chat generation: several conversations in one `model.generate()` call, each with its own tool loop.
+
+nanochat's engine keeps, per row, an "in python block" flag and a queue of forced tokens, and replaces
+the sampled token by the queue's head while the queue is not empty. The same happens here inside one
+`generate()` call over left-padded prompts:
+
+- `_RowsWatcher` (a `StoppingCriteria`, which transformers calls after every step with the whole batch)
+  reads each row's new token, feeds it to the row's `ReplyBuilder`, and when a row closes a tool call
+  evaluates it and queues `<|output_start|>`, the result as ordinary text, `<|output_end|>`. It reports a
+  row finished at `<|assistant_end|>` / `<|bos|>`, at the row's token budget, or when `should_stop(row)`
+  says so (a client went away): the other rows go on.
+- `_RowsSampler` (a `LogitsProcessor`) forces each row's queued token, and otherwise applies the row's
+  own temperature (0 = argmax) and top-k, so rows with different settings share a batch.
+
+Forced tokens go through the model one per step, as in nanochat's engine (the one-conversation
+`ChatEngine.generate` appends them in one go instead). Budgets count sampled and forced tokens.
+"""
+
+from collections import deque
+from collections.abc import Callable, Sequence
+
+import torch
+from transformers import LogitsProcessor, LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
+
+from ..errors import UserInputError
+from ..tokenizer.special_tokens import ASSISTANT_END, BOS, OUTPUT_END, OUTPUT_START, PYTHON_END
+from .reply import AssistantReply, ChatEvent, ReplyBuilder
+
+
+class _Row:
+    def __init__(self, builder: ReplyBuilder, budget: int, temperature: float, top_k: int | None):
+        self.builder = builder
+        self.budget = budget
+        self.temperature = temperature
+        self.top_k = top_k or 0
+        self.produced = 0
+        self.forced: deque[int] = deque()  # tool-output tokens still to force
+        self.done = False
+        self.finished = False  # the model ended its turn (vs. budget or a stop request)
+
+
+class _RowsWatcher(StoppingCriteria):
+    def __init__(self, rows: list[_Row], special: dict, tool, encode_text, should_stop):
+        self.rows = rows
+        self.special = special
+        self.tool = tool
+        self.encode_text = encode_text
+        self.should_stop = should_stop
+        self.stop_tokens = (special[ASSISTANT_END], special[BOS])
+
+    def _observe(self, row: _Row, token: int) -> None:
+        row.produced += 1
+        if row.forced:  # the sampler forced this token: it is already part of the tool output
+            row.forced.popleft()
+        else:
+            row.builder.sampled(token)
+            if token in self.stop_tokens:
+                row.done = row.finished = True
+                return
+            if token == self.special[PYTHON_END] and row.builder.kind == "python":
+                result, _ = self.tool(row.builder.tool_call())
+                forced = [self.special[OUTPUT_START], *self.encode_text(result), self.special[OUTPUT_END]]
+                row.builder.tool_output(result, forced)
+                row.forced.extend(forced)
+        if row.produced >= row.budget:
+            row.done = True
+
+    def __call__(self, input_ids: torch.LongTensor, scores, **kwargs) -> torch.BoolTensor:
+        tokens = input_ids[:, -1].tolist()
+        for index, row in enumerate(self.rows):
+            if not row.done:
+                self._observe(row, tokens[index])
+            if not row.done and self.should_stop is not None and self.should_stop(index):
+                row.done = True
+        return torch.tensor([row.done for row in self.rows], dtype=torch.bool, device=input_ids.device)
+
+
+class _RowsSampler(LogitsProcessor):
+    def __init__(self, rows: list[_Row]):
+        self.rows = rows
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        scores = scores.clone()
+        for index, row in enumerate(self.rows):
+            if row.forced:
+                keep = torch.full_like(scores[index], -float("inf"))
+                keep[row.forced[0]] = 0.0
+                scores[index] = keep
+            elif row.temperature == 0:  # nanochat: temperature 0 is argmax
+                best = int(scores[index].argmax())
+                scores[index] = -float("inf")
+                scores[index, best] = 0.0
+            else:
+                scores[index] = scores[index] / row.temperature
+                if 0 < row.top_k < scores.shape[-1]:
+                    kth = torch.topk(scores[index], row.top_k).values[-1]
+                    scores[index] = scores[index].masked_fill(scores[index] < kth, -float("inf"))
+        return scores
+
+
+def _per_row(value, count: int, name: str) -> list:
+    if isinstance(value, Sequence) and not isinstance(value, str):
+        if len(value) != count:
+            raise UserInputError(f"{name}: {len(value)} values for {count} conversations")
+        return list(value)
+    return [value] * count
+
+
+def generate_rows(
+    engine,
+    conversations,
+    *,
+    max_new_tokens,
+    temperature,
+    top_k,
+    seed: int | None = None,
+    on_event: Callable[[int, ChatEvent], None] | None = None,
+    should_stop: Callable[[int], bool] | None = None,
+    **generate_kwargs,
+) -> list[AssistantReply]:
+    """The replies to `conversations`, generated together; see `ChatEngine.generate_batch`."""
+    count = len(conversations)
+    if count == 0:
+        return []
+    budgets = _per_row(max_new_tokens, count, "max_new_tokens")
+    temperatures = _per_row(temperature, count, "temperature")
+    top_ks = _per_row(top_k, count, "top_k")
+    prompts = [engine.prompt_ids(messages) for messages in conversations]
+    context = engine.context_length()
+    rows = []
+    for index, (ids, budget, row_temperature, row_top_k) in enumerate(
+        zip(prompts, budgets, temperatures, top_ks, strict=True)
+    ):
+        if budget <= 0:
+            raise UserInputError(f"max_new_tokens must be positive, got {budget}")
+        if row_temperature < 0:
+            raise UserInputError(f"temperature must be >= 0, got {row_temperature}")
+        if context is not None and len(ids) >= context:
+            raise UserInputError(
+                f"conversation {index} is {len(ids)} tokens, the model's context is {context}; start a new conversation"
+            )
+        events = None if on_event is None else (lambda event, index=index: on_event(index, event))
+        builder = ReplyBuilder(engine.tokenizer, engine.special, events)
+        budget = budget if context is None else min(budget, context - len(ids))
+        rows.append(_Row(builder, budget, row_temperature, row_top_k))
+    if seed is not None:
+        torch.manual_seed(seed)
+
+    device = next(engine.model.parameters()).device
+    pad = engine.special[BOS]
+    width = max(len(ids) for ids in prompts)
+    input_ids = torch.tensor([[pad] * (width - len(ids)) + ids for ids in prompts], device=device)
+    attention_mask = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for ids in prompts], device=device)
+
+    config = engine._generation_config(1.0, 0)  # neutral: the per-row sampler applies each row's settings
+    config.do_sample = True
+    config.eos_token_id = [engine.special[ASSISTANT_END], engine.special[BOS]]
+    config.return_dict_in_generate = False
+    config.max_new_tokens = max(row.budget for row in rows)
+    watcher = _RowsWatcher(rows, engine.special, engine.tool, engine.encode_text, should_stop)
+    processors = LogitsProcessorList([*generate_kwargs.pop("logits_processor", []), _RowsSampler(rows)])
+    criteria = StoppingCriteriaList([*generate_kwargs.pop("stopping_criteria", []), watcher])
+    engine.model.generate(
+        input_ids=input_ids,
+        attention_mask=attention_mask,
+        generation_config=config,
+        logits_processor=processors,
+        stopping_criteria=criteria,
+        **generate_kwargs,
+    )
+    return [row.builder.finish(finished=row.finished) for row in rows]
