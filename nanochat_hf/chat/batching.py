@@ -8,7 +8,8 @@ the sampled token by the queue's head while the queue is not empty. The same hap
   reads each row's new token, feeds it to the row's `ReplyBuilder`, and when a row closes a tool call
   evaluates it and queues `<|output_start|>`, the result as ordinary text, `<|output_end|>`. It reports a
   row finished at `<|assistant_end|>` / `<|bos|>`, at the row's token budget, or when `should_stop(row)`
-  says so (a client went away): the other rows go on.
+  says so (a client went away): the other rows go on. A finished row's reply is handed to `on_reply`
+  at once, while the others are still generating.
 - `_RowsSampler` (a `LogitsProcessor`) forces each row's queued token, and otherwise applies the row's
   own temperature (0 = argmax) and top-k, so rows with different settings share a batch.
 
@@ -37,11 +38,21 @@ class _Row:
         self.forced: deque[int] = deque()  # tool-output tokens still to force
         self.done = False
         self.finished = False  # the model ended its turn (vs. budget or a stop request)
+        self.reply: AssistantReply | None = None
+
+    def close(self, index: int, on_reply) -> AssistantReply:
+        if self.reply is None:
+            self.done = True
+            self.reply = self.builder.finish(finished=self.finished)
+            if on_reply is not None:
+                on_reply(index, self.reply)
+        return self.reply
 
 
 class _RowsWatcher(StoppingCriteria):
-    def __init__(self, rows: list[_Row], special: dict, tool, encode_text, should_stop):
+    def __init__(self, rows: list[_Row], special: dict, tool, encode_text, should_stop, on_reply):
         self.rows = rows
+        self.on_reply = on_reply
         self.special = special
         self.tool = tool
         self.encode_text = encode_text
@@ -72,6 +83,8 @@ class _RowsWatcher(StoppingCriteria):
                 self._observe(row, tokens[index])
             if not row.done and self.should_stop is not None and self.should_stop(index):
                 row.done = True
+            if row.done:
+                row.close(index, self.on_reply)
         return torch.tensor([row.done for row in self.rows], dtype=torch.bool, device=input_ids.device)
 
 
@@ -116,6 +129,7 @@ def generate_rows(
     seed: int | None = None,
     on_event: Callable[[int, ChatEvent], None] | None = None,
     should_stop: Callable[[int], bool] | None = None,
+    on_reply: Callable[[int, AssistantReply], None] | None = None,
     **generate_kwargs,
 ) -> list[AssistantReply]:
     """The replies to `conversations`, generated together; see `ChatEngine.generate_batch`."""
@@ -157,7 +171,7 @@ def generate_rows(
     config.eos_token_id = [engine.special[ASSISTANT_END], engine.special[BOS]]
     config.return_dict_in_generate = False
     config.max_new_tokens = max(row.budget for row in rows)
-    watcher = _RowsWatcher(rows, engine.special, engine.tool, engine.encode_text, should_stop)
+    watcher = _RowsWatcher(rows, engine.special, engine.tool, engine.encode_text, should_stop, on_reply)
     processors = LogitsProcessorList([*generate_kwargs.pop("logits_processor", []), _RowsSampler(rows)])
     criteria = StoppingCriteriaList([*generate_kwargs.pop("stopping_criteria", []), watcher])
     engine.model.generate(
@@ -168,4 +182,4 @@ def generate_rows(
         stopping_criteria=criteria,
         **generate_kwargs,
     )
-    return [row.builder.finish(finished=row.finished) for row in rows]
+    return [row.close(index, on_reply) for index, row in enumerate(rows)]

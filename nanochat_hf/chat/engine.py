@@ -109,6 +109,7 @@ class ChatEngine:
         seed: int | None = None,
         on_event: Callable[[int, ChatEvent], None] | None = None,
         should_stop: Callable[[int], bool] | None = None,
+        on_reply: Callable[[int, AssistantReply], None] | None = None,
         **generate_kwargs,
     ) -> list[AssistantReply]:
         """Replies to several conversations at once, in one `generate()` call (left-padded), each row with its
@@ -117,7 +118,8 @@ class ChatEngine:
         `max_new_tokens`, `temperature` and `top_k` are one value for all rows or a list with one per row.
         `on_event(row, event)` streams each row's reply; `should_stop(row)` is asked after every step, and a
         row for which it answers True ends there (its reply so far is returned, `finished=False`) while the
-        others go on. Extra keyword arguments go to `model.generate()`.
+        others go on. `on_reply(row, reply)` receives each row's reply as soon as that row ends. Extra keyword
+        arguments go to `model.generate()`.
         """
         return generate_rows(
             self,
@@ -128,6 +130,7 @@ class ChatEngine:
             seed=seed,
             on_event=on_event,
             should_stop=should_stop,
+            on_reply=on_reply,
             **generate_kwargs,
         )
 
