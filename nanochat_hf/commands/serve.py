@@ -61,7 +61,9 @@ def run(args) -> int:
         import fastapi  # noqa: F401
         import uvicorn  # noqa: F401
     except ImportError as err:
-        raise UserInputError(f"serve needs the serve extra ({err.name} is missing): pip install 'nanochat-hf[serve]'") from None
+        raise UserInputError(
+            f"serve needs the serve extra ({err.name} is missing): pip install 'nanochat-hf[serve]'"
+        ) from None
     # Imported here for the same reasons (torch, transformers, fastapi).
     from nanochat_hf.chat.engine import ChatEngine, load_chat_model
     from nanochat_hf.serve.app import ServeLimits, create_app
@@ -89,7 +91,11 @@ def run(args) -> int:
                 file=sys.stderr,
                 flush=True,
             )
+        # On SIGINT / SIGTERM uvicorn stops accepting, lets running replies finish, then raises the signal
+        # again: Ctrl-C ends here with status 130, SIGTERM ends the process with that signal (as services do).
         make_server(app, log_level=args.log_level).run(sockets=[sock])
+    except KeyboardInterrupt:
+        return 130
     finally:
         sock.close()
     return 0
