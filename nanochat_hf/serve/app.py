@@ -132,6 +132,14 @@ def create_app(engine, model_name: str, limits: ServeLimits | None = None, gener
     async def health():
         return {"status": "ok", "model": model_name, **scheduler.stats()}
 
+    @app.post("/load_model")
+    async def load_model(http_request: Request):
+        # `transformers chat` asks its server to load the model first and waits for a "ready" event; this
+        # server has loaded its one model at start.
+        return StreamingResponse(
+            iter([_sse({"status": "ready", "model": model_name, "cached": True})]), media_type="text/event-stream"
+        )
+
     @app.get("/v1/models")
     async def models():
         return {

@@ -58,6 +58,8 @@ class ChatCompletionRequest(BaseModel):
     tools: list | None = None
     frequency_penalty: float | None = None
     presence_penalty: float | None = None
+    # `transformers chat` sends its settings as a GenerationConfig in JSON; read by `apply_generation_config`.
+    generation_config: str | dict | None = None
 
 
 # Fields that would change the result and that this server cannot honour: refused rather than ignored.
@@ -79,6 +81,38 @@ def _refuse_unsupported(request: ChatCompletionRequest) -> None:
             raise ApiError(400, f"{name} is not supported (only 0)", param=name)
 
 
+def _apply_generation_config(request: ChatCompletionRequest) -> None:
+    """Fill max_tokens / temperature / top_k from a `generation_config` (as `transformers chat` sends it) where
+    the request's own fields do not say; `do_sample=false` means greedy."""
+    config = request.generation_config
+    if isinstance(config, str):
+        try:
+            config = json.loads(config)
+        except json.JSONDecodeError as err:
+            raise ApiError(400, f"generation_config is not valid JSON ({err})", param="generation_config") from None
+    if not isinstance(config, dict):
+        raise ApiError(400, "generation_config must be a JSON object", param="generation_config")
+    updates = {}
+    if request.max_tokens is None and request.max_completion_tokens is None and config.get("max_new_tokens"):
+        updates["max_tokens"] = config["max_new_tokens"]
+    if request.temperature is None:
+        if config.get("do_sample") is False:
+            updates["temperature"] = 0.0
+        elif config.get("temperature") is not None:
+            updates["temperature"] = config["temperature"]
+    if request.top_k is None and config.get("top_k") is not None:
+        updates["top_k"] = config["top_k"]
+    try:
+        ChatCompletionRequest.model_validate({**request.model_dump(), **updates})  # the same range checks
+    except ValidationError as err:
+        first = err.errors()[0]
+        raise ApiError(
+            400, f"generation_config: {first['loc'][0]}: {first['msg']}", param="generation_config"
+        ) from None
+    for key, value in updates.items():
+        setattr(request, key, value)
+
+
 def parse_request(body: bytes) -> ChatCompletionRequest:
     """The request in `body`, or an `ApiError` (400) saying what is wrong with it."""
     try:
@@ -94,6 +128,8 @@ def parse_request(body: bytes) -> ChatCompletionRequest:
         where = ".".join(str(part) for part in first["loc"])
         raise ApiError(400, f"{where}: {first['msg']}", param=where) from None
     _refuse_unsupported(request)
+    if request.generation_config is not None:
+        _apply_generation_config(request)
     return request
 
 
