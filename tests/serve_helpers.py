@@ -82,8 +82,8 @@ def calculator_script(tokenizer, wrong_output_tokens: int = 0) -> list[int]:
     ]
 
 
-def tiny_engine(folder) -> ChatEngine:
-    save_tiny_model(folder, random_weights=True)
+def tiny_engine(folder, **config_overrides) -> ChatEngine:
+    save_tiny_model(folder, random_weights=True, **config_overrides)
     return ChatEngine(NanoChatForCausalLM.from_pretrained(folder).eval(), chat_tokenizer())
 
 
