@@ -10,8 +10,9 @@ the sampled token by the queue's head while the queue is not empty. The same hap
   row finished at `<|assistant_end|>` / `<|bos|>`, at the row's token budget, or when `should_stop(row)`
   says so (a client went away): the other rows go on. A finished row's reply is handed to `on_reply`
   at once, while the others are still generating.
-- `_RowsSampler` (a `LogitsProcessor`) forces each row's queued token, and otherwise applies the row's
-  own temperature (0 = argmax) and top-k, so rows with different settings share a batch.
+- `_RowsSampler` (a `LogitsProcessor`) forces each row's queued token, and otherwise samples the row's
+  token with its own temperature (0 = argmax) and top-k, as nanochat does (a draw among the top-k logits
+  only, not a softmax over the whole vocabulary); rows with different settings share a batch.
 
 Forced tokens go through the model one per step, as in nanochat's engine (the one-conversation
 `ChatEngine.generate` appends them in one go instead). Budgets count sampled and forced tokens.
@@ -89,26 +90,39 @@ class _RowsWatcher(StoppingCriteria):
 
 
 class _RowsSampler(LogitsProcessor):
+    """Chooses every row's next token itself, nanochat's way (argmax at temperature 0, else a draw among the
+    top-k logits divided by the temperature; a queued tool-output token wins), and returns scores that leave
+    only that token possible, for `generate()`'s greedy step to pick. Rows sharing settings are sampled together."""
+
     def __init__(self, rows: list[_Row]):
         self.rows = rows
+        self.groups: dict[tuple, list[int]] = {}
+        for index, row in enumerate(rows):
+            self.groups.setdefault((row.temperature, row.top_k), []).append(index)
+        self.group_indices = None
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        scores = scores.clone()
-        for index, row in enumerate(self.rows):
-            if row.forced:
-                keep = torch.full_like(scores[index], -float("inf"))
-                keep[row.forced[0]] = 0.0
-                scores[index] = keep
-            elif row.temperature == 0:  # nanochat: temperature 0 is argmax
-                best = int(scores[index].argmax())
-                scores[index] = -float("inf")
-                scores[index, best] = 0.0
+        if self.group_indices is None:
+            self.group_indices = {key: torch.tensor(rows, device=scores.device) for key, rows in self.groups.items()}
+        chosen = torch.empty(scores.shape[0], dtype=torch.long, device=scores.device)
+        for (temperature, top_k), rows in self.group_indices.items():
+            logits = scores if len(self.group_indices) == 1 else scores.index_select(0, rows)
+            if temperature == 0:
+                tokens = logits.argmax(dim=-1)
+            elif 0 < top_k < logits.shape[-1]:
+                values, indices = torch.topk(logits, top_k, dim=-1)
+                draw = torch.multinomial(torch.softmax(values / temperature, dim=-1), 1)
+                tokens = indices.gather(1, draw).squeeze(1)
             else:
-                scores[index] = scores[index] / row.temperature
-                if 0 < row.top_k < scores.shape[-1]:
-                    kth = torch.topk(scores[index], row.top_k).values[-1]
-                    scores[index] = scores[index].masked_fill(scores[index] < kth, -float("inf"))
-        return scores
+                tokens = torch.multinomial(torch.softmax(logits / temperature, dim=-1), 1).squeeze(1)
+            chosen[rows] = tokens
+        forced = [(index, row.forced[0]) for index, row in enumerate(self.rows) if row.forced]
+        if forced:
+            index, token = zip(*forced, strict=True)
+            chosen[list(index)] = torch.tensor(token, device=scores.device)
+        # -inf where a user's logits processor forbade a token: such a token is never chosen by the draw
+        # (its probability is 0), and argmax only picks it when everything is -inf.
+        return torch.full_like(scores, -float("inf")).scatter_(1, chosen.unsqueeze(1), 0.0)
 
 
 def _per_row(value, count: int, name: str) -> list:
@@ -166,8 +180,7 @@ def generate_rows(
     input_ids = torch.tensor([[pad] * (width - len(ids)) + ids for ids in prompts], device=device)
     attention_mask = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for ids in prompts], device=device)
 
-    config = engine._generation_config(1.0, 0)  # neutral: the per-row sampler applies each row's settings
-    config.do_sample = True
+    config = engine._generation_config(0, None)  # greedy over the sampler's choice (one finite score per row)
     config.eos_token_id = [engine.special[ASSISTANT_END], engine.special[BOS]]
     config.return_dict_in_generate = False
     config.max_new_tokens = max(row.budget for row in rows)
