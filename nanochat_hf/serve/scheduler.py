@@ -36,7 +36,9 @@ class Job:
     loop: asyncio.AbstractEventLoop
     events: asyncio.Queue = field(default_factory=asyncio.Queue)
     cancelled: threading.Event = field(default_factory=threading.Event)
-    released: bool = False
+    released: bool = False  # its admission slot has been given back
+    started: bool = False  # a batch has taken it
+    scheduler: "Scheduler | None" = None
 
     def send(self, kind: str, payload) -> None:
         """Hand ("event", ChatEvent), ("reply", AssistantReply) or ("error", message) to the request's loop."""
@@ -47,6 +49,8 @@ class Job:
 
     def cancel(self) -> None:
         self.cancelled.set()
+        if self.scheduler is not None:
+            self.scheduler._cancelled(self)
 
 
 class Scheduler:
@@ -89,15 +93,23 @@ class Scheduler:
                     "(--max-concurrent); retry later"
                 )
             self.admitted += 1
+        job.scheduler = self
         self.waiting.put(job)
 
-    def _release(self, job: Job, running: bool) -> None:
+    def _release(self, job: Job) -> None:
         with self.lock:
             if not job.released:
                 job.released = True
                 self.admitted -= 1
-                self.running -= int(running)
+                self.running -= int(job.started)
                 self.cancelled += int(job.cancelled.is_set())
+
+    def _cancelled(self, job: Job) -> None:
+        """A waiting job's slot is free at once (the worker skips it); a running one's when its row ends."""
+        with self.lock:
+            waiting = not job.started
+        if waiting:
+            self._release(job)
 
     def stop(self, timeout: float = 30.0) -> None:
         """End all work: waiting jobs get an error, running rows end at their next step."""
@@ -112,7 +124,7 @@ class Scheduler:
                 job = self.waiting.get_nowait()
             except queue.Empty:
                 return
-            self._release(job, running=False)
+            self._release(job)
             job.send("error", "the server is shutting down")
 
     def _next_batch(self) -> list[Job]:
@@ -127,11 +139,15 @@ class Scheduler:
             except queue.Empty:
                 break
         live = []
+        with self.lock:
+            for job in batch:
+                if not job.cancelled.is_set():
+                    job.started = True
+                    self.running += 1
+                    live.append(job)
         for job in batch:
             if job.cancelled.is_set():
-                self._release(job, running=False)
-            else:
-                live.append(job)
+                self._release(job)
         return live
 
     def _work(self) -> None:
@@ -143,18 +159,17 @@ class Scheduler:
 
     def _run(self, batch: list[Job]) -> None:
         with self.lock:
-            self.running += len(batch)
             self.batches += 1
 
         def should_stop(row: int) -> bool:
             job = batch[row]
             if job.cancelled.is_set() or self.stopping.is_set():
-                self._release(job, running=True)  # the row ends at this step: its slot is free now
+                self._release(job)  # the row ends at this step: its slot is free now
                 return True
             return False
 
         def on_reply(row: int, reply) -> None:
-            self._release(batch[row], running=True)
+            self._release(batch[row])
             batch[row].send("reply", reply)
 
         try:
@@ -172,5 +187,5 @@ class Scheduler:
             logger.exception("generation failed")
             for job in batch:
                 if not job.released:
-                    self._release(job, running=True)
+                    self._release(job)
                     job.send("error", f"generation failed: {type(err).__name__}: {err}")
