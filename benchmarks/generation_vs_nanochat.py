@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from transformers import DynamicCache, LogitsProcessor
 
-from nanochat_hf import NanoChatConfig, NanoChatForCausalLM
+from nanochat_hf import NanoChatHFConfig, NanoChatHFForCausalLM
 from nanochat_hf.chat.calculator import run_calculator
 from nanochat_hf.chat.engine import ChatEngine
 from nanochat_hf.chat.generation import configure_chat_generation
@@ -122,8 +122,8 @@ def main(argv=None):
     device = torch.device(args.device)
     tokenizer = train_tokenizer(iter_embedded_documents(max_docs=600), vocab_size=args.vocab_size, show_progress=False)
     torch.manual_seed(0)
-    config = NanoChatConfig.from_depth(args.depth, vocab_size=len(tokenizer), sequence_len=1024)
-    model = NanoChatForCausalLM(config)
+    config = NanoChatHFConfig.from_depth(args.depth, vocab_size=len(tokenizer), sequence_len=1024)
+    model = NanoChatHFForCausalLM(config)
     with torch.no_grad():  # nanochat zero-inits the head and projections; random weights exercise everything
         for parameter in model.parameters():
             parameter.normal_(0, 0.02)

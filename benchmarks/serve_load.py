@@ -24,7 +24,7 @@ import httpx
 import torch
 from transformers import LogitsProcessor
 
-from nanochat_hf import NanoChatConfig, NanoChatForCausalLM
+from nanochat_hf import NanoChatHFConfig, NanoChatHFForCausalLM
 from nanochat_hf.chat.engine import ChatEngine, load_chat_model
 from nanochat_hf.chat.generation import configure_chat_generation
 from nanochat_hf.embedded_corpus import iter_embedded_documents
@@ -47,7 +47,7 @@ class NoStop(LogitsProcessor):
 def tiny_model(depth: int):
     tokenizer = train_tokenizer(iter_embedded_documents(max_docs=300), vocab_size=1024, show_progress=False)
     torch.manual_seed(0)
-    model = NanoChatForCausalLM(NanoChatConfig.from_depth(depth, vocab_size=len(tokenizer), sequence_len=512))
+    model = NanoChatHFForCausalLM(NanoChatHFConfig.from_depth(depth, vocab_size=len(tokenizer), sequence_len=512))
     with torch.no_grad():  # nanochat zero-inits the head and projections; random weights exercise everything
         for parameter in model.parameters():
             parameter.normal_(0, 0.02)

@@ -1,6 +1,6 @@
 """A real `nanochat-hf serve` application on a free loopback port, in a thread of the test process.
 
-The model is the chat tests' tiny NanoChatForCausalLM (random weights). `ScriptedByPrompt` lets a test
+The model is the chat tests' tiny NanoChatHFForCausalLM (random weights). `ScriptedByPrompt` lets a test
 make the model write a given reply (a calculator call, say) for conversations that contain a trigger
 phrase: a logits processor that leaves only the scripted token possible at each step, for those rows only;
 the engine, its tool loop, the scheduler and the HTTP stack all run for real.
@@ -14,7 +14,7 @@ import torch
 from chat_helpers import chat_tokenizer, save_tiny_model
 from transformers import LogitsProcessor
 
-from nanochat_hf import NanoChatForCausalLM
+from nanochat_hf import NanoChatHFForCausalLM
 from nanochat_hf.chat.engine import ChatEngine
 from nanochat_hf.serve.app import ServeLimits, create_app
 from nanochat_hf.serve.server import bind, make_server, url_of
@@ -84,7 +84,7 @@ def calculator_script(tokenizer, wrong_output_tokens: int = 0) -> list[int]:
 
 def tiny_engine(folder, **config_overrides) -> ChatEngine:
     save_tiny_model(folder, random_weights=True, **config_overrides)
-    return ChatEngine(NanoChatForCausalLM.from_pretrained(folder).eval(), chat_tokenizer())
+    return ChatEngine(NanoChatHFForCausalLM.from_pretrained(folder).eval(), chat_tokenizer())
 
 
 class RunningServer:

@@ -1,6 +1,6 @@
 """`ChatEngine.generate_batch`: several conversations in one `generate()` call, each row with its own tool loop.
 
-The model is a real tiny NanoChatForCausalLM (random weights). Where a row must write a tool call, a logits
+The model is a real tiny NanoChatHFForCausalLM (random weights). Where a row must write a tool call, a logits
 processor leaves only the scripted token possible for that row (the engine's forcing and the tool run for real).
 """
 
@@ -9,7 +9,7 @@ import torch
 from chat_helpers import chat_tokenizer, save_tiny_model
 from transformers import LogitsProcessor, LogitsProcessorList
 
-from nanochat_hf import NanoChatForCausalLM
+from nanochat_hf import NanoChatHFForCausalLM
 from nanochat_hf.chat.engine import ChatEngine
 from nanochat_hf.errors import UserInputError
 
@@ -34,7 +34,7 @@ class ScriptedRows(LogitsProcessor):
 @pytest.fixture(scope="module")
 def engine(tmp_path_factory):
     folder = save_tiny_model(tmp_path_factory.mktemp("batch") / "model", random_weights=True)
-    return ChatEngine(NanoChatForCausalLM.from_pretrained(folder).eval(), chat_tokenizer())
+    return ChatEngine(NanoChatHFForCausalLM.from_pretrained(folder).eval(), chat_tokenizer())
 
 
 def special(engine, name):
