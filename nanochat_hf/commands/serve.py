@@ -64,10 +64,10 @@ def run(args) -> int:
         raise UserInputError(
             f"serve needs the serve extra ({err.name} is missing): pip install 'nanochat-hf[serve]'"
         ) from None
-    # Imported here for the same reasons (torch, transformers, fastapi).
-    from nanochat_hf.chat.engine import ChatEngine, load_chat_model
-    from nanochat_hf.serve.app import ServeLimits, create_app
-    from nanochat_hf.serve.server import bind, make_server, url_of
+    # Imported here for the same reasons (torch, transformers, fastapi):
+    from nanochat_hf.chat.engine import ChatEngine, load_chat_model  # (lazy: torch)
+    from nanochat_hf.serve.app import ServeLimits, create_app  # (lazy: fastapi)
+    from nanochat_hf.serve.server import bind, make_server, url_of  # (lazy: uvicorn)
 
     sock = bind(args.host, args.port)  # first: a busy port is reported before the model loads
     try:
