@@ -19,6 +19,7 @@ COMMAND_MODULES = [
     "nanochat_hf.commands.plan",
     "nanochat_hf.commands.convert_tokenizer",
     "nanochat_hf.commands.chat",
+    "nanochat_hf.commands.serve",
     "nanochat_hf.commands.merge_lora",
     "nanochat_hf.commands.eval",
     "nanochat_hf.commands.report",
