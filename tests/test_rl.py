@@ -5,7 +5,9 @@ through the real chat engine and calculator. Where a test needs the model to wri
 `generate()` is driven by a logits processor that leaves only the scripted token possible at each step.
 """
 
+import importlib.util
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -21,6 +23,8 @@ from nanochat_hf.training.rl import build_rl_trainer, run_rl
 
 
 pytestmark = pytest.mark.usefixtures("one_cpu_thread")
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 class CyclicScript(LogitsProcessor):
@@ -188,7 +192,7 @@ def test_reward_function_of_the_wrong_length_is_refused_before_any_rollout(tmp_p
 @pytest.mark.parametrize(
     "overrides, message",
     [
-        ({"num_generations": 3, "examples_per_step": None}, "must be divisible by num_generations"),
+        ({"num_generations": 3, "examples_per_step": 0}, "must be divisible by num_generations"),
         ({"examples_per_step": 3, "per_device_train_batch_size": 16}, "--examples_per_step 3 x --num_generations 8"),
     ],
 )
@@ -214,3 +218,40 @@ def test_model_without_chat_template_or_tool_tokens_is_refused(tmp_path, toy):
     with pytest.raises(UserInputError, match="no '<\\|python_start\\|>' token"):
         run_rl(*rl_args(tmp_path / "run", model, dataset, tokenizer_name_or_path=tmp_path / "no-tools"))
     assert not (tmp_path / "run").exists()
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The recipes
+
+
+def load_recipe(name):
+    spec = importlib.util.spec_from_file_location(f"recipe_{name}", REPO / "recipes" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_rl_recipe_runs_the_cpu_config_and_reports_bad_input(tmp_path, toy, capsys):
+    model, _ = toy
+    recipe = load_recipe("rl")
+    config = str(REPO / "recipes" / "configs" / "rl_cpu_quickstart.yaml")
+    overrides = ["--model_name_or_path", str(model), "--output_dir", str(tmp_path / "run"), "--max_steps", "1",
+                 "--examples_per_step", "1", "--synthetic_size", "8", "--eval_size", "1", "--eval_steps", "1",
+                 "--max_completion_length", "24", "--disable_tqdm", "true"]
+    assert recipe.main(overrides, default_config=config) == 0
+    assert (tmp_path / "run" / "final" / "model.safetensors").is_file()
+    assert recipe.main([*overrides, "--output_dir", str(tmp_path / "bad"), "--dataset", "nowhere.jsonl"], config) == 2
+    assert "--dataset nowhere.jsonl: no such file" in capsys.readouterr().err
+
+
+def test_quickstart_rl_stage_prints_the_reward(tmp_path, toy, capsys):
+    model, _ = toy
+    quickstart = load_recipe("quickstart")
+    overrides = ["--output_dir", str(tmp_path / "quickstart-rl"), "--max_steps", "2", "--examples_per_step", "1",
+                 "--synthetic_size", "8", "--eval_strategy", "no", "--logging_steps", "1", "--max_completion_length", "24"]
+    final = quickstart.run_rl_stage(model, overrides)
+    assert final == tmp_path / "quickstart-rl" / "final" and final.is_dir()
+    out = capsys.readouterr().out
+    assert "step   1  mean reward" in out and "step   2  mean reward" in out and "[RL] mean reward, first half" in out
+    assert quickstart.run_rl_stage(model, overrides) == final  # a finished stage is skipped
+    assert "exists: skipping RL" in capsys.readouterr().out

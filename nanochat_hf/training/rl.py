@@ -40,7 +40,7 @@ from ..loading import check_vocabulary, open_config
 from ..tokenizer.special_tokens import ASSISTANT_END
 from .checkpoints import prepare_output_dir, resolve_resume_checkpoint
 from .model_card import CHAT_USAGE
-from .rl_arguments import RLArguments
+from .rl_arguments import RLArguments, accumulation_for
 from .rl_data import GSM8K_REPO, SYNTHETIC_SOURCE, load_problems
 from .rl_rewards import (
     check_reward_functions,
@@ -182,26 +182,23 @@ def resolve_optimizer(args: RLArguments, model_args) -> str:
     return optimizer
 
 
-def settle_batch(args: RLArguments, training_args) -> None:
-    """Questions per step -> gradient accumulation: one optimizer step per batch of samples (on-policy)."""
+def settle_batch(training_args) -> None:
+    """Check the batch against the real process count: one optimizer step per batch of samples (on-policy)."""
     per_pass = training_args.per_device_train_batch_size * training_args.world_size
-    if args.examples_per_step is not None:
-        samples = args.examples_per_step * training_args.num_generations
-        if samples % per_pass:
-            raise UserInputError(
-                f"--examples_per_step {args.examples_per_step} x --num_generations {training_args.num_generations} "
-                f"= {samples} samples per step is not a multiple of --per_device_train_batch_size "
-                f"{training_args.per_device_train_batch_size} x {training_args.world_size} processes"
-            )
-        training_args.gradient_accumulation_steps = samples // per_pass
-    steps = training_args.gradient_accumulation_steps
-    training_args.steps_per_generation = steps
-    training_args.generation_batch_size = per_pass * steps
+    if training_args.examples_per_step:
+        steps = accumulation_for(
+            training_args.examples_per_step,
+            training_args.num_generations,
+            training_args.per_device_train_batch_size,
+            training_args.world_size,
+        )
+        training_args.gradient_accumulation_steps = training_args.steps_per_generation = steps
+        training_args.generation_batch_size = per_pass * steps
     if training_args.generation_batch_size % training_args.num_generations:
         raise UserInputError(
             f"--num_generations {training_args.num_generations} does not divide the {training_args.generation_batch_size} "
-            "samples of a step (--per_device_train_batch_size x processes x --gradient_accumulation_steps): every "
-            "question needs all its samples in the same step"
+            "samples generated at a time (--per_device_train_batch_size x processes x --steps_per_generation): "
+            "every question needs all its samples in the same batch"
         )
 
 
@@ -280,7 +277,7 @@ def build_rl_trainer(
     """
     model_args = model_args if model_args is not None else ModelConfig()
     optimizer = resolve_optimizer(args, model_args)
-    settle_batch(args, training_args)
+    settle_batch(training_args)
     tokenizer_source = args.tokenizer_name_or_path or model_args.model_name_or_path
     what = "--tokenizer_name_or_path" if args.tokenizer_name_or_path else "--model_name_or_path"
     tokenizer = load_chat_tokenizer(tokenizer_source, what)  # chat template and tool tokens, or a clear error

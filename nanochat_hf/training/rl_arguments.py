@@ -15,12 +15,13 @@ nanochat's RL is on-policy REINFORCE with a group-mean baseline, which is GRPO w
 | no KL term, no reference model | | `beta: 0.0` |
 | one update per batch of samples (ratio 1, no clipping in effect) | | `num_iterations: 1` |
 | token-level mean over a pass of sequences | 8 per pass | `loss_type: bnpo`, `per_device_train_batch_size: 8` |
+| questions per optimizer step | 16 | `examples_per_step` (sets `gradient_accumulation_steps`) |
 
-and, in `RLArguments`: questions per optimizer step (`examples_per_step`, 16), nanochat's Muon + AdamW at
-0.05 x the base LRs with the multiplier 1 - step/steps (`init_lr_frac`, `warmdown_ratio` 1.0, constant
+and, in `RLArguments`: nanochat's Muon + AdamW at 0.05 x the base LRs with the multiplier 1 - step/steps (`init_lr_frac`, `warmdown_ratio` 1.0, constant
 Muon momentum 0.95).
 """
 
+import os
 from dataclasses import dataclass, field
 
 from trl import GRPOConfig, ModelConfig
@@ -30,6 +31,21 @@ from .arguments import parse_recipe_arguments
 
 
 OPTIMIZER_CHOICES = ("auto", "nanochat", "trainer")
+
+
+def launcher_processes() -> int:
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def accumulation_for(examples_per_step: int, num_generations: int, per_device_batch: int, processes: int) -> int:
+    """Micro-steps per optimizer step so that one step holds `examples_per_step` questions' samples."""
+    samples, per_pass = examples_per_step * num_generations, per_device_batch * processes
+    if samples % per_pass:
+        raise UserInputError(
+            f"--examples_per_step {examples_per_step} x --num_generations {num_generations} = {samples} samples "
+            f"per step is not a multiple of --per_device_train_batch_size {per_device_batch} x {processes} processes"
+        )
+    return samples // per_pass
 
 
 @dataclass
@@ -57,6 +73,30 @@ class NanoChatGRPOConfig(GRPOConfig):
     )
     lr_scheduler_type: str = field(default="linear", metadata={"help": "Only with --optimizer trainer."})
     warmup_ratio: float = field(default=0.0, metadata={"help": "Only with --optimizer trainer."})
+    examples_per_step: int = field(
+        default=16,
+        metadata={
+            "help": "Questions per optimizer step (nanochat: 16); sets gradient_accumulation_steps to "
+            "examples_per_step x num_generations / (per_device_train_batch_size x processes). 0: keep "
+            "gradient_accumulation_steps (or generation_batch_size / steps_per_generation) as given."
+        },
+    )
+
+    def __post_init__(self):
+        # Before GRPOConfig derives its generation batch from the accumulation (and checks it), so that the
+        # batch is set in questions. The process count is the launcher's (accelerate / torchrun set WORLD_SIZE).
+        if self.examples_per_step < 0:
+            raise UserInputError(f"--examples_per_step must be >= 0 (0: off), got {self.examples_per_step}")
+        if self.examples_per_step and self.num_generations:
+            if self.generation_batch_size is not None or self.steps_per_generation is not None:
+                raise UserInputError(
+                    "--examples_per_step sets the batch; with --generation_batch_size or --steps_per_generation "
+                    "set --examples_per_step 0"
+                )
+            self.gradient_accumulation_steps = accumulation_for(
+                self.examples_per_step, self.num_generations, self.per_device_train_batch_size, launcher_processes()
+            )
+        super().__post_init__()
 
 
 @dataclass
@@ -81,14 +121,6 @@ class RLArguments:
     eval_size: int = field(default=400, metadata={"help": "Held-out questions per evaluation (nanochat: 400)."})
     synthetic_size: int = field(default=1000, metadata={"help": "Problems of the embedded arithmetic set."})
     synthetic_seed: int = field(default=0, metadata={"help": "Seed of the embedded arithmetic set."})
-    examples_per_step: int | None = field(
-        default=16,
-        metadata={
-            "help": "Questions per optimizer step (nanochat: 16); sets gradient_accumulation_steps to "
-            "examples_per_step x num_generations / (per_device_train_batch_size x processes). None: keep "
-            "gradient_accumulation_steps as given."
-        },
-    )
 
     # ---- rewards
     format_reward_weight: float = field(
@@ -112,8 +144,6 @@ class RLArguments:
             raise UserInputError(f"--optimizer {self.optimizer!r}: expected one of {OPTIMIZER_CHOICES}")
         if self.init_lr_frac <= 0:
             raise UserInputError(f"--init_lr_frac must be positive, got {self.init_lr_frac}")
-        if self.examples_per_step is not None and self.examples_per_step <= 0:
-            raise UserInputError(f"--examples_per_step must be positive, got {self.examples_per_step}")
         if self.format_reward_weight < 0:
             raise UserInputError(f"--format_reward_weight must be >= 0, got {self.format_reward_weight}")
         if self.eval_size <= 0 or self.synthetic_size <= 0:
