@@ -255,3 +255,18 @@ def test_quickstart_rl_stage_prints_the_reward(tmp_path, toy, capsys):
     assert "step   1  mean reward" in out and "step   2  mean reward" in out and "[RL] mean reward, first half" in out
     assert quickstart.run_rl_stage(model, overrides) == final  # a finished stage is skipped
     assert "exists: skipping RL" in capsys.readouterr().out
+
+
+def test_lora_rl_writes_an_adapter_with_the_trainers_optimizer(tmp_path, toy):
+    model, dataset = toy
+    final = run_rl(
+        *rl_args(
+            tmp_path / "run", model, dataset, max_steps=2, use_peft=True, lora_r=4, lora_alpha=8,
+            optim="adamw_torch", learning_rate=1e-3, activation_checkpointing=True,
+        )
+    )
+    assert (final / "adapter_config.json").is_file() and not (final / "model.safetensors").exists()
+    settings = json.loads((final / "run_settings.json").read_text())
+    assert settings["method"] == "lora" and settings["optimizer"]["name"] == "trainer"
+    chat_model, tokenizer = load_chat_model(str(final), device="cpu")  # the adapter on its recorded base
+    assert ChatEngine(chat_model, tokenizer).generate([{"role": "user", "content": QUESTIONS[1]}], temperature=0).finished
