@@ -54,7 +54,9 @@ class _RewardPrinter(TrainerCallback):
     def on_log(self, args, state, control, logs=None, **kwargs):
         if logs and "reward" in logs:
             self.rewards.append(logs["reward"])
-            print(f"    step {state.global_step:3d}  mean reward {logs['reward']:.3f}  pass@1 {logs.get('pass@1', 0):.3f}")
+            print(
+                f"    step {state.global_step:3d}  mean reward {logs['reward']:.3f}  pass@1 {logs.get('pass@1', 0):.3f}"
+            )
         if logs and "eval_pass@1" in logs:
             print(f"    step {state.global_step:3d}  held-out pass@1 {logs['eval_pass@1']:.3f}")
 
@@ -72,8 +74,10 @@ def run_rl_stage(chat_model: Path, overrides: list[str]) -> Path:
     final = run_rl(args, training_args, model_args, extra_callbacks=[printer])
     if printer.rewards:
         head, tail = printer.rewards[: len(printer.rewards) // 2], printer.rewards[len(printer.rewards) // 2 :]
-        print(f"[RL] mean reward, first half of the logs {sum(head) / max(len(head), 1):.3f} -> second half "
-              f"{sum(tail) / max(len(tail), 1):.3f}")
+        print(
+            f"[RL] mean reward, first half of the logs {sum(head) / max(len(head), 1):.3f} -> second half "
+            f"{sum(tail) / max(len(tail), 1):.3f}"
+        )
     return final
 
 

@@ -92,9 +92,7 @@ def test_rl_kv_cache_bytes_match_the_models_cache(tmp_path):
     with torch.no_grad():
         cache = model(torch.zeros(3, 10, dtype=torch.long), use_cache=True).cache
     measured = sum(
-        tensor.numel() * tensor.element_size()
-        for layer in cache.layers
-        for tensor in (layer.keys, layer.values)
+        tensor.numel() * tensor.element_size() for layer in cache.layers for tensor in (layer.keys, layer.values)
     )
     assert measured == kv_cache_bytes(ModelShape.from_config(model.config), sequences=3, tokens=10)
 

@@ -118,7 +118,8 @@ def test_forced_tool_output_has_zero_loss_weight_token_by_token(tmp_path, toy):
     call, after = [s("python_start"), *ids(tokenizer, "3+4"), s("python_end")], ids(tokenizer, " #### 7")
     script = [*call, *after, s("assistant_end")]
     trainer = build_rl_trainer(
-        *rl_args(tmp_path / "run", model, dataset), generate_kwargs={"logits_processor": LogitsProcessorList([CyclicScript(script)])}
+        *rl_args(tmp_path / "run", model, dataset),
+        generate_kwargs={"logits_processor": LogitsProcessorList([CyclicScript(script)])},
     )
     forced = [s("output_start"), *ids(tokenizer, "7"), s("output_end")]
     rollout = trainer.rollout_func([[{"role": "user", "content": QUESTIONS[0]}]] * 2, trainer)
@@ -141,7 +142,13 @@ def test_malformed_tool_call_gets_the_error_as_output_and_training_goes_on(tmp_p
     model, dataset = toy
     tokenizer = chat_tokenizer()
     s = lambda name: special(tokenizer, name)  # noqa: E731
-    script = [s("python_start"), *ids(tokenizer, "3+*"), s("python_end"), *ids(tokenizer, " #### 7"), s("assistant_end")]
+    script = [
+        s("python_start"),
+        *ids(tokenizer, "3+*"),
+        s("python_end"),
+        *ids(tokenizer, " #### 7"),
+        s("assistant_end"),
+    ]
     trainer = build_rl_trainer(
         *rl_args(tmp_path / "run", model, dataset, max_steps=2),
         generate_kwargs={"logits_processor": LogitsProcessorList([CyclicScript(script)])},
@@ -162,7 +169,9 @@ def test_kill_and_resume_continues_from_the_last_checkpoint(tmp_path, toy):
     assert not (tmp_path / "run" / "final").exists()
     assert (tmp_path / "run" / "checkpoint-4").is_dir()
     logs = Logs()
-    final = run_rl(*rl_args(tmp_path / "run", model, dataset, resume_from_checkpoint="last", **settings), extra_callbacks=[logs])
+    final = run_rl(
+        *rl_args(tmp_path / "run", model, dataset, resume_from_checkpoint="last", **settings), extra_callbacks=[logs]
+    )
     assert [entry["step"] for entry in logs.train] == [5, 6]  # continued after step 4, did not start over
 
     state = json.loads((final / "trainer_state.json").read_text())
@@ -235,9 +244,26 @@ def test_rl_recipe_runs_the_cpu_config_and_reports_bad_input(tmp_path, toy, caps
     model, _ = toy
     recipe = load_recipe("rl")
     config = str(REPO / "recipes" / "configs" / "rl_cpu_quickstart.yaml")
-    overrides = ["--model_name_or_path", str(model), "--output_dir", str(tmp_path / "run"), "--max_steps", "1",
-                 "--examples_per_step", "1", "--synthetic_size", "8", "--eval_size", "1", "--eval_steps", "1",
-                 "--max_completion_length", "24", "--disable_tqdm", "true"]
+    overrides = [
+        "--model_name_or_path",
+        str(model),
+        "--output_dir",
+        str(tmp_path / "run"),
+        "--max_steps",
+        "1",
+        "--examples_per_step",
+        "1",
+        "--synthetic_size",
+        "8",
+        "--eval_size",
+        "1",
+        "--eval_steps",
+        "1",
+        "--max_completion_length",
+        "24",
+        "--disable_tqdm",
+        "true",
+    ]
     assert recipe.main(overrides, default_config=config) == 0
     assert (tmp_path / "run" / "final" / "model.safetensors").is_file()
     assert recipe.main([*overrides, "--output_dir", str(tmp_path / "bad"), "--dataset", "nowhere.jsonl"], config) == 2
@@ -247,8 +273,22 @@ def test_rl_recipe_runs_the_cpu_config_and_reports_bad_input(tmp_path, toy, caps
 def test_quickstart_rl_stage_prints_the_reward(tmp_path, toy, capsys):
     model, _ = toy
     quickstart = load_recipe("quickstart")
-    overrides = ["--output_dir", str(tmp_path / "quickstart-rl"), "--max_steps", "2", "--examples_per_step", "1",
-                 "--synthetic_size", "8", "--eval_strategy", "no", "--logging_steps", "1", "--max_completion_length", "24"]
+    overrides = [
+        "--output_dir",
+        str(tmp_path / "quickstart-rl"),
+        "--max_steps",
+        "2",
+        "--examples_per_step",
+        "1",
+        "--synthetic_size",
+        "8",
+        "--eval_strategy",
+        "no",
+        "--logging_steps",
+        "1",
+        "--max_completion_length",
+        "24",
+    ]
     final = quickstart.run_rl_stage(model, overrides)
     assert final == tmp_path / "quickstart-rl" / "final" and final.is_dir()
     out = capsys.readouterr().out
@@ -261,12 +301,22 @@ def test_lora_rl_writes_an_adapter_with_the_trainers_optimizer(tmp_path, toy):
     model, dataset = toy
     final = run_rl(
         *rl_args(
-            tmp_path / "run", model, dataset, max_steps=2, use_peft=True, lora_r=4, lora_alpha=8,
-            optim="adamw_torch", learning_rate=1e-3, activation_checkpointing=True,
+            tmp_path / "run",
+            model,
+            dataset,
+            max_steps=2,
+            use_peft=True,
+            lora_r=4,
+            lora_alpha=8,
+            optim="adamw_torch",
+            learning_rate=1e-3,
+            activation_checkpointing=True,
         )
     )
     assert (final / "adapter_config.json").is_file() and not (final / "model.safetensors").exists()
     settings = json.loads((final / "run_settings.json").read_text())
     assert settings["method"] == "lora" and settings["optimizer"]["name"] == "trainer"
     chat_model, tokenizer = load_chat_model(str(final), device="cpu")  # the adapter on its recorded base
-    assert ChatEngine(chat_model, tokenizer).generate([{"role": "user", "content": QUESTIONS[1]}], temperature=0).finished
+    assert (
+        ChatEngine(chat_model, tokenizer).generate([{"role": "user", "content": QUESTIONS[1]}], temperature=0).finished
+    )

@@ -54,7 +54,10 @@ def test_examples_per_step_gives_the_accumulation_for_the_process_count(processe
     [
         (["--optimizer", "adam"], "--optimizer 'adam': expected one of"),
         (["--examples_per_step", "-1"], "--examples_per_step must be >= 0"),
-        (["--examples_per_step", "3", "--per_device_train_batch_size", "32"], "--examples_per_step 3 x --num_generations 16"),
+        (
+            ["--examples_per_step", "3", "--per_device_train_batch_size", "32"],
+            "--examples_per_step 3 x --num_generations 16",
+        ),
         (["--format_reward_weight", "-1"], "--format_reward_weight must be >= 0"),
         (["--num_generations", "3", "--examples_per_step", "0"], "GRPO settings: generation_batch_size"),
         (["--num_generations", "1"], "GRPO settings: GRPO requires at least 2 generations"),

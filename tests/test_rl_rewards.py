@@ -48,7 +48,10 @@ def test_pass_at_k_is_the_unbiased_estimator():
         pass_at_k(2, 1, 4)
 
 
-ROWS = [{"prompt": [{"role": "user", "content": "q"}], "answer": "5"}, {"prompt": [{"role": "user", "content": "r"}], "answer": "6"}]
+ROWS = [
+    {"prompt": [{"role": "user", "content": "q"}], "answer": "5"},
+    {"prompt": [{"role": "user", "content": "r"}], "answer": "6"},
+]
 
 
 def test_the_built_in_rewards_pass_the_check():

@@ -209,14 +209,19 @@ def plan_rl(
     nanochat's settings by default: 16 samples per question, 256 new tokens, passes of 8 sequences;
     `prompt_len` is the longest prompt (GSM8K questions rendered: under 256 tokens).
     """
-    for name, value in (("num_generations", num_generations), ("max_new_tokens", max_new_tokens),
-                        ("prompt_len", prompt_len), ("micro_batch", micro_batch)):
+    for name, value in (
+        ("num_generations", num_generations),
+        ("max_new_tokens", max_new_tokens),
+        ("prompt_len", prompt_len),
+        ("micro_batch", micro_batch),
+    ):
         if value <= 0:
             raise UserInputError(f"{name} must be positive, got {value}")
     tokens = prompt_len + max_new_tokens
     shape = shape or ModelShape.from_depth(depth, vocab_size=vocab_size)
-    shape = ModelShape(shape.n_layer, shape.n_embd, shape.n_head, shape.n_kv_head, shape.head_dim,
-                       shape.vocab_size, tokens)
+    shape = ModelShape(
+        shape.n_layer, shape.n_embd, shape.n_head, shape.n_kv_head, shape.head_dim, shape.vocab_size, tokens
+    )
     plan = plan_finetune(depth, method, gpu=gpu, micro_batch=micro_batch, shape=shape, **finetune_kwargs)
     kv = f"rollout KV cache ({num_generations} x {tokens} tokens, bf16)"
     plan.components[kv] = kv_cache_bytes(shape, num_generations, tokens)

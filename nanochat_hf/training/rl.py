@@ -96,7 +96,8 @@ class EngineRollout:
         was_training = model.training
         model.eval()
         try:
-            with torch.random.fork_rng(devices=devices):  # the Trainer's own random state is left untouched
+            # The Trainer's own random state is left untouched; sampling runs in the training's mixed precision.
+            with torch.random.fork_rng(devices=devices), trainer.accelerator.autocast():
                 for index, messages in enumerate(prompts):
                     reply = engine.generate(
                         messages,
@@ -175,10 +176,14 @@ def resolve_optimizer(args: RLArguments, model_args) -> str:
     if not model_args.model_name_or_path:
         raise UserInputError("--model_name_or_path is required (an SFT chat model folder or Hub id)")
     if (model_args.load_in_4bit or model_args.load_in_8bit) and not model_args.use_peft:
-        raise UserInputError("--load_in_4bit/--load_in_8bit: quantized weights are frozen; add --use_peft true (QLoRA)")
+        raise UserInputError(
+            "--load_in_4bit/--load_in_8bit: quantized weights are frozen; add --use_peft true (QLoRA)"
+        )
     optimizer = args.optimizer if args.optimizer != "auto" else ("trainer" if model_args.use_peft else "nanochat")
     if optimizer == "nanochat" and model_args.use_peft:
-        raise UserInputError("--optimizer nanochat trains nanochat's own parameters; with --use_peft use --optimizer trainer")
+        raise UserInputError(
+            "--optimizer nanochat trains nanochat's own parameters; with --use_peft use --optimizer trainer"
+        )
     return optimizer
 
 
@@ -247,8 +252,11 @@ def describe(args, training_args, model_args, optimizer, config, num_train, num_
 def load_rl_data(args: RLArguments, training_args):
     """(train problems, eval problems or None); eval only when the run evaluates."""
     train = load_problems(
-        args.dataset, args.dataset_split, size=args.synthetic_size if args.dataset == SYNTHETIC_SOURCE else None,
-        seed=args.synthetic_seed, synthetic_size=args.synthetic_size,
+        args.dataset,
+        args.dataset_split,
+        size=args.synthetic_size if args.dataset == SYNTHETIC_SOURCE else None,
+        seed=args.synthetic_seed,
+        synthetic_size=args.synthetic_size,
     )
     evaluates = str(getattr(training_args.eval_strategy, "value", training_args.eval_strategy)) != "no"
     if not evaluates:
@@ -258,7 +266,12 @@ def load_rl_data(args: RLArguments, training_args):
         raise UserInputError(f"--eval_strategy {training_args.eval_strategy}: give --eval_dataset (held-out problems)")
     split = args.eval_dataset_split if source != SYNTHETIC_SOURCE else "train"
     eval_problems = load_problems(
-        source, split, what="--eval_dataset", size=args.eval_size, seed=args.synthetic_seed, held_out=True,
+        source,
+        split,
+        what="--eval_dataset",
+        size=args.eval_size,
+        seed=args.synthetic_seed,
+        held_out=True,
         synthetic_size=args.synthetic_size,
     )
     return train, eval_problems
@@ -305,7 +318,12 @@ def build_rl_trainer(
 
     peft_config = peft_config_for(model_args)
     settings = describe(
-        args, training_args, model_args, optimizer, config, len(train_dataset),
+        args,
+        training_args,
+        model_args,
+        optimizer,
+        config,
+        len(train_dataset),
         len(eval_dataset) if eval_dataset is not None else 0,
     )
     model = load_model(model_args, training_args, tokenizer)
