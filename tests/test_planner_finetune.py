@@ -84,10 +84,10 @@ def test_rl_plan_adds_the_rollouts_kv_cache_and_lora_fits_12gb():
 
 
 def test_rl_kv_cache_bytes_match_the_models_cache(tmp_path):
-    from nanochat_hf import NanoChatForCausalLM
+    from nanochat_hf import NanoChatHFForCausalLM
     from nanochat_hf.planning.finetune import kv_cache_bytes
 
-    model = NanoChatForCausalLM.from_pretrained(save_tiny_model(tmp_path / "m", chat=False)).eval()
+    model = NanoChatHFForCausalLM.from_pretrained(save_tiny_model(tmp_path / "m", chat=False)).eval()
     model = model.to(torch.bfloat16)
     with torch.no_grad():
         cache = model(torch.zeros(3, 10, dtype=torch.long), use_cache=True).cache

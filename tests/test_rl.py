@@ -1,6 +1,6 @@
 """RL with trl's GRPOTrainer on tiny models (CPU, float32): learning, masks, tool errors, resume, refusals.
 
-The models are real tiny NanoChatForCausalLM fine-tuned in the test (rl_helpers.toy_sft_model); rollouts run
+The models are real tiny NanoChatHFForCausalLM fine-tuned in the test (rl_helpers.toy_sft_model); rollouts run
 through the real chat engine and calculator. Where a test needs the model to write a tool call, its
 `generate()` is driven by a logits processor that leaves only the scripted token possible at each step.
 """
