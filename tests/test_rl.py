@@ -212,6 +212,20 @@ def test_num_generations_that_does_not_divide_the_batch_is_refused(tmp_path, toy
     assert not (tmp_path / "run").exists()
 
 
+def test_prompt_longer_than_the_context_is_refused(tmp_path, toy):
+    model, _ = toy
+    long = tmp_path / "long.jsonl"
+    long.write_text(
+        json.dumps({"question": "ok", "answer": "1"})
+        + "\n"
+        + json.dumps({"question": "word " * 400, "answer": "1"})
+        + "\n"
+    )
+    with pytest.raises(UserInputError, match="--dataset row 1: the prompt is .* tokens, the model's context is 256"):
+        run_rl(*rl_args(tmp_path / "run", model, long))
+    assert not (tmp_path / "run").exists()
+
+
 def test_model_without_chat_template_or_tool_tokens_is_refused(tmp_path, toy):
     model, dataset = toy
     tokenizer = chat_tokenizer()

@@ -37,6 +37,7 @@ from ..chat.adapters import write_base_fingerprint
 from ..chat.engine import ChatEngine
 from ..errors import UserInputError
 from ..loading import check_vocabulary, open_config
+from ..tokenizer import render_conversation_with_mask
 from ..tokenizer.special_tokens import ASSISTANT_END
 from .checkpoints import prepare_output_dir, resolve_resume_checkpoint
 from .model_card import CHAT_USAGE
@@ -277,6 +278,17 @@ def load_rl_data(args: RLArguments, training_args):
     return train, eval_problems
 
 
+def check_prompt_lengths(tokenizer, dataset, context: int, what: str) -> None:
+    """Every prompt (rendered as the engine renders it) must leave room for at least one new token."""
+    for index, row in enumerate(dataset):
+        length = len(render_conversation_with_mask(tokenizer, row["prompt"], max_tokens=10**12)[0]) + 1
+        if length >= context:
+            raise UserInputError(
+                f"{what} row {index}: the prompt is {length} tokens, the model's context is {context}; "
+                "shorten the question or drop the row"
+            )
+
+
 # ---------------------------------------------------------------------------------------------------------
 # The recipe
 
@@ -298,6 +310,9 @@ def build_rl_trainer(
     check_vocabulary(len(tokenizer), config, model_args.model_name_or_path)
     with training_args.main_process_first(desc="loading the RL problems"):
         train_dataset, eval_dataset = load_rl_data(args, training_args)
+    check_prompt_lengths(tokenizer, train_dataset, config.sequence_len, "--dataset")
+    if eval_dataset is not None:
+        check_prompt_lengths(tokenizer, eval_dataset, config.sequence_len, "--eval_dataset")
 
     funcs = [exact_answer_reward]
     weights = [1.0]
