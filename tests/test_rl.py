@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from chat_helpers import chat_tokenizer
+from chat_helpers import Capture, chat_tokenizer
 from rl_helpers import QUESTIONS, REWARDED_DIGIT, rl_args, toy_sft_model
 from safetensors.torch import load_file
 from transformers import LogitsProcessor, LogitsProcessorList, TrainerCallback
@@ -19,6 +19,7 @@ from transformers import LogitsProcessor, LogitsProcessorList, TrainerCallback
 from nanochat_hf.chat.engine import ChatEngine, load_chat_model
 from nanochat_hf.errors import UserInputError
 from nanochat_hf.eval.chat_tasks import final_answer
+from nanochat_hf.optim import NanoChatMuonAdamW
 from nanochat_hf.training.rl import build_rl_trainer, run_rl
 
 
@@ -109,6 +110,23 @@ def test_mean_reward_rises_and_the_result_is_a_chat_model(tmp_path, toy):
     chat_model, tokenizer = load_chat_model(str(final), device="cpu")
     reply = ChatEngine(chat_model, tokenizer).generate([{"role": "user", "content": QUESTIONS[0]}], temperature=0)
     assert reply.finished and final_answer(reply.text) == REWARDED_DIGIT
+
+
+def test_rl_learning_rates_and_schedule_are_nanochats(tmp_path, toy):
+    model, dataset = toy
+    capture = Capture()
+    run_rl(*rl_args(tmp_path / "run", model, dataset, max_steps=4), extra_callbacks=[capture])
+    scale = (64 / 768) ** -0.5  # AdamW LRs scale with the model width (d = 64)
+    expected = {"muon": 0.02 * 0.05, "embedding": 0.2 * 0.05 * scale, "unembedding": 0.004 * 0.05 * scale}
+    optimizer = getattr(capture.first_step["optimizer"], "optimizer", capture.first_step["optimizer"])
+    assert isinstance(optimizer, NanoChatMuonAdamW)
+    for group, lr in zip(optimizer.param_groups, capture.first_step["lrs"], strict=True):
+        key = "muon" if group["kind"] == "muon" else group["name"]
+        assert lr == pytest.approx(expected[key])
+        if group["kind"] == "muon":
+            assert group["momentum_warmup_steps"] == 0 and group["momentum_end"] == 0.95
+    lambdas = capture.first_step["scheduler"].lr_lambdas[0]
+    assert [lambdas(step) for step in range(5)] == [1.0, 0.75, 0.5, 0.25, 0.0]  # 1 - step/steps
 
 
 def test_forced_tool_output_has_zero_loss_weight_token_by_token(tmp_path, toy):
