@@ -55,7 +55,9 @@ class _RewardPrinter(TrainerCallback):
         if logs and "reward" in logs:
             self.rewards.append(logs["reward"])
             print(
-                f"    step {state.global_step:3d}  mean reward {logs['reward']:.3f}  pass@1 {logs.get('pass@1', 0):.3f}"
+                f"    step {state.global_step:3d}  mean reward {logs['reward']:.3f}  (exact answers: pass@1 "
+                f"{logs.get('pass@1', 0):.3f}, ending with '#### <number>': "
+                f"{logs.get('rewards/format_reward/mean', 0):.3f})"
             )
         if logs and "eval_pass@1" in logs:
             print(f"    step {state.global_step:3d}  held-out pass@1 {logs['eval_pass@1']:.3f}")
