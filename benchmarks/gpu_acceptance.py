@@ -39,9 +39,17 @@ import tempfile
 import time
 from pathlib import Path
 
+import torch
+
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+
+from nanochat_hf import NanoChatHFConfig, NanoChatHFForCausalLM  # noqa: E402
+from nanochat_hf.optim import build_optimizer  # noqa: E402
+from nanochat_hf.planning.flops import ModelShape, flops_per_token  # noqa: E402
+from nanochat_hf.planning.gpus import resolve_gpu  # noqa: E402
+
 
 # nanochat's published MFU: d32 generation 1 on 8xH100 (run1000.sh's report).
 NANOCHAT_MFU_GEN1 = 0.509
@@ -70,7 +78,9 @@ QUICK = {
 
 def section_gpu_tests(shapes: dict, device: str) -> dict:
     command = [sys.executable, "-m", "pytest", "-q", "-m", "gpu", "-p", "no:cacheprovider", *shapes["pytest"]]
-    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    result = subprocess.run(
+        command, cwd=REPO, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}
+    )
     summary = result.stdout.strip().splitlines()[-1] if result.stdout.strip() else result.stderr[-500:]
     counts = {kind: int(n) for n, kind in re.findall(r"(\d+) (passed|failed|skipped|errors?|deselected)", summary)}
     failed = counts.get("failed", 0) + counts.get("error", 0) + counts.get("errors", 0)
@@ -90,11 +100,15 @@ def section_offload(shapes: dict, device: str) -> dict:
             command += ["--cap-gib", str(CAP_GIB)]
         result = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
         if result.returncode != 0:
-            raise RuntimeError(f"memory_d32.py exited {result.returncode}: {result.stdout[-800:]}{result.stderr[-800:]}")
+            raise RuntimeError(
+                f"memory_d32.py exited {result.returncode}: {result.stdout[-800:]}{result.stderr[-800:]}"
+            )
         figures = json.loads(out.read_text())
     targets = {
         f"overhead < {OVERHEAD_TARGET:.0%}": figures["overhead_fraction"] < OVERHEAD_TARGET,
-        f"activations within {ACTIVATION_TOLERANCE:.0%} of the plan": abs(figures["activation_ratio_to_eager_plan"] - 1)
+        f"activations within {ACTIVATION_TOLERANCE:.0%} of the plan": abs(
+            figures["activation_ratio_to_eager_plan"] - 1
+        )
         <= ACTIVATION_TOLERANCE,
     }
     if figures["peak_reserved_bytes"] is not None:
@@ -103,10 +117,6 @@ def section_offload(shapes: dict, device: str) -> dict:
 
 
 def _random_model(depth: int, vocab_size: int, seq_len: int, device):
-    import torch
-
-    from nanochat_hf import NanoChatHFConfig, NanoChatHFForCausalLM
-
     torch.manual_seed(0)
     config = NanoChatHFConfig.from_depth(depth, vocab_size=vocab_size, sequence_len=seq_len)
     model = NanoChatHFForCausalLM(config)
@@ -117,12 +127,6 @@ def _random_model(depth: int, vocab_size: int, seq_len: int, device):
 
 
 def section_train(shapes: dict, device: str) -> dict:
-    import torch
-
-    from nanochat_hf.optim import build_optimizer
-    from nanochat_hf.planning.flops import ModelShape, flops_per_token
-    from nanochat_hf.planning.gpus import resolve_gpu
-
     s = shapes["train"]
     model = _random_model(s["depth"], s["vocab_size"], s["seq_len"], device).train()
     optimizer = build_optimizer(model)
@@ -171,8 +175,6 @@ def section_train(shapes: dict, device: str) -> dict:
 
 
 def section_decode(shapes: dict, device: str) -> dict:
-    import torch
-
     s = shapes["decode"]
     model = _random_model(s["depth"], s["vocab_size"], 2048, device).eval()
     if device == "cuda":
@@ -195,8 +197,6 @@ def section_decode(shapes: dict, device: str) -> dict:
 
 
 def section_generation2(shapes: dict, device: str) -> dict:
-    from nanochat_hf import NanoChatHFConfig
-
     if not hasattr(NanoChatHFConfig(), "generation"):
         return {"not_run": "the installed package has no generation-2 model yet", "targets": {}}
     return {"not_run": "generation-2 measurements are not part of this script yet", "targets": {}}
@@ -241,8 +241,6 @@ def run_section(name: str, quick: bool, device: str, timeout_s: float) -> dict:
 
 
 def environment(device: str) -> dict:
-    import torch
-
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True)
     return {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -284,7 +282,9 @@ def _fmt(value) -> str:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="CPU smoke pass with tiny shapes (what CI runs)")
-    parser.add_argument("--out", default=str(REPO / "runs" / "gpu-acceptance"), help="folder for the JSON and Markdown")
+    parser.add_argument(
+        "--out", default=str(REPO / "runs" / "gpu-acceptance"), help="folder for the JSON and Markdown"
+    )
     parser.add_argument("--budget-s", type=float, default=480.0, help="time for all sections together")
     parser.add_argument("--only", nargs="+", choices=list(SECTIONS), help="run only these sections")
     parser.add_argument("--device", help=argparse.SUPPRESS)
@@ -297,8 +297,6 @@ def main(argv=None) -> int:
         function, _ = SECTIONS[args.section]
         Path(args.section_out).write_text(json.dumps(function(shapes, args.device), indent=2, default=str))
         return 0
-
-    import torch
 
     device = "cpu" if args.quick else "cuda"
     if device == "cuda" and not torch.cuda.is_available():
@@ -320,7 +318,10 @@ def main(argv=None) -> int:
             print(f"[{index}/{len(names)}] {name} (up to {min(share, left):.0f} s) ...", flush=True)
             sections[name] = run_section(name, args.quick, device, min(share, left))
         record = sections[name]
-        print(f"      {record['status']} in {record['seconds']:.1f} s" + (f": {record['error']}" if "error" in record else ""))
+        print(
+            f"      {record['status']} in {record['seconds']:.1f} s"
+            + (f": {record['error']}" if "error" in record else "")
+        )
     report = {
         "quick": args.quick,
         "environment": environment(device),
@@ -329,7 +330,10 @@ def main(argv=None) -> int:
     }
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    for filename, text in (("acceptance.json", json.dumps(report, indent=2, default=str)), ("acceptance.md", render_markdown(report))):
+    for filename, text in (
+        ("acceptance.json", json.dumps(report, indent=2, default=str)),
+        ("acceptance.md", render_markdown(report)),
+    ):
         temporary = out / f".{filename}.tmp"
         temporary.write_text(text)
         temporary.replace(out / filename)

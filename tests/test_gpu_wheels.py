@@ -35,4 +35,6 @@ def test_self_only_builds_this_packages_wheel_offline(tmp_path):
 
 def test_unknown_options_are_refused_with_the_expected_ones():
     result = run("--platfrom", "x")
-    assert result.returncode == 2 and "unknown option '--platfrom'" in result.stderr and "--platform TAG" in result.stderr
+    assert (
+        result.returncode == 2 and "unknown option '--platfrom'" in result.stderr and "--platform TAG" in result.stderr
+    )

@@ -28,15 +28,25 @@ from dataclasses import dataclass, field, fields
 
 from ..errors import UserInputError
 from ..planning.flops import ModelShape, param_counts
+from ..planning.horizon import (
+    GEN2_BATCH_SIZE_EXPONENT,
+    GEN2_RATIO,
+    GEN2_REFERENCE_BATCH_SIZE,
+    GEN2_REFERENCE_DEPTH,
+    GPT2_SPEEDRUN_RATIO,
+    auto_total_batch_size,
+)
 from .checks import check_number
 
 
-REFERENCE_BATCH_SIZE = 2**19  # B_ref: the best total batch (tokens) measured at d12
-REFERENCE_DEPTH = 12
-BATCH_SIZE_EXPONENT = 0.383  # Power Lines: B_opt ∝ D^0.383
+# B_ref (the best total batch measured at d12), the Power Lines exponent, the reference depth and the ratios
+# are the planner's (`planning/horizon.py`), which derives the same horizon without torch.
+REFERENCE_BATCH_SIZE = GEN2_REFERENCE_BATCH_SIZE
+REFERENCE_DEPTH = GEN2_REFERENCE_DEPTH
+BATCH_SIZE_EXPONENT = GEN2_BATCH_SIZE_EXPONENT
 LR_REFERENCE_DIM = 768  # the width nanochat's AdamW LRs were tuned at
-DEFAULT_RATIO = 12.0  # tokens per scaling parameter, nanochat 2026's default
-SPEEDRUN_RATIO = 8.0  # the GPT-2 speedrun (d24)
+DEFAULT_RATIO = GEN2_RATIO  # tokens per scaling parameter, nanochat 2026's default
+SPEEDRUN_RATIO = GPT2_SPEEDRUN_RATIO  # the GPT-2 speedrun (d24)
 
 # nanochat generation 2's shape rule and vocabulary.
 ASPECT_RATIO = 64
@@ -88,12 +98,6 @@ def gen2_scaling_params(
         ve_gate_channels=ve_gate_channels,
     )
     return param_counts(shape).scaling
-
-
-def auto_total_batch_size(target_tokens: int, reference_tokens: float) -> int:
-    """Total batch in tokens: 2^round(log2(B_ref · (D/D_ref)^0.383))."""
-    predicted = REFERENCE_BATCH_SIZE * (target_tokens / reference_tokens) ** BATCH_SIZE_EXPONENT
-    return 2 ** round(math.log2(predicted))
 
 
 def batch_lr_scale(total_batch_size: int) -> float:

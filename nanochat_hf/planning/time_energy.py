@@ -122,9 +122,7 @@ def estimate_time(
         # the CPU update of master and state, then the new bf16 weights to the GPU.
         step_transfer_bytes = 2 * 2 * counts.blocks + counts.total * DTYPE_BYTES[knobs.weights_dtype]
         optimizer_seconds += (
-            flushes * exposed
-            + step_transfer_bytes / link
-            + counts.total * CPU_UPDATE_BYTES_PER_PARAM / dram
+            flushes * exposed + step_transfer_bytes / link + counts.total * CPU_UPDATE_BYTES_PER_PARAM / dram
         )
     step_seconds = forward_backward_seconds + optimizer_seconds
     hours = horizon.steps * step_seconds / 3600
