@@ -18,9 +18,9 @@ from nanochat_hf.planning.flops import (
 )
 from nanochat_hf.planning.gpus import GIB, get_gpu
 from nanochat_hf.planning.horizon import training_horizon
+from nanochat_hf.planning.host_sum_time import host_sum_seconds
 from nanochat_hf.planning.memory import plan_memory, static_memory
 from nanochat_hf.planning.memory_modes import MEMORY_MODES, knobs_for_mode
-from nanochat_hf.planning.host_sum_time import host_sum_seconds
 from nanochat_hf.planning.plan import make_plan, plan_all_gpus
 from nanochat_hf.planning.report import README_PATH, render_gpu_table, render_plan, render_readme
 from nanochat_hf.planning.time_energy import HOST_DRAM_GBS

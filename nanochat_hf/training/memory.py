@@ -115,9 +115,7 @@ def resolve_memory_setup(
     total_batch_size = total_batch_size if total_batch_size is not None else args.total_batch_size
 
     def choose(knob_overrides: dict) -> ModeChoice:
-        choice = choose_mode(
-            shape, gpu, requested, knob_overrides, total_batch_size=total_batch_size // world_size
-        )
+        choice = choose_mode(shape, gpu, requested, knob_overrides, total_batch_size=total_batch_size // world_size)
         require_fit(choice)
         return choice
 

@@ -67,7 +67,9 @@ def resolve_model_config(args: PretrainArguments, vocab_size: int) -> NanoChatHF
     try:
         shape = dict(vocab_size=vocab_size, sequence_len=args.sequence_len, generation=args.generation)
         if args.window_pattern is not None:
-            depth = args.depth if args.depth is not None else NanoChatHFConfig.from_preset(args.preset, **shape).n_layer
+            depth = (
+                args.depth if args.depth is not None else NanoChatHFConfig.from_preset(args.preset, **shape).n_layer
+            )
             if len(args.window_pattern) > depth:
                 raise UserInputError(
                     f"--window_pattern {args.window_pattern!r} has {len(args.window_pattern)} letters for a "
@@ -373,7 +375,12 @@ def run_pretraining(args: PretrainArguments, training_args: TrainingArguments, e
     total_batch_size = horizon.total_batch_size if gen2 is not None else args.total_batch_size
     # Memory mode and knobs: a mode that cannot fit the GPU, or FP8 where it cannot run, fails here.
     memory = resolve_memory_setup(
-        args, training_args, shape, world_size=world_size, generation=config.generation, total_batch_size=total_batch_size
+        args,
+        training_args,
+        shape,
+        world_size=world_size,
+        generation=config.generation,
+        total_batch_size=total_batch_size,
     )
     if args.fp8 and not dry_run:  # a dry run plans for the training machine, which may not be this one
         check_fp8_support(training_args.device)
