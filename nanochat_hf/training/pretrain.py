@@ -23,7 +23,6 @@ from ..data.pretrain import DEFAULT_PACKING, build_pretrain_datasets, load_data_
 from ..errors import UserInputError
 from ..loading import check_vocabulary, open_config, open_model, open_tokenizer
 from ..modeling_nanochat_hf import NanoChatHFForCausalLM
-from ..optim.scaling_gen2 import Gen2Settings
 from ..optim.setup_gen2 import Gen2Training, build_gen2_training
 from ..planning.flops import ModelShape, flops_per_token
 from ..planning.gpus import resolve_gpu
@@ -36,6 +35,7 @@ from ..tokenizer.token_bytes import TOKEN_BYTES_FILENAME
 from .arguments import PretrainArguments
 from .checkpoints import prepare_output_dir, resolve_resume_checkpoint
 from .memory import MemorySetup, check_fp8_support, enable_fp8, knob_overrides, resolve_memory_setup
+from .pretrain_gen2 import describe_gen2_optimizer, gen2_settings, horizon_of_gen2_plan
 from .pretrain_trainer import CHECKPOINT_FILES, NanoChatPretrainer
 
 
@@ -86,42 +86,6 @@ def resolve_model_config(args: PretrainArguments, vocab_size: int) -> NanoChatHF
 def resolve_packing(args: PretrainArguments, config: NanoChatHFConfig) -> str:
     """The row packing: as set, or (auto) the model generation's own, nanochat's streaming rows for generation 1."""
     return DEFAULT_PACKING[getattr(config, "generation", 1)] if args.packing == "auto" else args.packing
-
-
-def gen2_settings(args: PretrainArguments, training_args: TrainingArguments) -> Gen2Settings:
-    """Generation 2's optimizer and horizon settings from the recipe (`max_steps` > 0 fixes the updates)."""
-    return Gen2Settings(
-        target_param_data_ratio=args.target_param_data_ratio,
-        total_batch_size=args.total_batch_size,
-        num_iterations=training_args.max_steps if training_args.max_steps > 0 else -1,
-        matrix_lr=args.matrix_lr,
-        embedding_lr=args.embedding_lr,
-        unembedding_lr=args.unembedding_lr,
-        scalar_lr=args.scalar_lr,
-        weight_decay=args.muon_weight_decay,
-        warmup_steps=args.lr_warmup_steps,
-        warmdown_ratio=args.warmdown_ratio,
-        final_lr_frac=args.final_lr_frac,
-    )
-
-
-def gen2_horizon(training: Gen2Training, num_params: int, flops: int) -> Horizon:
-    """Generation 2's plan as the run's Horizon (its total batch, updates and what decided them)."""
-    plan = training.plan
-    source = {"num_iterations": "max_steps"}.get(plan.horizon_source, plan.horizon_source)
-    target = {
-        "max_steps": plan.num_iterations,
-        "target_flops": training.settings.target_flops,
-        "target_param_data_ratio": training.settings.target_param_data_ratio,
-    }[source]
-    return Horizon(
-        num_params=num_params,
-        total_batch_size=plan.total_batch_size,
-        steps=plan.num_iterations,
-        source=source,
-        target=target,
-        flops_per_token=flops,
-    )
 
 
 def run_shape(args: PretrainArguments, config: NanoChatHFConfig) -> ModelShape:
@@ -277,18 +241,7 @@ def describe_optimizer(args: PretrainArguments, training_args, gen2: Gen2Trainin
             "final_lr_frac": args.final_lr_frac,
             "max_grad_norm": training_args.max_grad_norm,
         }
-    plan, settings = gen2.plan, gen2.settings
-    return {
-        "kind": "generation 2 MuonAdamW (Polar Express, NorMuon, cautious weight decay)",
-        **{f"{name}_lr": round(lr, 8) for name, lr in plan.group_lrs.items()},
-        "batch_lr_scale": round(plan.batch_lr_scale, 6),
-        "muon_weight_decay": round(plan.weight_decay, 6),
-        "scaling_params": plan.scaling_params,
-        "warmup_steps": settings.warmup_steps,
-        "warmdown_ratio": settings.warmdown_ratio,
-        "final_lr_frac": settings.final_lr_frac,
-        "max_grad_norm": 0.0,
-    }
+    return describe_gen2_optimizer(gen2)
 
 
 def print_settings(settings: dict) -> None:
@@ -370,7 +323,7 @@ def run_pretraining(args: PretrainArguments, training_args: TrainingArguments, e
                 "Trainer for now; generation 2 trains on one process or with DDP (replicated state)"
             )
         gen2 = build_gen2_training(meta_model, gen2_settings(args, training_args))
-        horizon = gen2_horizon(gen2, num_params, flops_per_token(shape))
+        horizon = horizon_of_gen2_plan(gen2, num_params, flops_per_token(shape))
     del meta_model
     total_batch_size = horizon.total_batch_size if gen2 is not None else args.total_batch_size
     # Memory mode and knobs: a mode that cannot fit the GPU, or FP8 where it cannot run, fails here.
