@@ -1,26 +1,43 @@
 """nanochat-hf: nanochat's GPT, tokenizer and training recipe on the Hugging Face stack.
 
-Importing the package registers the model with transformers' Auto classes, so
-`AutoConfig`, `AutoModel` and `AutoModelForCausalLM` know `model_type="nanochat_hf"` in this process.
-Checkpoints saved by this package also carry their own code (`auto_map`), so they load with
-`trust_remote_code=True` where the package is not installed.
+`import nanochat_hf` is cheap: it imports neither torch nor transformers, so `nanochat-hf --help` and
+`nanochat-hf plan` answer at once. The model classes are attributes resolved on first use
+(`from nanochat_hf import NanoChatForCausalLM`); that first use also registers the model with
+transformers' Auto classes (`nanochat_hf.auto_classes`), so `AutoConfig`, `AutoModel` and
+`AutoModelForCausalLM` know `model_type="nanochat_hf"` in this process. `nanochat_hf.register_auto_classes()`
+does only the registering. Checkpoints saved by this package also carry their own code (`auto_map`), so
+they load with `trust_remote_code=True` where the package is not installed.
 """
 
-from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
+import importlib
 
-from .configuration_nanochat_hf import NanoChatConfig
-from .modeling_nanochat_hf import NanoChatForCausalLM, NanoChatModel, NanoChatPreTrainedModel
+from . import quiet
 
 
 __version__ = "0.1.0.dev0"
 
-AutoConfig.register(NanoChatConfig.model_type, NanoChatConfig, exist_ok=True)
-AutoModel.register(NanoChatConfig, NanoChatModel, exist_ok=True)
-AutoModelForCausalLM.register(NanoChatConfig, NanoChatForCausalLM, exist_ok=True)
+__all__ = [
+    "NanoChatConfig",
+    "NanoChatModel",
+    "NanoChatForCausalLM",
+    "NanoChatPreTrainedModel",
+    "register_auto_classes",
+]
 
-# Saved checkpoints name their own code in `config.json["auto_map"]`, so the Hub copy runs anywhere.
-NanoChatConfig.register_for_auto_class()
-NanoChatModel.register_for_auto_class("AutoModel")
-NanoChatForCausalLM.register_for_auto_class("AutoModelForCausalLM")
+quiet.silence_unused_bitsandbytes_warning()
 
-__all__ = ["NanoChatConfig", "NanoChatModel", "NanoChatForCausalLM", "NanoChatPreTrainedModel"]
+
+def register_auto_classes() -> None:
+    """Register the model with transformers' Auto classes (imports torch and transformers)."""
+    importlib.import_module("nanochat_hf.auto_classes")
+
+
+def __getattr__(name: str):
+    # The model classes are imported on first use (PEP 562), keeping torch out of `import nanochat_hf`.
+    if name in __all__ and name != "register_auto_classes":
+        return importlib.import_module("nanochat_hf.auto_classes").EXPORTED[name]
+    raise AttributeError(f"module 'nanochat_hf' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(list(globals()) + __all__)

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from transformers import AutoTokenizer, PretrainedConfig
 
+from . import auto_classes  # noqa: F401 (registers the model with the Auto classes; saved folders get auto_map)
 from .configuration_nanochat_hf import NanoChatConfig
 from .errors import UserInputError
 from .formats import HF_MODEL_TYPE, detect_format

@@ -15,12 +15,10 @@ runs uncompiled), with or without per-block checkpointing; logits are the model'
 loss, whole or one chunk of `loss_chunk_size` tokens at a time. Plus the CUDA context and a 5 % allocator
 margin.
 
-    python -m nanochat_hf.planning.finetune --depth 32 --gpu rtx4070
+    nanochat-hf plan-finetune --depth 32 --gpu rtx4070
 """
 
-import argparse
-import sys
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 from nanochat_hf.defaults import LORA_TARGET_MODULES, SEQUENCE_LEN, VOCAB_SIZE
 from nanochat_hf.errors import UserInputError
@@ -91,6 +89,14 @@ class FinetunePlan:
     @property
     def fits(self) -> bool:
         return self.total_bytes <= self.usable_bytes
+
+    def to_dict(self) -> dict:
+        return {
+            **asdict(self),
+            "total_bytes": self.total_bytes,
+            "usable_bytes": self.usable_bytes,
+            "fits": self.fits,
+        }
 
 
 def _trained_state_bytes(numel: int, weight_bytes: int, optimizer: str) -> tuple[int, int, int]:
@@ -192,34 +198,3 @@ def render_finetune_plan(plan: FinetunePlan) -> str:
         f"  {'total':<40} {plan.total_bytes / GIB:7.2f} GiB  ({verdict}: {plan.usable_bytes / GIB:.2f} GiB usable)"
     )
     return "\n".join(lines)
-
-
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description="GPU memory of full / LoRA / QLoRA chat fine-tuning of nanochat.")
-    parser.add_argument("--depth", type=int, default=32)
-    parser.add_argument("--gpu", default="rtx4070")
-    parser.add_argument("--micro-batch", type=int, default=1)
-    parser.add_argument("--sequence-len", type=int, default=SEQUENCE_LEN)
-    parser.add_argument("--lora-r", type=int, default=16)
-    parser.add_argument("--no-checkpointing", action="store_true")
-    args = parser.parse_args(argv)
-    try:
-        for method in METHODS:
-            plan = plan_finetune(
-                args.depth,
-                method,
-                gpu=args.gpu,
-                micro_batch=args.micro_batch,
-                sequence_len=args.sequence_len,
-                lora_r=args.lora_r,
-                activation_checkpointing=not args.no_checkpointing,
-            )
-            print(render_finetune_plan(plan), end="\n\n")
-    except (UserInputError, KeyError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -51,6 +51,7 @@ class Plan:
     currency: str
     host_power_w: float
     notes: list[str] = field(default_factory=list)
+    knob_overrides: dict = field(default_factory=dict)  # applied to every mode, as `choose_mode` does
 
     @property
     def depth(self) -> int:
@@ -126,6 +127,7 @@ class Plan:
             "price_per_kwh": self.price_per_kwh,
             "currency": self.currency,
             "host_power_w": self.host_power_w,
+            "knob_overrides": self.knob_overrides,
             "notes": self.notes,
         }
 
@@ -241,6 +243,7 @@ def make_plan(
         currency=currency,
         host_power_w=host_power_w,
         notes=([gpu_note] if gpu_note else []) + choice.notes + _notes(shape, gpu, choice.memory),
+        knob_overrides=dict(knob_overrides or {}),
     )
 
 

@@ -26,7 +26,7 @@ from ..planning.flops import ModelShape, flops_per_token
 from ..planning.gpus import resolve_gpu
 from ..planning.horizon import Horizon, gradient_accumulation_steps, plan_horizon
 from ..planning.plan import make_plan
-from ..planning.report import render_plan
+from ..planning.report import plan_command, render_plan
 from ..planning.time_energy import DEFAULT_PRICE_PER_KWH
 from ..tokenizer import TokenizerTrainingArguments, compute_token_bytes, load_token_bytes, train_tokenizer_from_source
 from ..tokenizer.token_bytes import TOKEN_BYTES_FILENAME
@@ -239,7 +239,10 @@ def print_hardware_plan(args: PretrainArguments, shape: ModelShape, horizon: Hor
         currency=args.currency,
     )
     print()
-    print(render_plan(plan))
+    print(render_plan(plan), end="")
+    command = plan_command(plan)
+    if command is not None:
+        print(f"The same plan (every mode with this run's knobs): {command}\n")
 
 
 # ---------------------------------------------------------------------------------------------------------
