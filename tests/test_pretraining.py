@@ -130,6 +130,7 @@ def test_dry_run_prints_the_plan_and_trains_nothing(tmp_path, tokenizer_dir, cap
     out = capsys.readouterr().out
     assert "gradient_accumulation_steps  2" in out
     assert "decided_by                   target_param_data_ratio" in out
+    assert "on the CPU" in out and "on the GPU" not in out  # a CPU run keeps its weights on the CPU
     assert not (tmp_path / "run" / "final").exists()
 
 
@@ -182,6 +183,8 @@ def test_two_processes_equal_one_process_with_double_accumulation(tmp_path, toke
     result = subprocess.run(launch, capture_output=True, text=True, timeout=600, cwd=REPO)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "processes                    2" in result.stdout
+    # DDP runs without searching for unused parameters (none exist; with one, DDP would fail the step).
+    assert "find_unused_parameters=True" not in result.stderr
     one, two = losses(tmp_path / "one"), losses(tmp_path / "two")
     assert one.keys() == two.keys() == {1, 2, 3}
     for step in one:

@@ -148,6 +148,10 @@ def settle_training_args(
     training_args.ignore_data_skip = True  # the data position is restored from the checkpoint, not replayed
     training_args.dataloader_num_workers = 0  # tokenization runs in-process (the Rust tokenizer is parallel)
     training_args.eval_strategy = "no"  # evaluation runs through ValBpbCallback (bits per byte)
+    if training_args.ddp_find_unused_parameters is None:
+        # Every parameter takes part in every forward pass, so DDP need not search for unused ones (the
+        # search costs a graph walk per step, and warns on every multi-process run when it finds none).
+        training_args.ddp_find_unused_parameters = False
     if memory.knobs.activation_checkpointing == "block" and not training_args.activation_checkpointing:
         # The Trainer enables it at train() through the model's own activation_checkpointing_enable.
         training_args.activation_checkpointing = training_args.gradient_checkpointing = True

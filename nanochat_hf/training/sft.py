@@ -173,7 +173,8 @@ def describe(args, training_args, model_args, optimizer: str, config, max_length
             }
         )
     else:
-        settings["optimizer"].update({"optim": str(training_args.optim), "learning_rate": training_args.learning_rate})
+        optim = getattr(training_args.optim, "value", training_args.optim)  # "adamw_torch", not OptimizerNames.X
+        settings["optimizer"].update({"optim": str(optim), "learning_rate": training_args.learning_rate})
     if model_args.use_peft:
         settings["lora"] = {
             "r": model_args.lora_r,
@@ -181,6 +182,17 @@ def describe(args, training_args, model_args, optimizer: str, config, max_length
             "targets": targets if isinstance(targets := model_args.lora_target_modules, str) else sorted(targets),
         }
     return settings
+
+
+def written_message(final_dir) -> str:
+    """What a finished run wrote: a full chat model, or a LoRA adapter (and what to do with it)."""
+    final_dir = Path(final_dir)
+    if (final_dir / "adapter_config.json").is_file():
+        return (
+            f"LoRA adapter written to {final_dir} (chat with it: nanochat-hf chat {final_dir}; a full model: "
+            f"nanochat-hf merge-lora {final_dir} MERGED_FOLDER)"
+        )
+    return f"chat model written to {final_dir} (chat with it: nanochat-hf chat {final_dir})"
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -191,6 +203,10 @@ def settle_training_args(training_args) -> None:
     """Every SFTConfig value the run decides, set here and nowhere else, before the trainer is built."""
     # The labels are already nanochat's mask (see the module docstring); trl must not re-render.
     training_args.assistant_only_loss = False
+    if training_args.ddp_find_unused_parameters is None:
+        # Every trained parameter (the model's, or LoRA's on every targeted Linear) is used by every forward
+        # pass; frozen ones are no concern of DDP's. Searching for unused ones only costs time and warns.
+        training_args.ddp_find_unused_parameters = False
     if training_args.padding_free and not training_args.packing:
         training_args.max_length = None  # rows are truncated to max_length already; trl refuses it otherwise
 
