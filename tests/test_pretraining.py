@@ -257,3 +257,16 @@ def test_a_run_has_one_sequence_length(tmp_path, tokenizer_dir, capsys):
     shape = ModelShape.from_config(NanoChatConfig.from_depth(2, vocab_size=512, sequence_len=16))
     assert f"flops_per_token              {flops_per_token(shape):,}" in out
     assert "sequence_len                 16" in out and "gradient_accumulation_steps  4" in out
+
+
+def test_a_missing_reporter_package_fails_the_dry_run(tmp_path, tokenizer_dir, monkeypatch):
+    """report_to: tensorboard without tensorboard installed: the dry run says so (the Trainer would, after set-up)."""
+    for module in ("tensorboard", "tensorboardX"):
+        monkeypatch.setitem(sys.modules, module, None)  # what find_spec reports for a package that is absent
+    argv = tiny_args(tmp_path / "run", tokenizer_dir, dry_run=True, max_steps=0, report_to="tensorboard")
+    with pytest.raises(UserInputError, match="--report_to tensorboard: its package is not installed; pip install"):
+        run(argv)
+    with pytest.raises(UserInputError, match="--report_to tensorbored: not a reporting integration"):
+        run(tiny_args(tmp_path / "run", tokenizer_dir, dry_run=True, max_steps=0, report_to="tensorbored"))
+    monkeypatch.undo()
+    run(argv)  # with tensorboard installed, the same dry run passes

@@ -201,6 +201,7 @@ def test_padding_free_without_packing(tmp_path, base_dir):
         (dict(dataset_mixture="nonsense"), "unknown source"),
         (dict(model_name_or_path="/no/such/model"), "/no/such/model"),
         (dict(loss_chunk_size=0), "--loss_chunk_size"),
+        (dict(report_to="tensorbored"), "--report_to tensorbored: not a reporting integration"),
     ],
 )
 def test_bad_settings_fail_before_training(tmp_path, base_dir, overrides, message):

@@ -34,6 +34,7 @@ from .arguments import PretrainArguments
 from .checkpoints import prepare_output_dir, resolve_resume_checkpoint
 from .memory import MemorySetup, check_fp8_support, enable_fp8, knob_overrides, resolve_memory_setup
 from .pretrain_trainer import CHECKPOINT_FILES, NanoChatPretrainer
+from .reporting import check_reporters
 
 
 logger = logging.getLogger(__name__)
@@ -260,6 +261,7 @@ def run_pretraining(args: PretrainArguments, training_args: TrainingArguments, e
     """
     if training_args.output_dir is None:
         raise UserInputError("--output_dir is required")
+    check_reporters(training_args.report_to)  # a missing tensorboard fails here, dry runs included
     dry_run = getattr(training_args, "dry_run", False)
     world_size, rank = training_args.world_size, training_args.process_index
     set_seed(training_args.seed)

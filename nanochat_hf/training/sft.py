@@ -44,6 +44,7 @@ from ..errors import UserInputError
 from ..loading import check_vocabulary, open_config, open_model, open_tokenizer
 from .checkpoints import prepare_output_dir, resolve_resume_checkpoint
 from .model_card import chat_model_card
+from .reporting import check_reporters
 from .sft_arguments import ChatTrainingArguments
 from .stage import NanoChatTrainerMixin
 
@@ -215,6 +216,7 @@ def run_sft(args: ChatTrainingArguments, training_args, model_args=None, extra_c
     """Midtrain or SFT a nanochat model; returns the final folder (a full chat model, or a LoRA adapter)."""
     model_args = model_args if model_args is not None else ModelConfig()
     optimizer = check_settings(args, training_args, model_args)
+    check_reporters(training_args.report_to)
     final_dir = Path(training_args.output_dir) / FINAL_DIRNAME
     resume = resolve_resume_checkpoint(training_args.resume_from_checkpoint, training_args.output_dir)
     if final_dir.exists():
