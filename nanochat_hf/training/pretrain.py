@@ -18,6 +18,7 @@ from transformers import TrainingArguments, set_seed
 from ..callbacks import EnergyCallback, SampleCallback, ThroughputCallback, ValBpbCallback, add_metric_callbacks
 from ..callbacks.core_eval import CoreEvalCallback
 from ..configuration_nanochat_hf import NanoChatConfig
+from ..cpu_threads import set_cpu_threads
 from ..data.pretrain import build_pretrain_datasets, load_data_state
 from ..errors import UserInputError
 from ..loading import check_vocabulary, open_config, open_model, open_tokenizer
@@ -301,6 +302,8 @@ def run_pretraining(args: PretrainArguments, training_args: TrainingArguments, e
         print_settings(settings)
         print_hardware_plan(args, shape, horizon, knob_overrides(args, training_args))
         return None
+    if training_args.device.type == "cpu":
+        set_cpu_threads(world_size, announce=print if rank == 0 else logger.info)
 
     # Open the data before building anything large: a bad path or a missing column fails here.
     train_dataset, val_dataset = build_pretrain_datasets(
