@@ -14,6 +14,7 @@ without them the samples are printed and kept in `history`.
 import contextlib
 
 import torch
+from tqdm.auto import tqdm
 from transformers import TrainerCallback
 
 
@@ -130,7 +131,8 @@ class SampleCallback(TrainerCallback):
             return  # generation is cheap and needs no other process; one copy is enough
         tokenizer = self.tokenizer or processing_class
         autocast_dtype = torch.bfloat16 if args.bf16 else torch.float16 if args.fp16 else None
-        print(samples_header(state.global_step), flush=True)
+        # tqdm.write: printed above the Trainer's progress bar instead of through it.
+        tqdm.write(samples_header(state.global_step))
         was_training = model.training
         model.eval()
         completions = []
@@ -138,7 +140,7 @@ class SampleCallback(TrainerCallback):
             for number, prompt in enumerate(self.prompts, start=1):  # each line as soon as it is generated
                 completion = greedy_completions(model, tokenizer, [prompt], self.max_new_tokens, autocast_dtype)[0]
                 completions.append(completion)
-                print(sample_line(number, prompt, completion), flush=True)
+                tqdm.write(sample_line(number, prompt, completion))
         finally:
             model.train(was_training)
         self.history.append((state.global_step, completions))
