@@ -15,7 +15,7 @@ import time
 
 import torch
 
-from nanochat_hf import NanoChatConfig, NanoChatForCausalLM
+from nanochat_hf import NanoChatHFConfig, NanoChatHFForCausalLM
 from nanochat_hf.cpu_threads import available_cores, busy_cores, choose_cpu_threads
 
 
@@ -30,9 +30,9 @@ def main(argv=None):
 
     busy = busy_cores()
     chosen, why = choose_cpu_threads()
-    config = NanoChatConfig.from_depth(args.depth, vocab_size=args.vocab_size, sequence_len=args.seq_len)
+    config = NanoChatHFConfig.from_depth(args.depth, vocab_size=args.vocab_size, sequence_len=args.seq_len)
     torch.manual_seed(0)
-    model = NanoChatForCausalLM(config).train()
+    model = NanoChatHFForCausalLM(config).train()
     ids = torch.randint(0, config.vocab_size, (args.micro_batch, args.seq_len))
 
     def micro_step():

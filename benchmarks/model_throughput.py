@@ -17,7 +17,7 @@ import torch
 from measure import PeakMemory
 from transformers import NanoChatForCausalLM as NativeForCausalLM
 
-from nanochat_hf import NanoChatConfig, NanoChatForCausalLM
+from nanochat_hf import NanoChatHFConfig, NanoChatHFForCausalLM
 from nanochat_hf.conversion import config_to_native, state_dict_to_native
 
 
@@ -51,9 +51,9 @@ def main(argv=None):
     args = parser.parse_args(argv)
 
     device, dtype = torch.device(args.device), getattr(torch, args.dtype)
-    config = NanoChatConfig.from_depth(args.depth, vocab_size=args.vocab_size, sequence_len=args.seq_len)
+    config = NanoChatHFConfig.from_depth(args.depth, vocab_size=args.vocab_size, sequence_len=args.seq_len)
     torch.manual_seed(0)
-    ours = NanoChatForCausalLM(config)
+    ours = NanoChatHFForCausalLM(config)
     with torch.no_grad():  # nanochat zero-inits the head and projections; random weights exercise everything
         for p in ours.parameters():
             p.normal_(0, 0.02)

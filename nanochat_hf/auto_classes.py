@@ -5,24 +5,36 @@ this process, and saved checkpoints name their own code in `config.json["auto_ma
 with `trust_remote_code=True` where this package is not installed. Registering twice is harmless.
 Every part of the package that loads or saves a model imports this module; `import nanochat_hf` alone does
 not (it stays free of torch and transformers, so the command line starts fast), but touching any of its
-model classes (`nanochat_hf.NanoChatForCausalLM`, ...) does.
+model classes (`nanochat_hf.NanoChatHFForCausalLM`, ...) does.
 """
 
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
 
-from .configuration_nanochat_hf import NanoChatConfig
-from .modeling_nanochat_hf import NanoChatForCausalLM, NanoChatModel, NanoChatPreTrainedModel
+from .configuration_nanochat_hf import NanoChatConfig, NanoChatHFConfig
+from .modeling_nanochat_hf import (
+    NanoChatForCausalLM,
+    NanoChatHFForCausalLM,
+    NanoChatHFModel,
+    NanoChatHFPreTrainedModel,
+    NanoChatModel,
+    NanoChatPreTrainedModel,
+)
 
 
-AutoConfig.register(NanoChatConfig.model_type, NanoChatConfig, exist_ok=True)
-AutoModel.register(NanoChatConfig, NanoChatModel, exist_ok=True)
-AutoModelForCausalLM.register(NanoChatConfig, NanoChatForCausalLM, exist_ok=True)
+AutoConfig.register(NanoChatHFConfig.model_type, NanoChatHFConfig, exist_ok=True)
+AutoModel.register(NanoChatHFConfig, NanoChatHFModel, exist_ok=True)
+AutoModelForCausalLM.register(NanoChatHFConfig, NanoChatHFForCausalLM, exist_ok=True)
 
-NanoChatConfig.register_for_auto_class()
-NanoChatModel.register_for_auto_class("AutoModel")
-NanoChatForCausalLM.register_for_auto_class("AutoModelForCausalLM")
+NanoChatHFConfig.register_for_auto_class()
+NanoChatHFModel.register_for_auto_class("AutoModel")
+NanoChatHFForCausalLM.register_for_auto_class("AutoModelForCausalLM")
 
 EXPORTED = {
+    "NanoChatHFConfig": NanoChatHFConfig,
+    "NanoChatHFModel": NanoChatHFModel,
+    "NanoChatHFForCausalLM": NanoChatHFForCausalLM,
+    "NanoChatHFPreTrainedModel": NanoChatHFPreTrainedModel,
+    # Names of earlier versions, the same classes (renamed so they no longer collide with transformers' own).
     "NanoChatConfig": NanoChatConfig,
     "NanoChatModel": NanoChatModel,
     "NanoChatForCausalLM": NanoChatForCausalLM,

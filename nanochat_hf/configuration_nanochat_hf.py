@@ -30,9 +30,9 @@ NANOCHAT_ASPECT_RATIO = 64
 PRESET_DEPTHS = {"d20": 20, "d21": 21, "d26": 26, "d32": 32}
 
 
-class NanoChatConfig(PretrainedConfig):
+class NanoChatHFConfig(PretrainedConfig):
     r"""
-    Configuration for [`NanoChatModel`] and [`NanoChatForCausalLM`].
+    Configuration for [`NanoChatHFModel`] and [`NanoChatHFForCausalLM`].
 
     Field names follow nanochat's own `GPTConfig` (so a nanochat `meta_*.json` maps one to one);
     `attribute_map` exposes the usual Hugging Face names (`hidden_size`, `num_hidden_layers`, ...).
@@ -110,24 +110,26 @@ class NanoChatConfig(PretrainedConfig):
         for name in ("vocab_size", "sequence_len", "n_layer", "n_embd", "n_head", "n_kv_head", "head_dim"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-                raise ValueError(f"NanoChatConfig: `{name}` must be a positive integer, got {value!r}")
+                raise ValueError(f"NanoChatHFConfig: `{name}` must be a positive integer, got {value!r}")
         if self.n_embd % self.n_head != 0:
-            raise ValueError(f"NanoChatConfig: `n_embd` ({self.n_embd}) must be divisible by `n_head` ({self.n_head})")
+            raise ValueError(
+                f"NanoChatHFConfig: `n_embd` ({self.n_embd}) must be divisible by `n_head` ({self.n_head})"
+            )
         if self.head_dim * self.n_head != self.n_embd:
             raise ValueError(
-                f"NanoChatConfig: `head_dim` ({self.head_dim}) x `n_head` ({self.n_head}) must equal "
+                f"NanoChatHFConfig: `head_dim` ({self.head_dim}) x `n_head` ({self.n_head}) must equal "
                 f"`n_embd` ({self.n_embd})"
             )
         if self.head_dim % 2 != 0:
-            raise ValueError(f"NanoChatConfig: `head_dim` ({self.head_dim}) must be even for rotary embeddings")
+            raise ValueError(f"NanoChatHFConfig: `head_dim` ({self.head_dim}) must be even for rotary embeddings")
         if self.n_head % self.n_kv_head != 0:
-            raise ValueError(f"NanoChatConfig: `n_kv_head` ({self.n_kv_head}) must divide `n_head` ({self.n_head})")
+            raise ValueError(f"NanoChatHFConfig: `n_kv_head` ({self.n_kv_head}) must divide `n_head` ({self.n_head})")
         if self.rotary_dtype not in ("bfloat16", "float32"):
             raise ValueError(
-                f"NanoChatConfig: `rotary_dtype` must be 'bfloat16' or 'float32', got {self.rotary_dtype!r}"
+                f"NanoChatHFConfig: `rotary_dtype` must be 'bfloat16' or 'float32', got {self.rotary_dtype!r}"
             )
         if not self.softcap or self.softcap <= 0:
-            raise ValueError(f"NanoChatConfig: `softcap` must be a positive number, got {self.softcap!r}")
+            raise ValueError(f"NanoChatHFConfig: `softcap` must be a positive number, got {self.softcap!r}")
 
     @classmethod
     def from_depth(
@@ -136,24 +138,28 @@ class NanoChatConfig(PretrainedConfig):
         aspect_ratio: int = NANOCHAT_ASPECT_RATIO,
         head_dim: int = NANOCHAT_HEAD_DIM,
         **kwargs,
-    ) -> "NanoChatConfig":
+    ) -> "NanoChatHFConfig":
         """nanochat's sizing rule: width = aspect_ratio * depth rounded up to a multiple of `head_dim`."""
         if not isinstance(depth, int) or isinstance(depth, bool) or depth <= 0:
-            raise ValueError(f"NanoChatConfig.from_depth: `depth` must be a positive integer, got {depth!r}")
+            raise ValueError(f"NanoChatHFConfig.from_depth: `depth` must be a positive integer, got {depth!r}")
         n_embd = math.ceil(depth * aspect_ratio / head_dim) * head_dim
         n_head = n_embd // head_dim
         kwargs.setdefault("n_kv_head", n_head)
         return cls(n_layer=depth, n_embd=n_embd, n_head=n_head, head_dim=head_dim, **kwargs)
 
     @classmethod
-    def from_preset(cls, name: str, **kwargs) -> "NanoChatConfig":
+    def from_preset(cls, name: str, **kwargs) -> "NanoChatHFConfig":
         """One of nanochat's named sizes: `d20`, `d21`, `d26`, `d32` (or any `d<N>`)."""
         key = str(name).lower()
         if key in PRESET_DEPTHS:
             return cls.from_depth(PRESET_DEPTHS[key], **kwargs)
         if key.startswith("d") and key[1:].isdigit():
             return cls.from_depth(int(key[1:]), **kwargs)
-        raise ValueError(f"NanoChatConfig: unknown preset {name!r}; expected one of {sorted(PRESET_DEPTHS)} or d<N>")
+        raise ValueError(f"NanoChatHFConfig: unknown preset {name!r}; expected one of {sorted(PRESET_DEPTHS)} or d<N>")
 
 
-__all__ = ["NanoChatConfig", "NANOCHAT_RMS_NORM_EPS", "PRESET_DEPTHS"]
+# The name this class had before it was renamed away from transformers' built-in `NanoChatConfig`.
+NanoChatConfig = NanoChatHFConfig
+
+
+__all__ = ["NanoChatHFConfig", "NANOCHAT_RMS_NORM_EPS", "PRESET_DEPTHS"]

@@ -11,6 +11,10 @@ SFT, chat, adapters and conversion. What can go wrong is reported once, the same
   `nanochat-hf convert` command that turns it into this package's format;
 - a name that is not on disk and cannot be fetched from the Hub (or not offline) says both;
 - a tokenizer whose vocabulary differs from the model's is refused before anything large is loaded.
+
+Folders saved before the classes were renamed (`architectures: ["NanoChatForCausalLM"]`, an `auto_map` naming
+`NanoChatConfig` / `NanoChatForCausalLM`, the same `model_type`) open here unchanged: the model class is chosen
+by this module, never from `architectures`, and saving again writes the new names.
 """
 
 import os
@@ -20,10 +24,10 @@ from pathlib import Path
 from transformers import AutoTokenizer, PretrainedConfig
 
 from . import auto_classes  # noqa: F401 (registers the model with the Auto classes; saved folders get auto_map)
-from .configuration_nanochat_hf import NanoChatConfig
+from .configuration_nanochat_hf import NanoChatHFConfig
 from .errors import UserInputError
 from .formats import HF_MODEL_TYPE, detect_format
-from .modeling_nanochat_hf import NanoChatForCausalLM
+from .modeling_nanochat_hf import NanoChatHFForCausalLM
 
 
 # A Hub repository id: "name" or "owner/name", letters, digits, '-', '_' and '.'.
@@ -69,8 +73,8 @@ def _check_format(location: str, what: str) -> None:
             )
 
 
-def open_config(location, what: str = "--model_name_or_path", check_format: bool = True) -> NanoChatConfig:
-    """The `NanoChatConfig` of a saved model (folder or Hub id). `check_format=False` when the caller has
+def open_config(location, what: str = "--model_name_or_path", check_format: bool = True) -> NanoChatHFConfig:
+    """The `NanoChatHFConfig` of a saved model (folder or Hub id). `check_format=False` when the caller has
     already decided the folder's format (e.g. `nanochat-hf convert --from hf` on a folder holding two)."""
     location = check_location(location, what)
     if check_format:
@@ -84,17 +88,17 @@ def open_config(location, what: str = "--model_name_or_path", check_format: bool
             f"{what} {location}: model_type {config_dict.get('model_type')!r}, expected {HF_MODEL_TYPE!r}"
         )
     try:
-        return NanoChatConfig.from_pretrained(location)
+        return NanoChatHFConfig.from_pretrained(location)
     except (OSError, ValueError) as err:
         raise _load_error(what, location, "its config", err) from None
 
 
-def open_model(location, what: str = "--model_name_or_path", **from_pretrained_kwargs) -> NanoChatForCausalLM:
-    """A saved `NanoChatForCausalLM` (folder or Hub id); keyword arguments go to `from_pretrained`."""
+def open_model(location, what: str = "--model_name_or_path", **from_pretrained_kwargs) -> NanoChatHFForCausalLM:
+    """A saved `NanoChatHFForCausalLM` (folder or Hub id); keyword arguments go to `from_pretrained`."""
     location = check_location(location, what)
     _check_format(location, what)
     try:
-        return NanoChatForCausalLM.from_pretrained(location, **from_pretrained_kwargs)
+        return NanoChatHFForCausalLM.from_pretrained(location, **from_pretrained_kwargs)
     except (OSError, ValueError) as err:
         raise _load_error(what, location, "a nanochat model", err) from None
 

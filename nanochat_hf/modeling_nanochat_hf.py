@@ -32,7 +32,7 @@ from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, PreTrainedModel, slice_logits_to_keep
 
-from .configuration_nanochat_hf import NanoChatConfig
+from .configuration_nanochat_hf import NanoChatHFConfig
 
 
 def rms_norm(x: torch.Tensor, eps: float) -> torch.Tensor:
@@ -46,7 +46,7 @@ def zero_initialised(linear: nn.Linear) -> nn.Linear:
     return linear
 
 
-class NanoChatRotaryEmbedding(nn.Module):
+class NanoChatHFRotaryEmbedding(nn.Module):
     """cos/sin of the rotary angles for given positions.
 
     The angles are computed in float32 from `position_ids` on every call (cheap: B x T x head_dim/2)
@@ -55,7 +55,7 @@ class NanoChatRotaryEmbedding(nn.Module):
     the model is built on the meta device by `from_pretrained`.
     """
 
-    def __init__(self, config: NanoChatConfig):
+    def __init__(self, config: NanoChatHFConfig):
         super().__init__()
         self.head_dim = config.head_dim
         self.base = config.rope_theta
@@ -116,8 +116,8 @@ def eager_attention_forward(
     return output, weights
 
 
-class NanoChatAttention(nn.Module):
-    def __init__(self, config: NanoChatConfig, layer_idx: int):
+class NanoChatHFAttention(nn.Module):
+    def __init__(self, config: NanoChatHFConfig, layer_idx: int):
         super().__init__()
         self.config = config
         self.layer_idx = layer_idx
@@ -164,8 +164,8 @@ class NanoChatAttention(nn.Module):
         return self.c_proj(output), weights
 
 
-class NanoChatMLP(nn.Module):
-    def __init__(self, config: NanoChatConfig):
+class NanoChatHFMLP(nn.Module):
+    def __init__(self, config: NanoChatHFConfig):
         super().__init__()
         self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=False)
         self.c_proj = zero_initialised(nn.Linear(4 * config.n_embd, config.n_embd, bias=False))
@@ -174,12 +174,12 @@ class NanoChatMLP(nn.Module):
         return self.c_proj(F.relu(self.c_fc(x)).square())
 
 
-class NanoChatBlock(GradientCheckpointingLayer):
-    def __init__(self, config: NanoChatConfig, layer_idx: int):
+class NanoChatHFBlock(GradientCheckpointingLayer):
+    def __init__(self, config: NanoChatHFConfig, layer_idx: int):
         super().__init__()
         self.eps = config.rms_norm_eps
-        self.attn = NanoChatAttention(config, layer_idx)
-        self.mlp = NanoChatMLP(config)
+        self.attn = NanoChatHFAttention(config, layer_idx)
+        self.mlp = NanoChatHFMLP(config)
 
     def forward(
         self,
@@ -201,12 +201,12 @@ class NanoChatBlock(GradientCheckpointingLayer):
         return hidden_states
 
 
-class NanoChatPreTrainedModel(PreTrainedModel):
-    config_class = NanoChatConfig
-    config: NanoChatConfig
+class NanoChatHFPreTrainedModel(PreTrainedModel):
+    config_class = NanoChatHFConfig
+    config: NanoChatHFConfig
     base_model_prefix = "transformer"
     supports_gradient_checkpointing = True
-    _no_split_modules = ["NanoChatBlock"]
+    _no_split_modules = ["NanoChatHFBlock"]
     _supports_sdpa = True
     _supports_flash_attn = True
     _supports_flex_attn = True
@@ -219,8 +219,9 @@ class NanoChatPreTrainedModel(PreTrainedModel):
         if self._auto_class is not None:
             module = "modeling_nanochat_hf"
             auto_map = dict(getattr(self.config, "auto_map", None) or {})
-            auto_map.setdefault("AutoModel", f"{module}.NanoChatModel")
-            auto_map.setdefault("AutoModelForCausalLM", f"{module}.NanoChatForCausalLM")
+            # Assigned, not defaulted: a folder saved by an older version names the old classes here.
+            auto_map["AutoModel"] = f"{module}.NanoChatHFModel"
+            auto_map["AutoModelForCausalLM"] = f"{module}.NanoChatHFForCausalLM"
             self.config.auto_map = auto_map
         return super().save_pretrained(save_directory, *args, **kwargs)
 
@@ -247,14 +248,14 @@ class NanoChatPreTrainedModel(PreTrainedModel):
             init.normal_(module.weight, mean=0.0, std=1.0)
 
 
-class NanoChatModel(NanoChatPreTrainedModel):
+class NanoChatHFModel(NanoChatHFPreTrainedModel):
     """The trunk: embedding, blocks and final norm; returns the normalised last hidden state."""
 
-    def __init__(self, config: NanoChatConfig):
+    def __init__(self, config: NanoChatHFConfig):
         super().__init__(config)
         self.wte = nn.Embedding(config.vocab_size, config.n_embd)
-        self.h = nn.ModuleList([NanoChatBlock(config, i) for i in range(config.n_layer)])
-        self.rotary_emb = NanoChatRotaryEmbedding(config)
+        self.h = nn.ModuleList([NanoChatHFBlock(config, i) for i in range(config.n_layer)])
+        self.rotary_emb = NanoChatHFRotaryEmbedding(config)
         self.gradient_checkpointing = False
         self.post_init()
 
@@ -279,7 +280,7 @@ class NanoChatModel(NanoChatPreTrainedModel):
         cache = kwargs.pop("past_key_values", cache)
         kwargs.pop("cache_position", None)
         if (input_ids is None) == (inputs_embeds is None):
-            raise ValueError("NanoChatModel: pass exactly one of `input_ids` or `inputs_embeds`")
+            raise ValueError("NanoChatHFModel: pass exactly one of `input_ids` or `inputs_embeds`")
         if output_hidden_states is None:
             output_hidden_states = self.config.output_hidden_states
         if use_cache is None:
@@ -372,7 +373,7 @@ def chunked_softcap_cross_entropy(
     return total / num_items_in_batch
 
 
-class NanoChatForCausalLM(NanoChatPreTrainedModel, GenerationMixin):
+class NanoChatHFForCausalLM(NanoChatHFPreTrainedModel, GenerationMixin):
     """The trunk plus the untied `lm_head`, with nanochat's float32 logit soft-cap.
 
     `loss_chunk_size` (a runtime attribute, `None` by default): when set to a number of tokens and the model
@@ -382,9 +383,9 @@ class NanoChatForCausalLM(NanoChatPreTrainedModel, GenerationMixin):
     saved during a chunked run must not make a later user's training forward drop its logits.
     """
 
-    def __init__(self, config: NanoChatConfig):
+    def __init__(self, config: NanoChatHFConfig):
         super().__init__(config)
-        self.transformer = NanoChatModel(config)
+        self.transformer = NanoChatHFModel(config)
         self.lm_head = zero_initialised(nn.Linear(config.n_embd, config.vocab_size, bias=False))
         self.loss_chunk_size: int | None = None
         self.post_init()
@@ -457,4 +458,12 @@ class NanoChatForCausalLM(NanoChatPreTrainedModel, GenerationMixin):
         )
 
 
-__all__ = ["NanoChatPreTrainedModel", "NanoChatModel", "NanoChatForCausalLM"]
+# The names these classes had before they were renamed away from transformers' built-in `NanoChat*` classes
+# (tools that map an `architectures` entry to a class would load the built-in one). Folders saved then name
+# them in `auto_map`, and code written then imports them.
+NanoChatPreTrainedModel = NanoChatHFPreTrainedModel
+NanoChatModel = NanoChatHFModel
+NanoChatForCausalLM = NanoChatHFForCausalLM
+
+
+__all__ = ["NanoChatHFPreTrainedModel", "NanoChatHFModel", "NanoChatHFForCausalLM"]

@@ -42,9 +42,9 @@ def test_model_classes_load_on_first_use_and_register_the_auto_classes():
     code = (
         "import nanochat_hf\n"
         "assert 'torch' not in sys.modules\n"
-        "from nanochat_hf import NanoChatConfig\n"
+        "from nanochat_hf import NanoChatHFConfig\n"
         "from transformers import AutoConfig\n"
-        "assert type(AutoConfig.for_model('nanochat_hf')) is NanoChatConfig"
+        "assert type(AutoConfig.for_model('nanochat_hf')) is NanoChatHFConfig"
     )
     assert "transformers" in _heavy_modules_after(code)
 

@@ -11,11 +11,11 @@ from pathlib import Path
 import torch
 
 from ..atomic import atomic_folder
-from ..configuration_nanochat_hf import NanoChatConfig
+from ..configuration_nanochat_hf import NanoChatHFConfig
 from ..errors import UserInputError
 from ..formats import FORMATS, detect_format, read_json
 from ..loading import open_config
-from ..modeling_nanochat_hf import NanoChatForCausalLM
+from ..modeling_nanochat_hf import NanoChatHFForCausalLM
 from ..tokenizer.tiktoken_convert import load_nanochat_tokenizer
 from ..tokenizer.token_bytes import save_token_bytes
 from .nanochat_checkpoint import check_state_dict, load_nanochat_checkpoint
@@ -51,7 +51,7 @@ def load_safetensors_folder(folder: Path) -> dict:
     return state_dict
 
 
-def load_source(src: Path, source_format: str, step: int | None) -> tuple[NanoChatConfig, dict]:
+def load_source(src: Path, source_format: str, step: int | None) -> tuple[NanoChatHFConfig, dict]:
     """(our config, state dict under our key names) of a model folder in any format."""
     if source_format == "nanochat":
         config, state_dict, _ = load_nanochat_checkpoint(src, step=step)
@@ -79,7 +79,7 @@ def load_source(src: Path, source_format: str, step: int | None) -> tuple[NanoCh
     return config, state_dict
 
 
-def build_model(config: NanoChatConfig, state_dict: dict, output_format: str, dtype: torch.dtype):
+def build_model(config: NanoChatHFConfig, state_dict: dict, output_format: str, dtype: torch.dtype):
     """An output model holding exactly `state_dict` (built on the meta device: no wasted random init)."""
     if output_format == "native":
         from transformers import NanoChatForCausalLM as NativeForCausalLM
@@ -87,7 +87,7 @@ def build_model(config: NanoChatConfig, state_dict: dict, output_format: str, dt
         model_config, model_class = config_to_native(config), NativeForCausalLM
         state_dict = state_dict_to_native(state_dict)
     else:
-        model_config, model_class = config, NanoChatForCausalLM
+        model_config, model_class = config, NanoChatHFForCausalLM
     state_dict = {k: v.to(dtype) for k, v in state_dict.items()}
     with torch.device("meta"):
         model = model_class(model_config)
@@ -137,7 +137,7 @@ def convert(
     return dst
 
 
-def load_matching_tokenizer(tokenizer_src, config: NanoChatConfig):
+def load_matching_tokenizer(tokenizer_src, config: NanoChatHFConfig):
     """(tokenizer, token_bytes) of a nanochat tokenizer, checked against the model's vocabulary."""
     tokenizer, token_bytes = load_nanochat_tokenizer(tokenizer_src, model_max_length=config.sequence_len)
     if len(tokenizer) != config.vocab_size:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from ..configuration_nanochat_hf import NanoChatConfig
+from ..configuration_nanochat_hf import NanoChatHFConfig
 from ..errors import UserInputError
 from ..formats import read_json
 
@@ -31,7 +31,7 @@ def available_steps(folder: Path) -> list[int]:
     return sorted(int(m.group(1)) for p in folder.iterdir() if (m := MODEL_FILE.match(p.name)))
 
 
-def expected_shapes(config: NanoChatConfig) -> dict[str, tuple[int, ...]]:
+def expected_shapes(config: NanoChatHFConfig) -> dict[str, tuple[int, ...]]:
     """nanochat's generation-1 state dict: key -> shape, in nanochat's registration order."""
     d, hd = config.n_embd, config.head_dim
     shapes = {"transformer.wte.weight": (config.vocab_size, d)}
@@ -47,7 +47,7 @@ def expected_shapes(config: NanoChatConfig) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
-def check_state_dict(state_dict: dict, config: NanoChatConfig, source: str) -> None:
+def check_state_dict(state_dict: dict, config: NanoChatHFConfig, source: str) -> None:
     """Every key present with the shape the config implies, and nothing else; errors name the key."""
     expected = expected_shapes(config)
     generation_2 = sorted(k for k in state_dict if any(marker in k for marker in GENERATION_2_MARKERS))
@@ -74,7 +74,7 @@ def check_state_dict(state_dict: dict, config: NanoChatConfig, source: str) -> N
             )
 
 
-def config_from_meta(meta: dict, meta_path: Path) -> NanoChatConfig:
+def config_from_meta(meta: dict, meta_path: Path) -> NanoChatHFConfig:
     model_config = meta.get("model_config")
     if not isinstance(model_config, dict):
         raise UserInputError(f"{meta_path}: no 'model_config' object")
@@ -88,12 +88,14 @@ def config_from_meta(meta: dict, meta_path: Path) -> NanoChatConfig:
         )
     try:
         # Generation 1 keeps its rotary tables in bfloat16; we reproduce that exactly.
-        return NanoChatConfig(**{k: model_config[k] for k in META_CONFIG_KEYS}, head_dim=None, rotary_dtype="bfloat16")
+        return NanoChatHFConfig(
+            **{k: model_config[k] for k in META_CONFIG_KEYS}, head_dim=None, rotary_dtype="bfloat16"
+        )
     except ValueError as err:
         raise UserInputError(f"{meta_path}: invalid 'model_config': {err}") from None
 
 
-def load_nanochat_checkpoint(folder, step: int | None = None) -> tuple[NanoChatConfig, dict, dict]:
+def load_nanochat_checkpoint(folder, step: int | None = None) -> tuple[NanoChatHFConfig, dict, dict]:
     """(config, state_dict, meta) of step `step` (default: the newest) of a nanochat checkpoint folder."""
     folder = Path(folder)
     steps = available_steps(folder)

@@ -18,9 +18,9 @@ import torch
 
 from .. import auto_classes  # noqa: F401 (registers the model with the Auto classes; saved folders get auto_map)
 from ..atomic import write_text_atomically
-from ..configuration_nanochat_hf import NanoChatConfig
+from ..configuration_nanochat_hf import NanoChatHFConfig
 from ..errors import UserInputError
-from ..modeling_nanochat_hf import NanoChatForCausalLM
+from ..modeling_nanochat_hf import NanoChatHFForCausalLM
 from .plots import PLOTTED, plot_training_curves
 from .published import GPT2_CORE, NO_NUMBERS_NOTE, PUBLISHED_CHAT, PUBLISHED_CORE
 from .scores import CHATCORE_TASKS
@@ -137,7 +137,7 @@ def _parameters(settings: dict, config: dict):
     if config.get("model_type") != "nanochat_hf":
         return None
     with torch.device("meta"):  # counted without allocating the weights
-        return NanoChatForCausalLM(NanoChatConfig.from_dict(config)).num_parameters()
+        return NanoChatHFForCausalLM(NanoChatHFConfig.from_dict(config)).num_parameters()
 
 
 def _core_section(depth, evals) -> list[str]:

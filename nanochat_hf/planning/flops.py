@@ -19,14 +19,14 @@ from dataclasses import dataclass
 from nanochat_hf.defaults import NEWTON_SCHULZ_STEPS, SEQUENCE_LEN, VOCAB_SIZE
 
 
-# nanochat's sizing rule (the same rule as NanoChatConfig.from_depth): width = 64 x depth, in heads of 128.
+# nanochat's sizing rule (the same rule as NanoChatHFConfig.from_depth): width = 64 x depth, in heads of 128.
 ASPECT_RATIO = 64
 HEAD_DIM = 128
 
 
 @dataclass(frozen=True)
 class ModelShape:
-    """The shape fields of a NanoChatConfig; enough to count parameters, FLOPs and memory."""
+    """The shape fields of a NanoChatHFConfig; enough to count parameters, FLOPs and memory."""
 
     n_layer: int
     n_embd: int
@@ -51,7 +51,7 @@ class ModelShape:
 
     @classmethod
     def from_config(cls, config) -> "ModelShape":
-        """Read the shape from a NanoChatConfig (or anything with the same field names)."""
+        """Read the shape from a NanoChatHFConfig (or anything with the same field names)."""
         return cls(
             n_layer=config.n_layer,
             n_embd=config.n_embd,
@@ -97,7 +97,7 @@ def block_matrices(shape: ModelShape, layer: int) -> list[ParamTensor]:
 
 
 def param_tensors(shape: ModelShape) -> list[ParamTensor]:
-    """Every parameter of NanoChatForCausalLM, in `named_parameters()` order (no biases, untied head)."""
+    """Every parameter of NanoChatHFForCausalLM, in `named_parameters()` order (no biases, untied head)."""
     tensors = [ParamTensor("transformer.wte.weight", shape.vocab_size, shape.n_embd, "embedding")]
     for layer in range(shape.n_layer):
         tensors += block_matrices(shape, layer)

@@ -23,6 +23,7 @@ from nanochat_hf.planning.flops import (
 )
 from nanochat_hf.planning.gpus import GpuSpec, get_gpu, load_gpu_table, require_listed, resolve_gpu
 from nanochat_hf.planning.horizon import Horizon, training_horizon
+from nanochat_hf.planning.host_sum_time import choose_flush_every, host_sum_seconds
 from nanochat_hf.planning.memory import MemoryPlan
 from nanochat_hf.planning.time_energy import (
     DEFAULT_CURRENCY,
@@ -182,6 +183,28 @@ def _notes(shape: ModelShape, gpu: GpuSpec, memory: MemoryPlan) -> list[str]:
     return notes
 
 
+def _flush_schedule_note(shape: ModelShape, memory: MemoryPlan, micro_step_seconds: float) -> str | None:
+    """For an offloading mode whose CPU gradient sums outlast a micro-step: the flush schedule that hides them."""
+    if not memory.knobs.offloads or memory.knobs.grad_flush_every > 1:
+        return None
+    total = param_counts(shape).total
+    k, exposed = choose_flush_every(
+        total, memory.grad_accum_steps, HOST_DRAM_GBS * 1e9, micro_step_seconds, memory.capacity - memory.total
+    )
+    if k == 1:
+        return None
+    _, exposed_every_step = choose_flush_every(
+        total, memory.grad_accum_steps, HOST_DRAM_GBS * 1e9, micro_step_seconds, spare_gpu_bytes=0
+    )
+    per_flush = host_sum_seconds(total, 1, HOST_DRAM_GBS * 1e9)
+    return (
+        f"the CPU's fp32 gradient sum ({per_flush:.2f} s per flush at {HOST_DRAM_GBS:g} GB/s) outlasts a "
+        f"micro-step ({micro_step_seconds:.2f} s): `grad_flush_every: {k}` shows {exposed:.1f} s of it per "
+        f"optimizer step instead of {exposed_every_step:.1f} s, for {2 * total / 2**30:.1f} GiB more GPU memory "
+        "(one bf16 gradient per parameter)"
+    )
+
+
 def make_plan(
     depth: int = 32,
     gpu: GpuSpec | str | None = DEFAULT_GPU,
@@ -231,6 +254,8 @@ def make_plan(
         )
         for point in mfu_points
     ]
+    chosen_time = next(t for t in times if t.mfu == mfu)
+    flush_note = _flush_schedule_note(shape, choice.memory, chosen_time.micro_step_seconds)
     return Plan(
         shape=shape,
         gpu=gpu,
@@ -242,7 +267,10 @@ def make_plan(
         price_per_kwh=price_per_kwh,
         currency=currency,
         host_power_w=host_power_w,
-        notes=([gpu_note] if gpu_note else []) + choice.notes + _notes(shape, gpu, choice.memory),
+        notes=([gpu_note] if gpu_note else [])
+        + choice.notes
+        + _notes(shape, gpu, choice.memory)
+        + ([flush_note] if flush_note else []),
         knob_overrides=dict(knob_overrides or {}),
     )
 

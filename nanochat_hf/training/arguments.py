@@ -17,6 +17,7 @@ from trl import TrlParser
 
 from ..callbacks.samples import NANOCHAT_SAMPLE_EVERY, NANOCHAT_SAMPLE_PROMPTS
 from ..callbacks.val_bpb import NANOCHAT_EVAL_EVERY, NANOCHAT_EVAL_TOKENS
+from ..data.pretrain import PACKINGS
 from ..defaults import PARAM_DATA_RATIO, SEQUENCE_LEN, TOTAL_BATCH_SIZE, VOCAB_SIZE
 from ..errors import UserInputError
 from ..planning.memory_modes import MEMORY_MODE_CHOICES, RECIPE_KNOBS, translate_deprecated_knobs
@@ -37,6 +38,9 @@ def _memory_knob_fields() -> list[tuple]:
 MemoryKnobArguments = dataclasses.make_dataclass("MemoryKnobArguments", _memory_knob_fields())
 MemoryKnobArguments.__module__ = __name__
 MemoryKnobArguments.__doc__ = "The memory knobs a recipe config may set one by one (see `planning.memory_modes`)."
+
+
+PACKING_CHOICES = ("auto",) + PACKINGS
 
 
 @dataclass
@@ -73,6 +77,15 @@ class PretrainArguments(MemoryKnobArguments):
         default="karpathy/fineweb-edu-100b-shuffle",
         metadata={
             "help": "Hub dataset id, local parquet/jsonl/txt file or folder, or 'embedded' (ships with Python)."
+        },
+    )
+
+    packing: str = field(
+        default="auto",
+        metadata={
+            "help": "auto | stream | best_fit. stream: rows cut from the document stream (nanochat generation 1); "
+            "best_fit: every row starts at a document's BOS, documents placed best-fit (generation 2). "
+            "auto: the model generation's own."
         },
     )
 
@@ -140,6 +153,8 @@ class PretrainArguments(MemoryKnobArguments):
             raise UserInputError(f"--depth ({self.depth}) and --preset ({self.preset}) both set; choose one")
         if self.sequence_len <= 0:
             raise UserInputError(f"--sequence_len must be positive, got {self.sequence_len}")
+        if self.packing not in PACKING_CHOICES:
+            raise UserInputError(f"--packing must be one of {' | '.join(PACKING_CHOICES)}, got {self.packing!r}")
         if self.memory_mode not in MEMORY_MODE_CHOICES:
             raise UserInputError(
                 f"--memory_mode must be one of {', '.join(MEMORY_MODE_CHOICES)}, got {self.memory_mode!r}"

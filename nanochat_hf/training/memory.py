@@ -171,6 +171,7 @@ def build_memory_optimizer(model, knobs: MemoryKnobs, training_args, optimizer_s
             weights_dtype=getattr(torch, knobs.weights_dtype),
             embedding_dtype=getattr(torch, knobs.embedding_dtype),
             grad_bucket_layers=knobs.grad_bucket_layers,
+            flush_every=knobs.grad_flush_every,
             max_grad_norm=training_args.max_grad_norm,
             muon_momentum=knobs.muon_momentum,
             adamw_state=knobs.adamw_state,

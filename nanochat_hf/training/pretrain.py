@@ -17,12 +17,12 @@ from transformers import TrainingArguments, set_seed
 
 from ..callbacks import EnergyCallback, SampleCallback, ThroughputCallback, ValBpbCallback, add_metric_callbacks
 from ..callbacks.core_eval import CoreEvalCallback
-from ..configuration_nanochat_hf import NanoChatConfig
+from ..configuration_nanochat_hf import NanoChatHFConfig
 from ..cpu_threads import set_cpu_threads
-from ..data.pretrain import build_pretrain_datasets, load_data_state
+from ..data.pretrain import DEFAULT_PACKING, build_pretrain_datasets, load_data_state
 from ..errors import UserInputError
 from ..loading import check_vocabulary, open_config, open_model, open_tokenizer
-from ..modeling_nanochat_hf import NanoChatForCausalLM
+from ..modeling_nanochat_hf import NanoChatHFForCausalLM
 from ..planning.flops import ModelShape, flops_per_token
 from ..planning.gpus import resolve_gpu
 from ..planning.horizon import Horizon, gradient_accumulation_steps, plan_horizon
@@ -48,7 +48,7 @@ DEFAULT_MICRO_BATCH = 8
 # Parts
 
 
-def resolve_model_config(args: PretrainArguments, vocab_size: int) -> NanoChatConfig:
+def resolve_model_config(args: PretrainArguments, vocab_size: int) -> NanoChatHFConfig:
     """The shape to train: a preset/depth with the tokenizer's vocabulary, or an existing model's config."""
     if args.model_name_or_path is not None:
         config = open_config(args.model_name_or_path)
@@ -60,13 +60,18 @@ def resolve_model_config(args: PretrainArguments, vocab_size: int) -> NanoChatCo
         return config
     try:
         if args.preset is not None:
-            return NanoChatConfig.from_preset(args.preset, vocab_size=vocab_size, sequence_len=args.sequence_len)
-        return NanoChatConfig.from_depth(args.depth, vocab_size=vocab_size, sequence_len=args.sequence_len)
+            return NanoChatHFConfig.from_preset(args.preset, vocab_size=vocab_size, sequence_len=args.sequence_len)
+        return NanoChatHFConfig.from_depth(args.depth, vocab_size=vocab_size, sequence_len=args.sequence_len)
     except ValueError as err:
         raise UserInputError(f"--depth/--preset: {err}") from None
 
 
-def run_shape(args: PretrainArguments, config: NanoChatConfig) -> ModelShape:
+def resolve_packing(args: PretrainArguments, config: NanoChatHFConfig) -> str:
+    """The row packing: as set, or (auto) the model generation's own, nanochat's streaming rows for generation 1."""
+    return DEFAULT_PACKING[getattr(config, "generation", 1)] if args.packing == "auto" else args.packing
+
+
+def run_shape(args: PretrainArguments, config: NanoChatHFConfig) -> ModelShape:
     """The model as this run trains it: its shapes, at the run's rows of `sequence_len` tokens."""
     return ModelShape(
         config.n_layer,
@@ -111,7 +116,7 @@ def wait_for_everyone() -> None:
         torch.distributed.barrier()
 
 
-def build_model(args: PretrainArguments, config: NanoChatConfig, tokenizer) -> NanoChatForCausalLM:
+def build_model(args: PretrainArguments, config: NanoChatHFConfig, tokenizer) -> NanoChatHFForCausalLM:
     config.bos_token_id = tokenizer.bos_token_id
     config.eos_token_id = tokenizer.eos_token_id
     config.pad_token_id = tokenizer.pad_token_id
@@ -119,7 +124,7 @@ def build_model(args: PretrainArguments, config: NanoChatConfig, tokenizer) -> N
         model = open_model(args.model_name_or_path, config=config, attn_implementation=args.attn_implementation)
     else:
         config._attn_implementation = args.attn_implementation
-        model = NanoChatForCausalLM(config)  # nanochat's from-scratch initialisation
+        model = NanoChatHFForCausalLM(config)  # nanochat's from-scratch initialisation
     model.generation_config.bos_token_id = tokenizer.bos_token_id
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     model.generation_config.pad_token_id = tokenizer.pad_token_id
@@ -164,7 +169,7 @@ def settle_training_args(
 
 def describe(
     args: PretrainArguments,
-    config: NanoChatConfig,
+    config: NanoChatHFConfig,
     shape: ModelShape,
     horizon: Horizon,
     training_args,
@@ -196,7 +201,11 @@ def describe(
             "decided_by": horizon.source,
             "total_flops": float(horizon.flops_per_token) * horizon.tokens,
         },
-        "data": {"dataset": args.dataset, "tokenizer": args.tokenizer_name_or_path or "trained on the dataset"},
+        "data": {
+            "dataset": args.dataset,
+            "packing": resolve_packing(args, config),
+            "tokenizer": args.tokenizer_name_or_path or "trained on the dataset",
+        },
         **({"memory": {**memory.describe(), "fp8": args.fp8}} if memory is not None else {}),
         "optimizer": {
             "matrix_lr": args.matrix_lr,
@@ -280,7 +289,7 @@ def run_pretraining(args: PretrainArguments, training_args: TrainingArguments, e
     config = resolve_model_config(args, vocab_size=vocab_size)
     shape = run_shape(args, config)
     with torch.device("meta"):
-        num_params = NanoChatForCausalLM(config).num_parameters()
+        num_params = NanoChatHFForCausalLM(config).num_parameters()
     # Memory mode and knobs: a mode that cannot fit the GPU, or FP8 where it cannot run, fails here.
     memory = resolve_memory_setup(args, training_args, shape, world_size=world_size)
     if args.fp8:
@@ -307,7 +316,13 @@ def run_pretraining(args: PretrainArguments, training_args: TrainingArguments, e
 
     # Open the data before building anything large: a bad path or a missing column fails here.
     train_dataset, val_dataset = build_pretrain_datasets(
-        args.dataset, tokenizer, shape.sequence_len, rank=rank, world_size=world_size, seed=training_args.data_seed
+        args.dataset,
+        tokenizer,
+        shape.sequence_len,
+        rank=rank,
+        world_size=world_size,
+        seed=training_args.data_seed,
+        packing=resolve_packing(args, config),
     )
     settle_training_args(
         training_args, micro_batch=micro_batch, accumulation=accumulation, horizon=horizon, memory=memory
