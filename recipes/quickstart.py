@@ -38,16 +38,16 @@ PRETRAIN_CONFIG = CONFIGS / "pretrain_cpu_quickstart.yaml"
 SFT_CONFIG = CONFIGS / "sft_cpu_quickstart.yaml"
 DEFAULT_PROMPT = "Sam has 12 apples. Sam buys 3 packs with 5 apples in each pack. How many apples does Sam have now?"
 CORE_EXAMPLES_PER_TASK = 32
-# CPU seconds of each stage with 1 torch thread, measured by benchmarks/quickstart_time.py on the 2-core CPU
-# sandbox (README); with 1 thread on an idle core, wall time is about the CPU time.
-MEASURED_CPU_SECONDS = {"pretraining": 330, "SFT": 100, "answer": 5, "CORE and report": 25}
+# CPU seconds of each stage with 1 torch thread, measured by `benchmarks/quickstart_time.py --threads 1` on the
+# 2-core CPU sandbox (README); with 1 thread on an idle core, wall time is about the CPU time.
+MEASURED_CPU_SECONDS = {"tokenizer": 2, "pretraining": 310, "SFT": 115, "answer": 1, "CORE and report": 3}
 
 
 def expected_duration() -> str:
     minutes = sum(MEASURED_CPU_SECONDS.values()) / 60
     return (
-        f"expected: about {minutes:.0f} minutes on 2 idle CPU cores (measured by benchmarks/quickstart_time.py); "
-        "longer while other programs keep the cores busy"
+        f"expected: about {minutes:.0f} minutes on 2 idle CPU cores ({sum(MEASURED_CPU_SECONDS.values())} CPU seconds "
+        "measured by benchmarks/quickstart_time.py), longer while other programs keep the cores busy"
     )
 
 
