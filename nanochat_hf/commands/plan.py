@@ -13,6 +13,7 @@ import warnings
 
 from nanochat_hf.defaults import PARAM_DATA_RATIO, SEQUENCE_LEN, TOTAL_BATCH_SIZE, VOCAB_SIZE
 from nanochat_hf.planning.choice import not_fit_message
+from nanochat_hf.planning.horizon import GEN2_RATIO
 from nanochat_hf.planning.memory_modes import MEMORY_MODE_CHOICES, parse_knob_assignment
 from nanochat_hf.planning.plan import make_plan, plan_all_gpus
 from nanochat_hf.planning.report import render_gpu_table, render_plan
@@ -71,6 +72,15 @@ def register(subparsers) -> None:
         ),
     )
     parser.add_argument("--depth", type=int, default=32, help="model depth (default 32: the released d32)")
+    _field_flag(
+        parser,
+        "generation",
+        type=int,
+        choices=(1, 2),
+        default=1,
+        help="1: nanochat's released architecture and recipe; 2: the 2026 one (ratio in scaling parameters, "
+        "automatic batch; e.g. --generation 2 --depth 24 --target-param-data-ratio 8 is the GPT-2 speedrun)",
+    )
     parser.add_argument("--gpu", help="GPU key or name from nanochat_hf/planning/gpus.csv (default: the detected GPU)")
     horizon = parser.add_mutually_exclusive_group()
     _field_flag(
@@ -85,7 +95,8 @@ def register(subparsers) -> None:
         "target_param_data_ratio",
         "--ratio",
         type=float,
-        help=f"training tokens per parameter (nanochat: {PARAM_DATA_RATIO})",
+        help=f"training tokens per parameter (generation 1: {PARAM_DATA_RATIO}) or per scaling parameter "
+        f"(generation 2: {GEN2_RATIO:g})",
     )
     _field_flag(
         parser,
@@ -126,8 +137,8 @@ def register(subparsers) -> None:
         "total_batch_size",
         "--total-batch",
         type=int,
-        default=TOTAL_BATCH_SIZE,
-        help=f"tokens per optimizer step (default {TOTAL_BATCH_SIZE:,})",
+        default=None,
+        help=f"tokens per optimizer step (default: {TOTAL_BATCH_SIZE:,} for generation 1, automatic for 2)",
     )
     parser.add_argument(
         "--all-gpus", "--all_gpus", action="store_true", help="one line per GPU of the table instead of one plan"
@@ -136,7 +147,11 @@ def register(subparsers) -> None:
         parser, "sequence_len", type=int, default=SEQUENCE_LEN, help=f"tokens per row (default {SEQUENCE_LEN:,})"
     )
     parser.add_argument(
-        "--vocab-size", "--vocab_size", type=int, default=VOCAB_SIZE, help=f"vocabulary (default {VOCAB_SIZE:,})"
+        "--vocab-size",
+        "--vocab_size",
+        type=int,
+        default=None,
+        help=f"vocabulary (default {VOCAB_SIZE:,} for generation 1, 32,768 for 2)",
     )
     parser.add_argument("--json", action="store_true", help="print every number as JSON")
     parser.set_defaults(func=run)
@@ -156,6 +171,7 @@ def run(args) -> int:
         total_batch_size=args.total_batch_size,
         sequence_len=args.sequence_len,
         vocab_size=args.vocab_size,
+        generation=args.generation,
     )
     if args.all_gpus:
         plans = plan_all_gpus(args.depth, **options)

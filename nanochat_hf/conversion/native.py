@@ -63,6 +63,11 @@ def state_dict_from_native(state_dict: dict) -> dict:
 
 def config_to_native(config: NanoChatHFConfig, warn: bool = True):
     """A `transformers.NanoChatConfig` computing the same function (exactly, if rotary is float32)."""
+    if config.uses_generation2_features:
+        raise ValueError(
+            "a generation-2 model (value embeddings, sliding windows, per-layer scalars, smear, backout, padded "
+            "vocabulary) cannot be represented by transformers' built-in NanoChat"
+        )
     from transformers import NanoChatConfig as NativeConfig
 
     if warn and config.rotary_dtype != "float32":
