@@ -21,8 +21,10 @@ What the sections measure, against which target:
   6N-style model FLOPs per token (`planning.flops`) x tokens/s / the card's dense BF16 peak (`gpus.csv`),
   printed as a ratio to nanochat's own 50.9 % (d32, H100, generation 1); target: ratio >= 1.
 - `decode`: greedy decoding tokens/s with the KV cache at batch 1 and 32 (128 new tokens).
-- generation 2 (d24 `12gb`, d24 bf16/FP8 throughput): reported as "not run" with the reason until the
-  generation-2 model is part of the installed package.
+- `train_d24_gen2`: the same for generation 2's d24 (nanochat's 2026 speedrun shape, 16 x 2048 per GPU, its
+  MuonAdamW), in bf16 against nanochat's ~50 % MFU and, on cards with FP8 tensor cores and torchao, with FP8
+  matmuls against ~58 %; target: FP8 >= 1.15x bf16 tokens/s.
+- `offload_d24_gen2_12gb`: "not run" until generation 2 has an offloading memory mode.
 
 Writes `acceptance.json` (every figure, with GPU name, torch version, commit and date) and `acceptance.md`
 (a table a person reads) into `--out` (default `runs/gpu-acceptance`).
@@ -30,6 +32,7 @@ Writes `acceptance.json` (every figure, with GPU name, torch version, commit and
 
 import argparse
 import datetime
+import importlib.util
 import json
 import os
 import re
@@ -47,12 +50,18 @@ sys.path.insert(0, str(REPO))
 
 from nanochat_hf import NanoChatHFConfig, NanoChatHFForCausalLM  # noqa: E402
 from nanochat_hf.optim import build_optimizer  # noqa: E402
+from nanochat_hf.optim.setup_gen2 import build_gen2_training  # noqa: E402
 from nanochat_hf.planning.flops import ModelShape, flops_per_token  # noqa: E402
 from nanochat_hf.planning.gpus import resolve_gpu  # noqa: E402
+from nanochat_hf.training.memory import enable_fp8  # noqa: E402
 
 
 # nanochat's published MFU: d32 generation 1 on 8xH100 (run1000.sh's report).
 NANOCHAT_MFU_GEN1 = 0.509
+# nanochat's 2026 d24/d26 runs on H100: about 50 % MFU in bf16, 58 % with FP8 (the leaderboard's reports).
+NANOCHAT_MFU_GEN2_BF16 = 0.50
+NANOCHAT_MFU_GEN2_FP8 = 0.58
+FP8_SPEEDUP_TARGET = 1.15
 OVERHEAD_TARGET = 0.05
 ACTIVATION_TOLERANCE = 0.15
 CAP_GIB = 12.0
@@ -61,12 +70,15 @@ CAP_GIB = 12.0
 FULL = {
     "offload": ["--depth", "32", "--grad-accum", "4", "--steps", "2"],
     "train": {"depth": 20, "micro_batch": 32, "seq_len": 2048, "vocab_size": 65536, "steps": 5, "compile": True},
+    # nanochat's 2026 speedrun: d24, 16 x 2048 per H100.
+    "train_gen2": {"depth": 24, "micro_batch": 16, "seq_len": 2048, "vocab_size": 32768, "steps": 5, "compile": True},
     "decode": {"depth": 20, "vocab_size": 65536, "prompt": 16, "new_tokens": 128, "batches": (1, 32)},
     "pytest": ["tests"],
 }
 QUICK = {
     "offload": ["--device", "cpu", "--depth", "2", "--seq-len", "32", "--vocab-size", "512", "--grad-accum", "2"],
     "train": {"depth": 2, "micro_batch": 2, "seq_len": 64, "vocab_size": 512, "steps": 2, "compile": False},
+    "train_gen2": {"depth": 2, "micro_batch": 2, "seq_len": 64, "vocab_size": 512, "steps": 2, "compile": False},
     "decode": {"depth": 2, "vocab_size": 512, "prompt": 8, "new_tokens": 8, "batches": (1, 4)},
     "pytest": ["tests/test_memory_knobs.py"],
 }
@@ -116,9 +128,9 @@ def section_offload(shapes: dict, device: str) -> dict:
     return {**figures, "targets": targets}
 
 
-def _random_model(depth: int, vocab_size: int, seq_len: int, device):
+def _random_model(depth: int, vocab_size: int, seq_len: int, device, generation: int = 1):
     torch.manual_seed(0)
-    config = NanoChatHFConfig.from_depth(depth, vocab_size=vocab_size, sequence_len=seq_len)
+    config = NanoChatHFConfig.from_depth(depth, vocab_size=vocab_size, sequence_len=seq_len, generation=generation)
     model = NanoChatHFForCausalLM(config)
     with torch.no_grad():  # nanochat zero-inits the head and projections; random weights exercise everything
         for param in model.parameters():
@@ -127,9 +139,36 @@ def _random_model(depth: int, vocab_size: int, seq_len: int, device):
 
 
 def section_train(shapes: dict, device: str) -> dict:
-    s = shapes["train"]
-    model = _random_model(s["depth"], s["vocab_size"], s["seq_len"], device).train()
-    optimizer = build_optimizer(model)
+    return measure_training(shapes["train"], device, generation=1, reference_mfu=NANOCHAT_MFU_GEN1)
+
+
+def section_train_gen2(shapes: dict, device: str) -> dict:
+    """Generation 2's d24 in bf16, and with FP8 matmuls where the card has FP8 tensor cores."""
+    s = shapes["train_gen2"]
+    bf16 = measure_training(s, device, generation=2, reference_mfu=NANOCHAT_MFU_GEN2_BF16)
+    figures = {f"bf16_{key}": value for key, value in bf16.items() if key not in ("targets", "shape")}
+    targets = dict(bf16["targets"])
+    gpu = resolve_gpu() if device == "cuda" else None
+    if gpu is not None and gpu.supports_fp8 and importlib.util.find_spec("torchao") is not None:
+        fp8 = measure_training(s, device, generation=2, reference_mfu=NANOCHAT_MFU_GEN2_FP8, fp8=True)
+        figures.update({f"fp8_{key}": value for key, value in fp8.items() if key not in ("targets", "shape")})
+        speedup = fp8["tokens_per_s"] / bf16["tokens_per_s"]
+        figures["fp8_speedup"] = speedup
+        targets[f"FP8 >= {FP8_SPEEDUP_TARGET}x bf16 tokens/s"] = speedup >= FP8_SPEEDUP_TARGET
+    else:
+        figures["fp8"] = "not run: no FP8 tensor cores or no torchao here"
+    return {**figures, "shape": s, "targets": targets}
+
+
+def measure_training(s: dict, device: str, *, generation: int, reference_mfu: float, fp8: bool = False) -> dict:
+    """tokens/s and MFU of full training steps (forward, backward, the generation's optimizer step)."""
+    model = _random_model(s["depth"], s["vocab_size"], s["seq_len"], device, generation=generation).train()
+    if fp8:
+        enable_fp8(model)
+    if generation == 2:
+        optimizer = build_gen2_training(model, {"num_iterations": 1000}).optimizer
+    else:
+        optimizer = build_optimizer(model)
     forward = torch.compile(model) if s["compile"] else model
     autocast = torch.autocast(device, dtype=torch.bfloat16, enabled=device == "cuda")
     ids = torch.randint(0, s["vocab_size"], (s["micro_batch"], s["seq_len"]), device=device)
@@ -167,10 +206,10 @@ def section_train(shapes: dict, device: str) -> dict:
         "flops_per_token": flops,
         "peak_bf16_flops": peak,
         "mfu": mfu,
-        "mfu_ratio_to_nanochat": mfu / NANOCHAT_MFU_GEN1 if mfu is not None else None,
+        "mfu_ratio_to_nanochat": mfu / reference_mfu if mfu is not None else None,
         "peak_allocated_bytes": torch.cuda.max_memory_allocated() if device == "cuda" else None,
     }
-    targets = {} if mfu is None else {f"MFU >= nanochat's {NANOCHAT_MFU_GEN1:.1%}": mfu >= NANOCHAT_MFU_GEN1}
+    targets = {} if mfu is None else {f"MFU >= nanochat's {reference_mfu:.1%}": mfu >= reference_mfu}
     return {**figures, "targets": targets}
 
 
@@ -196,18 +235,17 @@ def section_decode(shapes: dict, device: str) -> dict:
     return {**figures, "shape": {**s, "batches": list(s["batches"])}, "targets": {}}
 
 
-def section_generation2(shapes: dict, device: str) -> dict:
-    if not hasattr(NanoChatHFConfig(), "generation"):
-        return {"not_run": "the installed package has no generation-2 model yet", "targets": {}}
-    return {"not_run": "generation-2 measurements are not part of this script yet", "targets": {}}
+def section_offload_gen2(shapes: dict, device: str) -> dict:
+    return {"not_run": "generation 2 has no offloading memory mode yet (it trains in mode full)", "targets": {}}
 
 
 SECTIONS = {
     "gpu_tests": (section_gpu_tests, 0.25),
-    "offload_d32_gen1_12gb": (section_offload, 0.30),
-    "train_d20_gen1": (section_train, 0.25),
-    "decode": (section_decode, 0.15),
-    "generation2": (section_generation2, 0.05),
+    "offload_d32_gen1_12gb": (section_offload, 0.25),
+    "train_d20_gen1": (section_train, 0.18),
+    "train_d24_gen2": (section_train_gen2, 0.20),
+    "decode": (section_decode, 0.10),
+    "offload_d24_gen2_12gb": (section_offload_gen2, 0.02),
 }
 
 
@@ -285,7 +323,9 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--out", default=str(REPO / "runs" / "gpu-acceptance"), help="folder for the JSON and Markdown"
     )
-    parser.add_argument("--budget-s", type=float, default=480.0, help="time for all sections together")
+    parser.add_argument(
+        "--budget-s", type=float, help="time for all sections together (default 480 s; --quick: 1800 s on a CPU)"
+    )
     parser.add_argument("--only", nargs="+", choices=list(SECTIONS), help="run only these sections")
     parser.add_argument("--device", help=argparse.SUPPRESS)
     parser.add_argument("--section", choices=list(SECTIONS), help=argparse.SUPPRESS)
@@ -302,6 +342,8 @@ def main(argv=None) -> int:
     if device == "cuda" and not torch.cuda.is_available():
         print("benchmarks/gpu_acceptance.py needs a CUDA GPU (none found); --quick runs the CPU smoke pass")
         return 2
+    if args.budget_s is None:
+        args.budget_s = 1800.0 if args.quick else 480.0
     if args.budget_s <= 0:
         print(f"--budget-s must be positive, got {args.budget_s}")
         return 2

@@ -52,7 +52,7 @@ def main(argv=None):
         torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory(prefix="quickstart-time-") as scratch:
         root = Path(args.output_root or scratch)
-        pretrain_overrides, sft_overrides = quickstart.stage_overrides(root)
+        pretrain_overrides, sft_overrides, _ = quickstart.stage_overrides(root)
         load_before = os.getloadavg()
         clock = Stopwatch()
         pretrain_args, training_args = parse_pretrain_arguments(

@@ -20,6 +20,7 @@ COMMAND_MODULES = [
     "nanochat_hf.commands.plan_finetune",
     "nanochat_hf.commands.convert_tokenizer",
     "nanochat_hf.commands.chat",
+    "nanochat_hf.commands.serve",
     "nanochat_hf.commands.merge_lora",
     "nanochat_hf.commands.eval",
     "nanochat_hf.commands.report",

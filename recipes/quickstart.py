@@ -2,11 +2,15 @@
 
     python recipes/quickstart.py
     python recipes/quickstart.py --prompt "How many r are in the word strawberry?"
+    python recipes/quickstart.py --rl     # adds RL on the embedded arithmetic problems after SFT
 
 1. Pretraining (recipes/configs/pretrain_cpu_quickstart.yaml): a tokenizer and a depth-4 nanochat on text
    that ships with Python -> runs/quickstart/final.
 2. SFT (recipes/configs/sft_cpu_quickstart.yaml): the embedded synthetic chats (arithmetic with calculator
    calls, letter counting, spelling, identity) -> runs/quickstart-sft/final.
+   Optional (--rl): RL (recipes/configs/rl_cpu_quickstart.yaml) of the chat model on the embedded arithmetic
+   word problems with trl's GRPOTrainer, the calculator in the loop; prints the mean reward as it rises
+   -> runs/quickstart-rl/final, which then answers the question.
 3. One question to the chat model, answered with the calculator tool when it decides to use it.
 4. CORE of the base model on a small bundle generated from Python's documentation, and the run's report
    card (runs/quickstart/final/report.md with its plots).
@@ -23,12 +27,16 @@ import logging
 import sys
 from pathlib import Path
 
+from transformers import TrainerCallback
+
 from nanochat_hf.atomic import write_json_atomically
 from nanochat_hf.chat.engine import ChatEngine, load_chat_model
 from nanochat_hf.errors import UserInputError
 from nanochat_hf.eval.report import write_report
 from nanochat_hf.eval.runner import EvalRequest, run_evaluation
 from nanochat_hf.training import parse_pretrain_arguments, run_pretraining
+from nanochat_hf.training.rl import run_rl
+from nanochat_hf.training.rl_arguments import parse_rl_arguments
 from nanochat_hf.training.sft import run_sft
 from nanochat_hf.training.sft_arguments import parse_chat_arguments
 
@@ -36,6 +44,7 @@ from nanochat_hf.training.sft_arguments import parse_chat_arguments
 CONFIGS = Path(__file__).resolve().parent / "configs"
 PRETRAIN_CONFIG = CONFIGS / "pretrain_cpu_quickstart.yaml"
 SFT_CONFIG = CONFIGS / "sft_cpu_quickstart.yaml"
+RL_CONFIG = CONFIGS / "rl_cpu_quickstart.yaml"
 DEFAULT_PROMPT = "Sam has 12 apples. Sam buys 3 packs with 5 apples in each pack. How many apples does Sam have now?"
 CORE_EXAMPLES_PER_TASK = 32
 # CPU seconds of each stage with 1 torch thread, measured by `benchmarks/quickstart_time.py --threads 1` on the
@@ -100,26 +109,67 @@ def core_stage(base: Path) -> dict:
     return results
 
 
-def stage_overrides(output_root) -> tuple[list[str], list[str]]:
+def stage_overrides(output_root) -> tuple[list[str], list[str], list[str]]:
+    """--output_dir of the pretraining, SFT and RL stages under `output_root` (none: the configs' own)."""
     if output_root is None:
-        return [], []
-    return (
-        ["--output_dir", str(Path(output_root) / "quickstart")],
-        ["--output_dir", str(Path(output_root) / "quickstart-sft")],
+        return [], [], []
+    return tuple(
+        ["--output_dir", str(Path(output_root) / name)] for name in ("quickstart", "quickstart-sft", "quickstart-rl")
     )
+
+
+class _RewardPrinter(TrainerCallback):
+    """Prints the mean reward (and held-out pass@1) as the RL stage logs them."""
+
+    def __init__(self):
+        self.rewards = []
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if logs and "reward" in logs:
+            self.rewards.append(logs["reward"])
+            print(
+                f"    step {state.global_step:3d}  mean reward {logs['reward']:.3f}  (exact answers: pass@1 "
+                f"{logs.get('pass@1', 0):.3f}, ending with '#### <number>': "
+                f"{logs.get('rewards/format_reward/mean', 0):.3f})"
+            )
+        if logs and "eval_pass@1" in logs:
+            print(f"    step {state.global_step:3d}  held-out pass@1 {logs['eval_pass@1']:.3f}")
+
+
+def run_rl_stage(chat_model: Path, overrides: list[str]) -> Path:
+    args, training_args, model_args = parse_rl_arguments(
+        ["--config", str(RL_CONFIG), "--model_name_or_path", str(chat_model), "--disable_tqdm", "true", *overrides]
+    )
+    final = Path(training_args.output_dir) / "final"
+    if final.exists():
+        print(f"[RL] {final} exists: skipping RL")
+        return final
+    print("[RL] reinforcement learning on the embedded arithmetic problems (calculator in the loop)")
+    printer = _RewardPrinter()
+    final = run_rl(args, training_args, model_args, extra_callbacks=[printer])
+    if printer.rewards:
+        head, tail = printer.rewards[: len(printer.rewards) // 2], printer.rewards[len(printer.rewards) // 2 :]
+        print(
+            f"[RL] mean reward, first half of the logs {sum(head) / max(len(head), 1):.3f} -> second half "
+            f"{sum(tail) / max(len(tail), 1):.3f}"
+        )
+    return final
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description="CPU quickstart: pretrain, SFT, then a one-shot chat answer.")
     parser.add_argument("--prompt", default=DEFAULT_PROMPT)
-    parser.add_argument("--output-root", default=None, help="put both runs under this folder (default: the configs')")
+    parser.add_argument("--output-root", default=None, help="put the runs under this folder (default: the configs')")
+    parser.add_argument("--rl", action="store_true", help="add the RL stage (GRPO on the embedded arithmetic set)")
     options = parser.parse_args(argv)
-    pretrain_overrides, sft_overrides = stage_overrides(options.output_root)
+    pretrain_overrides, sft_overrides, rl_overrides = stage_overrides(options.output_root)
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     print(f"CPU quickstart: 4 stages; {expected_duration()}.", flush=True)
     try:
         base = pretrain_stage(pretrain_overrides)
         chat_model = sft_stage(base, sft_overrides)
+        if options.rl:
+            chat_model = run_rl_stage(chat_model, rl_overrides)
         answer_stage(chat_model, options.prompt)
         core_stage(base)
     except UserInputError as err:

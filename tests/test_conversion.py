@@ -3,6 +3,7 @@ import warnings
 
 import pytest
 import torch
+from chat_helpers import save_tiny_model
 from helpers import (
     nanochat_reference_greedy,
     nanochat_reference_logits,
@@ -262,3 +263,17 @@ def test_folder_with_two_formats_needs_from(config, tmp_path, capsys):
     assert "pass --from to choose" in capsys.readouterr().err
     assert cli_main(["convert", str(src), str(tmp_path / "out"), "--from", "nanochat"]) == 0
     assert cli_main(["convert", str(src), str(tmp_path / "out-hf"), "--from", "hf"]) == 0
+
+
+def test_the_tokenizer_next_to_the_model_is_carried_over(tmp_path):
+    """hf -> native -> hf keeps the tokenizer and its chat template, so each folder works on its own."""
+    from transformers import AutoTokenizer
+
+    source = save_tiny_model(tmp_path / "hf", random_weights=True)
+    assert cli_main(["convert", str(source), str(tmp_path / "native"), "--to", "native"]) == 0
+    assert cli_main(["convert", str(tmp_path / "native"), str(tmp_path / "back")]) == 0
+    messages = [{"role": "user", "content": "hi"}]
+    expected = AutoTokenizer.from_pretrained(source).apply_chat_template(messages, add_generation_prompt=True)
+    for folder in ("native", "back"):
+        tokenizer = AutoTokenizer.from_pretrained(tmp_path / folder)
+        assert tokenizer.apply_chat_template(messages, add_generation_prompt=True) == expected

@@ -20,7 +20,14 @@ def test_quick_pass_runs_every_section_and_writes_json_and_markdown(tmp_path):
     assert result.returncode == 0, result.stdout + result.stderr
     report = json.loads((tmp_path / "acceptance.json").read_text())
     sections = report["sections"]
-    assert list(sections) == ["gpu_tests", "offload_d32_gen1_12gb", "train_d20_gen1", "decode", "generation2"]
+    assert list(sections) == [
+        "gpu_tests",
+        "offload_d32_gen1_12gb",
+        "train_d20_gen1",
+        "train_d24_gen2",
+        "decode",
+        "offload_d24_gen2_12gb",
+    ]
     assert all(record["status"] in ("smoke", "not run") for record in sections.values()), sections
     assert sections["gpu_tests"]["targets"] == {"no failures": True}
     offload = sections["offload_d32_gen1_12gb"]
@@ -28,6 +35,9 @@ def test_quick_pass_runs_every_section_and_writes_json_and_markdown(tmp_path):
     assert set(offload["targets"]) == {"overhead < 5%", "activations within 15% of the plan"}  # no cap on the CPU
     train = sections["train_d20_gen1"]
     assert train["tokens_per_s"] > 0 and train["mfu"] is None  # no BF16 peak for a CPU
+    gen2 = sections["train_d24_gen2"]
+    assert gen2["bf16_tokens_per_s"] > 0 and gen2["fp8"].startswith("not run")  # no FP8 tensor cores on a CPU
+    assert sections["offload_d24_gen2_12gb"]["status"] == "not run"
     assert sections["decode"]["batch_1_tokens_per_s"] > 0 and sections["decode"]["batch_4_tokens_per_s"] > 0
     assert report["environment"]["device"] == "CPU" and report["quick"] is True
     markdown = (tmp_path / "acceptance.md").read_text()
@@ -45,7 +55,7 @@ def test_the_full_run_needs_a_gpu_and_says_so(tmp_path):
 
 def test_a_bad_budget_is_refused_before_any_section_runs(tmp_path):
     result = subprocess.run(
-        [sys.executable, str(SCRIPT), "--quick", "--out", str(tmp_path), "--only", "generation2", "--budget-s", "-1"],
+        [sys.executable, str(SCRIPT), "--quick", "--out", str(tmp_path), "--only", "decode", "--budget-s", "-1"],
         capture_output=True,
         text=True,
     )

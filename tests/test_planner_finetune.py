@@ -101,3 +101,38 @@ def test_help_lists_every_option(capsys):
     ):
         assert flag in out
     assert "LoRA rank" in out
+
+
+def test_rl_plan_adds_the_rollouts_kv_cache_and_lora_fits_12gb():
+    from nanochat_hf.planning.finetune import plan_rl
+
+    lora, qlora, full = (plan_rl(32, method, gpu="rtx4070") for method in ("lora", "qlora", "full"))
+    assert lora.fits and qlora.fits and not full.fits
+    assert lora.sequence_len == 256 + 256 and lora.micro_batch == 8
+    kv = lora.components["rollout KV cache (16 x 512 tokens, bf16)"]
+    assert kv == 2 * 32 * 16 * 128 * 16 * 512 * 2  # K and V, 32 layers, 16 heads of 128, 16 samples x 512, bf16
+    doubled = plan_rl(32, "lora", num_generations=32)
+    assert doubled.components["rollout KV cache (32 x 512 tokens, bf16)"] == 2 * kv
+    assert "RL (16 samples x 256 new tokens)" in render_finetune_plan(lora)
+    with pytest.raises(UserInputError, match="num_generations must be positive"):
+        plan_rl(32, num_generations=0)
+
+
+def test_rl_kv_cache_bytes_match_the_models_cache(tmp_path):
+    from nanochat_hf import NanoChatHFForCausalLM
+    from nanochat_hf.planning.finetune import kv_cache_bytes
+
+    model = NanoChatHFForCausalLM.from_pretrained(save_tiny_model(tmp_path / "m", chat=False)).eval()
+    model = model.to(torch.bfloat16)
+    with torch.no_grad():
+        cache = model(torch.zeros(3, 10, dtype=torch.long), use_cache=True).cache
+    measured = sum(
+        tensor.numel() * tensor.element_size() for layer in cache.layers for tensor in (layer.keys, layer.values)
+    )
+    assert measured == kv_cache_bytes(ModelShape.from_config(model.config), sequences=3, tokens=10)
+
+
+def test_rl_command_line(capsys):
+    assert main(["plan-finetune", "--depth", "32", "--rl", "--micro-batch", "4"]) == 0
+    out = capsys.readouterr().out
+    assert "rollout KV cache (16 x 512 tokens, bf16)" in out and "micro-batch 4 x 512" in out

@@ -16,7 +16,6 @@ parts, ready to be appended to the conversation for the next turn.
 
 import copy
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -35,48 +34,14 @@ from ..tokenizer.special_tokens import (
     PYTHON_START,
 )
 from .adapters import load_adapter_model, resolve_adapter_base
+from .batching import generate_rows
 from .calculator import run_calculator
 from .generation import DEFAULT_MAX_NEW_TOKENS, DEFAULT_TEMPERATURE, DEFAULT_TOP_K
+from .reply import AssistantReply, ChatEvent, ReplyBuilder
 from .tokenizer_check import check_chat_tokenizer
 
 
-@dataclass
-class ChatEvent:
-    """A piece of the reply as it is generated: `kind` is "text", "python" or "python_output".
-
-    A tool call starts with an event ("python", "") so a front end can open it even before any text.
-    """
-
-    kind: str
-    text: str
-
-
-@dataclass
-class AssistantReply:
-    parts: list[dict] = field(default_factory=list)  # nanochat's assistant content parts
-    token_ids: list[int] = field(default_factory=list)  # sampled and forced, without the final stop token
-    sampled_mask: list[int] = field(default_factory=list)  # 1 = sampled by the model, 0 = forced (tool output)
-    finished: bool = False  # True when the model ended its turn; False when max_new_tokens ran out
-
-    @property
-    def content(self):
-        """The assistant message content: a string for plain text, else the list of parts."""
-        if all(part["type"] == "text" for part in self.parts):
-            return "".join(part["text"] for part in self.parts)
-        return [dict(part) for part in self.parts]
-
-    @property
-    def text(self) -> str:
-        """Readable text, tool calls written GSM8K-style as <<expression=result>>."""
-        pieces = []
-        for part in self.parts:
-            if part["type"] == "python":
-                pieces.append(f"<<{part['text']}")
-            elif part["type"] == "python_output":
-                pieces.append(f"={part['text']}>>")
-            else:
-                pieces.append(part["text"])
-        return "".join(pieces)
+__all__ = ["AssistantReply", "ChatEngine", "ChatEvent", "load_chat_model"]
 
 
 class _CallbackStreamer(BaseStreamer):
@@ -95,73 +60,6 @@ class _CallbackStreamer(BaseStreamer):
 
     def end(self):
         pass
-
-
-class _ReplyBuilder:
-    """nanochat's per-row tool state machine over the streamed tokens, building parts and events."""
-
-    def __init__(self, tokenizer, special: dict[str, int], on_event):
-        self.tokenizer = tokenizer
-        self.special = special
-        self.on_event = on_event or (lambda event: None)
-        self.reply = AssistantReply()
-        self.kind = "text"
-        self.part_tokens: list[int] = []
-        self.emitted = 0
-
-    def _decode(self, tokens: list[int]) -> str:
-        return self.tokenizer.decode(tokens, skip_special_tokens=True)
-
-    def _flush(self) -> None:
-        """Close the current part (if it has content) into `reply.parts`."""
-        text = self._decode(self.part_tokens)
-        if len(text) > self.emitted:  # characters held back while a UTF-8 sequence was incomplete
-            self.on_event(ChatEvent(self.kind, text[self.emitted :]))
-        if text or self.kind == "python":
-            self.reply.parts.append({"type": self.kind, "text": text})
-        self.part_tokens, self.emitted = [], 0
-
-    def sampled(self, token: int) -> None:
-        self.reply.token_ids.append(token)
-        self.reply.sampled_mask.append(1)
-        if token in (self.special[ASSISTANT_END], self.special[BOS]):
-            return
-        if token == self.special[PYTHON_START]:
-            self._flush()
-            self.kind = "python"
-            self.on_event(ChatEvent("python", ""))
-            return
-        if token == self.special[PYTHON_END] and self.kind == "python":
-            return  # the engine closes the call when generate() stops on it
-        self.part_tokens.append(token)
-        text = self._decode(self.part_tokens)
-        if not text.endswith("\ufffd") and len(text) > self.emitted:  # hold back a half-decoded character
-            self.on_event(ChatEvent(self.kind, text[self.emitted :]))
-            self.emitted = len(text)
-
-    def tool_call(self) -> str:
-        """Close the tool call; returns its expression."""
-        expression = self._decode(self.part_tokens)
-        self._flush()
-        self.kind = "text"
-        return expression
-
-    def tool_output(self, text: str, tokens: list[int]) -> None:
-        self.reply.token_ids.extend(tokens)
-        self.reply.sampled_mask.extend([0] * len(tokens))
-        self.reply.parts.append({"type": "python_output", "text": text})
-        self.on_event(ChatEvent("python_output", text))
-
-    def finish(self, finished: bool) -> AssistantReply:
-        if self.kind == "python":  # ran out of tokens inside a tool call
-            self.tool_call()
-        else:
-            self._flush()
-        if finished:  # nanochat's engine returns the tokens without the terminal stop token
-            self.reply.token_ids.pop()
-            self.reply.sampled_mask.pop()
-        self.reply.finished = finished
-        return self.reply
 
 
 class ChatEngine:
@@ -195,6 +93,47 @@ class ChatEngine:
         ids, _ = render_conversation_with_mask(self.tokenizer, messages, max_tokens=10**12)
         return ids + [self.special[ASSISTANT_START]]
 
+    def context_length(self) -> int | None:
+        """The model's context in tokens (None when its config does not say)."""
+        config = self.model.config
+        return getattr(config, "sequence_len", None) or getattr(config, "max_position_embeddings", None)
+
+    @torch.no_grad()
+    def generate_batch(
+        self,
+        conversations,
+        *,
+        max_new_tokens=DEFAULT_MAX_NEW_TOKENS,
+        temperature=DEFAULT_TEMPERATURE,
+        top_k=DEFAULT_TOP_K,
+        seed: int | None = None,
+        on_event: Callable[[int, ChatEvent], None] | None = None,
+        should_stop: Callable[[int], bool] | None = None,
+        on_reply: Callable[[int, AssistantReply], None] | None = None,
+        **generate_kwargs,
+    ) -> list[AssistantReply]:
+        """Replies to several conversations at once, in one `generate()` call (left-padded), each row with its
+        own calculator tool loop.
+
+        `max_new_tokens`, `temperature` and `top_k` are one value for all rows or a list with one per row.
+        `on_event(row, event)` streams each row's reply; `should_stop(row)` is asked after every step, and a
+        row for which it answers True ends there (its reply so far is returned, `finished=False`) while the
+        others go on. `on_reply(row, reply)` receives each row's reply as soon as that row ends. Extra keyword
+        arguments go to `model.generate()`.
+        """
+        return generate_rows(
+            self,
+            list(conversations),
+            max_new_tokens=max_new_tokens,
+            temperature=temperature,
+            top_k=top_k,
+            seed=seed,
+            on_event=on_event,
+            should_stop=should_stop,
+            on_reply=on_reply,
+            **generate_kwargs,
+        )
+
     @torch.no_grad()
     def generate(
         self,
@@ -217,9 +156,7 @@ class ChatEngine:
         if temperature < 0:
             raise UserInputError(f"temperature must be >= 0, got {temperature}")
         ids = self.prompt_ids(messages)
-        context = getattr(self.model.config, "sequence_len", None) or getattr(
-            self.model.config, "max_position_embeddings", None
-        )
+        context = self.context_length()
         if context is not None and len(ids) >= context:
             raise UserInputError(
                 f"the conversation is {len(ids)} tokens, the model's context is {context}; start a new conversation"
@@ -229,7 +166,7 @@ class ChatEngine:
             torch.manual_seed(seed)
         generation_config = self._generation_config(temperature, top_k)
         device = next(self.model.parameters()).device
-        builder = _ReplyBuilder(self.tokenizer, self.special, on_event)
+        builder = ReplyBuilder(self.tokenizer, self.special, on_event)
         stop_tokens = (self.special[ASSISTANT_END], self.special[BOS])
         sequence = torch.tensor([ids], device=device)
         cache = None

@@ -5,7 +5,7 @@ import sys
 
 from nanochat_hf.defaults import SEQUENCE_LEN
 from nanochat_hf.errors import UserInputError
-from nanochat_hf.planning.finetune import METHODS, OPTIMIZERS, plan_finetune, render_finetune_plan
+from nanochat_hf.planning.finetune import METHODS, OPTIMIZERS, plan_finetune, plan_rl, render_finetune_plan
 
 
 def register(subparsers) -> None:
@@ -38,6 +38,11 @@ def register(subparsers) -> None:
     parser.add_argument(
         "--no-checkpointing", action="store_true", help="without per-block activation checkpointing (default: on)"
     )
+    rl = parser.add_argument_group("RL (recipes/rl.py): the policy's fine-tune plus the rollouts' memory")
+    rl.add_argument("--rl", action="store_true", help="plan an RL run instead of SFT")
+    rl.add_argument("--num-generations", type=int, default=16, help="samples per question (default 16)")
+    rl.add_argument("--max-new-tokens", type=int, default=256, help="tokens per sample (default 256)")
+    rl.add_argument("--prompt-len", type=int, default=256, help="the longest prompt in tokens (default 256)")
     parser.add_argument("--json", action="store_true", help="print every plan as JSON")
     parser.set_defaults(func=run)
 
@@ -47,17 +52,25 @@ def run(args) -> int:
         raise UserInputError("--micro-batch, --sequence-len and --lora-r must be positive")
     plans = []
     for method in args.method or METHODS:
-        plan = plan_finetune(
-            args.depth,
-            method,
+        common = dict(
             gpu=args.gpu,
             micro_batch=args.micro_batch,
-            sequence_len=args.sequence_len,
             lora_r=args.lora_r,
             optimizer=args.optimizer,
             activation_checkpointing=not args.no_checkpointing,
             loss_chunk_size=args.loss_chunk_size,
         )
+        if args.rl:
+            plan = plan_rl(
+                args.depth,
+                method,
+                num_generations=args.num_generations,
+                max_new_tokens=args.max_new_tokens,
+                prompt_len=args.prompt_len,
+                **common,
+            )
+        else:
+            plan = plan_finetune(args.depth, method, sequence_len=args.sequence_len, **common)
         plans.append(plan)
     if args.json:
         sys.stdout.write(json.dumps([plan.to_dict() for plan in plans], indent=2) + "\n")

@@ -10,6 +10,7 @@ and the output folder appears only once it is complete (see `nanochat_hf.atomic`
 import json
 import logging
 import os
+import shutil
 from pathlib import Path
 
 import torch
@@ -170,9 +171,24 @@ def convert(
     with atomic_folder(dst) as tmp:
         if hf_tokenizer is not None:
             save_tokenizer_with_model(hf_tokenizer, tmp, model)
+        elif source_format != "nanochat":
+            copy_tokenizer_files(src, tmp)
         model.save_pretrained(tmp)
     logger.info("converted %s (%s) -> %s (%s, %s)", src, source_format, dst, to_format, out_dtype)
     return dst
+
+
+# A Hugging Face tokenizer folder's files (the model's own files are written by save_pretrained).
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja")
+TOKENIZER_EXTRA_FILES = ("token_bytes.pt",)
+
+
+def copy_tokenizer_files(src: Path, dst: Path) -> None:
+    """Carry a Hugging Face tokenizer saved next to the source model over to the converted folder, so it stays
+    usable on its own (`transformers serve`, pipelines)."""
+    for name in TOKENIZER_FILES + TOKENIZER_EXTRA_FILES:
+        if (src / name).is_file():
+            shutil.copyfile(src / name, dst / name)
 
 
 def write_nanochat_checkpoint(

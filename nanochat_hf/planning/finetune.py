@@ -15,7 +15,13 @@ runs uncompiled), with or without per-block checkpointing; logits are the model'
 loss, whole or one chunk of `loss_chunk_size` tokens at a time. Plus the CUDA context and a 5 % allocator
 margin.
 
+RL (`recipes/rl.py`, `plan_rl`) is a fine-tune whose training pass holds `micro_batch` sampled sequences of
+prompt + max_new_tokens tokens, plus what sampling adds: the KV cache of one question's samples generated
+together (num_generations x (prompt + max_new_tokens) tokens, bf16 K and V per layer) and the rollout
+buffers (token ids and masks, negligible). There is no reference model (nanochat's RL has no KL term).
+
     nanochat-hf plan-finetune --depth 32 --gpu rtx4070
+    nanochat-hf plan-finetune --depth 32 --gpu rtx4070 --rl --num-generations 16 --max-new-tokens 256
 """
 
 from dataclasses import asdict, dataclass, field
@@ -77,6 +83,7 @@ class FinetunePlan:
     activation_checkpointing: bool
     trained_params: int
     components: dict[str, int] = field(default_factory=dict)
+    kind: str = "fine-tune"
 
     @property
     def total_bytes(self) -> int:
@@ -185,9 +192,54 @@ def plan_finetune(
     )
 
 
+def kv_cache_bytes(shape: ModelShape, sequences: int, tokens: int, bytes_per_value: int = 2) -> int:
+    """Keys and values of every layer for `sequences` x `tokens` positions (bf16 by default)."""
+    return 2 * shape.n_layer * shape.n_kv_head * shape.head_dim * sequences * tokens * bytes_per_value
+
+
+def plan_rl(
+    depth: int = 32,
+    method: str = "lora",
+    *,
+    gpu: str = "rtx4070",
+    num_generations: int = 16,
+    max_new_tokens: int = 256,
+    prompt_len: int = 256,
+    micro_batch: int = 8,
+    vocab_size: int = VOCAB_SIZE,
+    shape: ModelShape | None = None,
+    **finetune_kwargs,
+) -> FinetunePlan:
+    """Predicted peak GPU memory of an RL run: the policy's fine-tune plus the rollouts' KV cache.
+
+    nanochat's settings by default: 16 samples per question, 256 new tokens, passes of 8 sequences;
+    `prompt_len` is the longest prompt (GSM8K questions rendered: under 256 tokens).
+    """
+    for name, value in (
+        ("num_generations", num_generations),
+        ("max_new_tokens", max_new_tokens),
+        ("prompt_len", prompt_len),
+        ("micro_batch", micro_batch),
+    ):
+        if value <= 0:
+            raise UserInputError(f"{name} must be positive, got {value}")
+    tokens = prompt_len + max_new_tokens
+    shape = shape or ModelShape.from_depth(depth, vocab_size=vocab_size)
+    shape = ModelShape(
+        shape.n_layer, shape.n_embd, shape.n_head, shape.n_kv_head, shape.head_dim, shape.vocab_size, tokens
+    )
+    plan = plan_finetune(depth, method, gpu=gpu, micro_batch=micro_batch, shape=shape, **finetune_kwargs)
+    kv = f"rollout KV cache ({num_generations} x {tokens} tokens, bf16)"
+    plan.components[kv] = kv_cache_bytes(shape, num_generations, tokens)
+    # Sampling's own logits: one position per sequence at a time, float32.
+    plan.components["sampling logits (fp32)"] = 4 * num_generations * shape.vocab_size
+    plan.kind = f"RL ({num_generations} samples x {max_new_tokens} new tokens)"
+    return plan
+
+
 def render_finetune_plan(plan: FinetunePlan) -> str:
     lines = [
-        f"d{plan.depth} {plan.method} fine-tune on {plan.gpu} ({plan.gpu_memory_bytes / GIB:.1f} GiB): micro-batch "
+        f"d{plan.depth} {plan.method} {plan.kind} on {plan.gpu} ({plan.gpu_memory_bytes / GIB:.1f} GiB): micro-batch "
         f"{plan.micro_batch} x {plan.sequence_len}, optimizer {plan.optimizer}, activation checkpointing "
         f"{'on' if plan.activation_checkpointing else 'off'}; {plan.trained_params:,} trained parameters",
     ]

@@ -1,4 +1,4 @@
-"""Every training stage through a transformers/trl Trainer: pretraining and chat fine-tuning (SFT).
+"""Every training stage through a transformers/trl Trainer: pretraining, chat fine-tuning (SFT) and RL.
 
 - `stage`: `NanoChatTrainerMixin`, shared by every stage: nanochat's optimizer and schedule (with the
   sharded Muon, explicit AdamW fallback), model cards, atomic checkpoints and the atomic final folder.
@@ -6,6 +6,8 @@
 - `model_card`: the one model-card writer.
 - `arguments` / `pretrain` / `pretrain_trainer` / `memory`: pretraining (recipe, Trainer, memory modes).
 - `sft_arguments` / `sft`: midtraining and SFT with trl's `SFTTrainer`, LoRA and QLoRA.
+- `rl_arguments` / `rl_data` / `rl_rewards` / `rl`: nanochat's RL on GSM8K with trl's `GRPOTrainer`, the chat
+  engine's calculator tool loop generating the rollouts.
 """
 
 from .arguments import PretrainArguments, PretrainTrainingArguments, parse_pretrain_arguments
