@@ -19,17 +19,14 @@ from transformers import TrainingArguments, set_seed
 from ..callbacks import EnergyCallback, SampleCallback, ThroughputCallback, ValBpbCallback, add_metric_callbacks
 from ..callbacks.core_eval import CoreEvalCallback
 from ..configuration_nanochat_hf import NanoChatHFConfig
+from ..cpu_threads import set_cpu_threads
 from ..data.pretrain import DEFAULT_PACKING, build_pretrain_datasets, load_data_state
 from ..errors import UserInputError
 from ..loading import check_vocabulary, open_config, open_model, open_tokenizer
 from ..modeling_nanochat_hf import NanoChatHFForCausalLM
 from ..optim.setup_gen2 import Gen2Training, build_gen2_training
 from ..planning.flops import ModelShape, flops_per_token
-from ..planning.gpus import resolve_gpu
 from ..planning.horizon import Horizon, gradient_accumulation_steps, plan_horizon
-from ..planning.plan import make_plan
-from ..planning.report import render_plan
-from ..planning.time_energy import DEFAULT_PRICE_PER_KWH
 from ..tokenizer import TokenizerTrainingArguments, compute_token_bytes, load_token_bytes, train_tokenizer_from_source
 from ..tokenizer.token_bytes import TOKEN_BYTES_FILENAME
 from .arguments import PretrainArguments
@@ -37,6 +34,8 @@ from .checkpoints import prepare_output_dir, resolve_resume_checkpoint
 from .memory import MemorySetup, check_fp8_support, enable_fp8, knob_overrides, resolve_memory_setup
 from .pretrain_gen2 import describe_gen2_optimizer, gen2_settings, horizon_of_gen2_plan
 from .pretrain_trainer import CHECKPOINT_FILES, NanoChatPretrainer
+from .reporting import check_reporters
+from .run_printout import print_hardware_plan, print_settings
 
 
 logger = logging.getLogger(__name__)
@@ -173,6 +172,10 @@ def settle_training_args(
     training_args.ignore_data_skip = True  # the data position is restored from the checkpoint, not replayed
     training_args.dataloader_num_workers = 0  # tokenization runs in-process (the Rust tokenizer is parallel)
     training_args.eval_strategy = "no"  # evaluation runs through ValBpbCallback (bits per byte)
+    if training_args.ddp_find_unused_parameters is None:
+        # Every parameter takes part in every forward pass, so DDP need not search for unused ones (the
+        # search costs a graph walk per step, and warns on every multi-process run when it finds none).
+        training_args.ddp_find_unused_parameters = False
     if memory.knobs.activation_checkpointing == "block" and not training_args.activation_checkpointing:
         # The Trainer enables it at train() through the model's own activation_checkpointing_enable.
         training_args.activation_checkpointing = training_args.gradient_checkpointing = True
@@ -244,43 +247,6 @@ def describe_optimizer(args: PretrainArguments, training_args, gen2: Gen2Trainin
     return describe_gen2_optimizer(gen2)
 
 
-def print_settings(settings: dict) -> None:
-    print("Resolved pretraining settings:")
-    for section, values in settings.items():
-        if isinstance(values, dict):
-            print(f"  {section}:")
-            for key, value in values.items():
-                shown = f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) else value
-                if isinstance(value, float) and value > 1e6:
-                    shown = f"{value:.4e}"
-                print(f"    {key:<28} {shown}")
-        else:
-            print(f"  {section:<30} {values}")
-
-
-def print_hardware_plan(args: PretrainArguments, shape: ModelShape, horizon: Horizon, knobs: dict) -> None:
-    """The planner's full report (memory, time, energy) for this run on the named or detected GPU."""
-    gpu = resolve_gpu(args.gpu)
-    if gpu is None or not gpu.listed:
-        found = "No GPU detected" if gpu is None else f"The GPU {gpu.name!r} is not in the GPU table"
-        print(f"\n{found} and no --gpu given: for memory and time estimates run e.g.")
-        print(f"  nanochat-hf plan --depth {shape.n_layer} --gpu rtx4070")
-        return
-    plan = make_plan(
-        shape.n_layer,
-        gpu=gpu,
-        memory_mode=args.memory_mode,
-        knob_overrides=knobs,
-        shape=shape,
-        target_tokens=horizon.tokens,
-        total_batch_size=horizon.total_batch_size,
-        price_per_kwh=args.price_per_kwh if args.price_per_kwh is not None else DEFAULT_PRICE_PER_KWH,
-        currency=args.currency,
-    )
-    print()
-    print(render_plan(plan))
-
-
 # ---------------------------------------------------------------------------------------------------------
 # The recipe
 
@@ -292,6 +258,7 @@ def run_pretraining(args: PretrainArguments, training_args: TrainingArguments, e
     """
     if training_args.output_dir is None:
         raise UserInputError("--output_dir is required")
+    check_reporters(training_args.report_to)  # a missing tensorboard fails here, dry runs included
     dry_run = getattr(training_args, "dry_run", False)
     world_size, rank = training_args.world_size, training_args.process_index
     set_seed(training_args.seed)
@@ -367,6 +334,8 @@ def run_pretraining(args: PretrainArguments, training_args: TrainingArguments, e
         else:
             print_hardware_plan(args, shape, horizon, knob_overrides(args, training_args))
         return None
+    if training_args.device.type == "cpu":
+        set_cpu_threads(world_size, announce=print if rank == 0 else logger.info)
 
     # Open the data before building anything large: a bad path or a missing column fails here.
     train_dataset, val_dataset = build_pretrain_datasets(
