@@ -358,7 +358,7 @@ def run_pretraining(args: PretrainArguments, training_args: TrainingArguments, e
     for callback in extra_callbacks:
         trainer.add_callback(callback)
 
-    trainer.train(resume_from_checkpoint=str(resume) if resume is not None else None)
+    trainer.train_from(resume)
 
     final_dir = trainer.save_final(Path(training_args.output_dir) / "final")
     if training_args.push_to_hub:
