@@ -46,9 +46,8 @@ def check_recipe_settings(*parsed) -> None:
 
 def check_training_arguments(args: TrainingArguments) -> None:
     """The step counts of `TrainingArguments` that it accepts silently but cannot mean."""
+    # -1 and 0 both mean "not set" (pretraining then plans the horizon; a stage trains --num_train_epochs).
     check_number("--max_steps", args.max_steps, low=-1, whole=True)
-    if args.max_steps == 0:
-        raise UserInputError("--max_steps must be positive (or -1: train for --num_train_epochs), got 0")
     for name, strategy in (("save_steps", args.save_strategy), ("logging_steps", args.logging_strategy),
                            ("eval_steps", args.eval_strategy)):
         value = getattr(args, name)
