@@ -24,6 +24,7 @@ def atomic_folder(destination: str | os.PathLike):
     destination = Path(destination)
     if destination.exists():
         raise UserInputError(f"{destination}: already exists; choose a new destination or remove it first")
+    check_parent(destination)
     destination.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{destination.name}.tmp-", dir=destination.parent))
     try:
@@ -32,6 +33,15 @@ def atomic_folder(destination: str | os.PathLike):
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+
+
+def check_parent(destination: Path) -> None:
+    """Refuse a destination below a file (a folder cannot be made there)."""
+    for parent in destination.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise UserInputError(f"{destination}: {parent} is a file, so no folder can be made below it")
+            return
 
 
 def write_text_atomically(path: str | os.PathLike, text: str) -> Path:

@@ -6,18 +6,19 @@ and the output folder appears only once it is complete (see `nanochat_hf.atomic`
 
 import logging
 import os
+import shutil
 from pathlib import Path
 
 import torch
 
-from ..atomic import atomic_folder
+from ..atomic import atomic_folder, check_parent
 from ..configuration_nanochat_hf import NanoChatConfig
 from ..errors import UserInputError
 from ..formats import FORMATS, detect_format, read_json
-from ..loading import open_config
+from ..loading import check_vocabulary, open_config, open_tokenizer
 from ..modeling_nanochat_hf import NanoChatForCausalLM
 from ..tokenizer.tiktoken_convert import load_nanochat_tokenizer
-from ..tokenizer.token_bytes import save_token_bytes
+from ..tokenizer.token_bytes import TOKEN_BYTES_FILENAME, save_token_bytes
 from .nanochat_checkpoint import check_state_dict, load_nanochat_checkpoint
 from .native import config_from_native, config_to_native, state_dict_from_native, state_dict_to_native
 
@@ -30,6 +31,7 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 
 def load_safetensors_folder(folder: Path) -> dict:
     """The state dict of a `save_pretrained` folder, one file or sharded with an index."""
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     index_path = folder / "model.safetensors.index.json"
@@ -47,7 +49,10 @@ def load_safetensors_folder(folder: Path) -> dict:
         path = folder / name
         if not path.exists():
             raise UserInputError(f"{path}: missing (listed in {index_path.name})")
-        state_dict.update(load_file(path))
+        try:
+            state_dict.update(load_file(path))
+        except (SafetensorError, OSError) as err:
+            raise UserInputError(f"{path}: not a readable safetensors file ({' '.join(str(err).split())})") from None
     return state_dict
 
 
@@ -122,19 +127,40 @@ def convert(
         raise UserInputError(f"{dst}: already exists; choose a new destination or remove it first")
     if not src.is_dir():
         raise UserInputError(f"{src}: no such folder")
+    check_parent(dst)
     source_format = from_format or detect_format(src)
 
     config, state_dict = load_source(src, source_format, step)
+    warn_non_finite(state_dict, src)
     hf_tokenizer = load_matching_tokenizer(tokenizer, config) if tokenizer is not None else None
+    folder_tokenizer = None
+    if hf_tokenizer is None and source_format != "nanochat" and (src / "tokenizer_config.json").is_file():
+        folder_tokenizer = open_tokenizer(src, what="SRC")  # kept beside the converted weights
+        check_vocabulary(len(folder_tokenizer), config, src)
     out_dtype = DTYPES[dtype] if dtype else state_dict["lm_head.weight"].dtype
     model = build_model(config, state_dict, to_format, out_dtype)
 
     with atomic_folder(dst) as tmp:
         if hf_tokenizer is not None:
             save_tokenizer_with_model(hf_tokenizer, tmp, model)
+        if folder_tokenizer is not None:
+            folder_tokenizer.save_pretrained(tmp)
+            if (src / TOKEN_BYTES_FILENAME).is_file():
+                shutil.copyfile(src / TOKEN_BYTES_FILENAME, tmp / TOKEN_BYTES_FILENAME)
         model.save_pretrained(tmp)
     logger.info("converted %s (%s) -> %s (%s, %s)", src, source_format, dst, to_format, out_dtype)
     return dst
+
+
+def warn_non_finite(state_dict: dict, src) -> None:
+    bad = [key for key, tensor in state_dict.items() if not bool(torch.isfinite(tensor).all())]
+    if bad:
+        logger.warning(
+            "%s: %d tensor(s) hold NaN or infinite values (%s); the converted model will not generate",
+            src,
+            len(bad),
+            ", ".join(bad[:3]),
+        )
 
 
 def load_matching_tokenizer(tokenizer_src, config: NanoChatConfig):

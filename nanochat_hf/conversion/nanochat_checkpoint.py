@@ -18,6 +18,7 @@ import torch
 from ..configuration_nanochat_hf import NanoChatConfig
 from ..errors import UserInputError
 from ..formats import read_json
+from ..loading import check_config_size, minimum_parameters
 
 
 MODEL_FILE = re.compile(r"^model_(\d+)\.pt$")
@@ -49,6 +50,14 @@ def expected_shapes(config: NanoChatConfig) -> dict[str, tuple[int, ...]]:
 
 def check_state_dict(state_dict: dict, config: NanoChatConfig, source: str) -> None:
     """Every key present with the shape the config implies, and nothing else; errors name the key."""
+    stored = sum(t.numel() for t in state_dict.values() if isinstance(t, torch.Tensor))
+    # Far more than the file holds (n_layer 100000000): said before listing every expected key; a near miss
+    # is left to the key-by-key check below, which names the tensor.
+    if minimum_parameters(config) > 16 * stored:
+        raise UserInputError(
+            f"{source}: the config describes at least {minimum_parameters(config):,} parameters "
+            f"(n_layer {config.n_layer}, n_embd {config.n_embd}) but the file holds {stored:,}"
+        )
     expected = expected_shapes(config)
     generation_2 = sorted(k for k in state_dict if any(marker in k for marker in GENERATION_2_MARKERS))
     if generation_2:
@@ -72,6 +81,27 @@ def check_state_dict(state_dict: dict, config: NanoChatConfig, source: str) -> N
                 f"(n_layer={config.n_layer}, n_embd={config.n_embd}, n_head={config.n_head}, "
                 f"n_kv_head={config.n_kv_head}, vocab_size={config.vocab_size})"
             )
+
+
+def load_tensor_file(path: Path):
+    """`torch.load(weights_only=True)` of a zip or a legacy (pre-1.6, non-zip) file; refusals in one line."""
+    if path.is_dir() or not path.is_file():
+        raise UserInputError(f"{path}: not a file")
+    try:
+        with open(path, "rb") as f:
+            is_zip = f.read(4) == b"PK\x03\x04"
+        # mmap needs the zip format; a legacy file is read whole, through the same restricted unpickler.
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=is_zip)
+    except Exception as err:  # noqa: BLE001 - any unpickling failure is a bad input file
+        text = str(err)
+        if "Weights only load failed" in text or "Unsupported global" in text or "Unsupported operand" in text:
+            detail = next((line.strip() for line in text.splitlines() if "Unsupported" in line), "")
+            raise UserInputError(
+                f"{path}: refused: it holds more than tensors and plain containers, and loading it would run "
+                f"code{f' ({detail})' if detail else ''}; only weights-only files are read"
+            ) from None
+        reason = " ".join(text.split())[:200] or type(err).__name__
+        raise UserInputError(f"{path}: not a loadable tensor state dict ({type(err).__name__}: {reason})") from None
 
 
 def config_from_meta(meta: dict, meta_path: Path) -> NanoChatConfig:
@@ -112,10 +142,8 @@ def load_nanochat_checkpoint(folder, step: int | None = None) -> tuple[NanoChatC
 
     meta = read_json(meta_path)
     config = config_from_meta(meta, meta_path)
-    try:
-        state_dict = torch.load(model_path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception as err:  # noqa: BLE001 - any unpickling failure is a bad input file
-        raise UserInputError(f"{model_path}: not a loadable tensor state dict ({type(err).__name__}: {err})") from None
+    check_config_size(config, meta_path, "meta")
+    state_dict = load_tensor_file(model_path)
     if not isinstance(state_dict, dict):
         raise UserInputError(f"{model_path}: holds a {type(state_dict).__name__}, expected a state dict")
     state_dict = {k.removeprefix(COMPILE_PREFIX): v for k, v in state_dict.items()}

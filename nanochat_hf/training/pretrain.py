@@ -20,7 +20,7 @@ from ..callbacks.core_eval import CoreEvalCallback
 from ..configuration_nanochat_hf import NanoChatConfig
 from ..data.pretrain import build_pretrain_datasets, load_data_state
 from ..errors import UserInputError
-from ..loading import check_vocabulary, open_config, open_model, open_tokenizer
+from ..loading import check_config_size, check_vocabulary, open_config, open_model, open_tokenizer
 from ..modeling_nanochat_hf import NanoChatForCausalLM
 from ..planning.flops import ModelShape, flops_per_token
 from ..planning.gpus import resolve_gpu
@@ -58,10 +58,13 @@ def resolve_model_config(args: PretrainArguments, vocab_size: int) -> NanoChatCo
         return config
     try:
         if args.preset is not None:
-            return NanoChatConfig.from_preset(args.preset, vocab_size=vocab_size, sequence_len=args.sequence_len)
-        return NanoChatConfig.from_depth(args.depth, vocab_size=vocab_size, sequence_len=args.sequence_len)
+            config = NanoChatConfig.from_preset(args.preset, vocab_size=vocab_size, sequence_len=args.sequence_len)
+        else:
+            config = NanoChatConfig.from_depth(args.depth, vocab_size=vocab_size, sequence_len=args.sequence_len)
     except ValueError as err:
         raise UserInputError(f"--depth/--preset: {err}") from None
+    check_config_size(config, args.preset or f"d{args.depth}", "--depth/--preset")
+    return config
 
 
 def run_shape(args: PretrainArguments, config: NanoChatConfig) -> ModelShape:

@@ -9,7 +9,7 @@ recipe parses (a stage's own arguments, `TrainingArguments`/`SFTConfig`, trl's `
 from transformers import TrainingArguments
 
 from ..errors import UserInputError
-from ..optim.checks import check_number
+from ..checks import check_number
 
 
 ATTENTION_IMPLEMENTATIONS = ("sdpa", "eager", "flash_attention_2", "flash_attention_3", "flex_attention")
