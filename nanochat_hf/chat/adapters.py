@@ -102,8 +102,8 @@ def load_adapter_model(adapter, base: str | None = None, dtype: torch.dtype = to
 
     base = resolve_adapter_base(adapter, base)
     check_adapter_base(adapter, base)
+    adapter_keys = read_adapter_keys(adapter)  # a broken weights file fails before the base is loaded
     model = open_model(base, what="base model", dtype=dtype, device_map=device)
-    adapter_keys = read_adapter_keys(adapter)
     try:
         model = PeftModel.from_pretrained(model, str(adapter))
     except (RuntimeError, ValueError, KeyError, SafetensorError) as err:
