@@ -304,3 +304,18 @@ def test_a_bad_recipe_yaml_is_one_line(tmp_path, capsys, text, expected):
     config.write_text(text)
     assert recipe_main("pretrain")(["--config", str(config), "--output_dir", str(tmp_path / "run")]) == 2
     one_line_error(capsys, expected)
+
+
+def test_a_full_disk_while_converting_is_one_line_and_leaves_nothing(good_model, tmp_path, capsys, monkeypatch):
+    import errno
+    import os
+
+    import transformers.modeling_utils
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(transformers.modeling_utils, "safe_save_file", full)
+    assert cli_main(["convert", str(good_model), str(tmp_path / "out")]) == 1
+    one_line_error(capsys, "no space left on /", str(tmp_path / "out"))
+    assert list(tmp_path.iterdir()) == []

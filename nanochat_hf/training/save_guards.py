@@ -9,13 +9,12 @@
   give for it) is reported by `disk_full_error` as one line: the device, the file, the last good checkpoint.
 """
 
-import errno
-import os
 import shutil
 from pathlib import Path
 
 import torch
 
+from ..atomic import is_disk_full, mount_point
 from ..errors import RunStoppedError
 
 
@@ -27,34 +26,9 @@ class NonFiniteError(RunStoppedError):
     pass
 
 
-# How libraries word a write that failed for lack of space, when they do not raise OSError(ENOSPC).
-DISK_FULL_WORDS = ("no space left", "code: 28", "os error 28", "unexpected pos", "disk quota exceeded")
 # Head-room above the estimate (file headers, the model card, the tokenizer, metadata).
 FREE_SPACE_MARGIN = 1.05
 FREE_SPACE_SLACK_BYTES = 4 * 2**20
-
-
-def is_disk_full(err: BaseException) -> bool:
-    """Whether `err`, or an exception it was raised from, is a write failing for lack of space."""
-    seen = set()
-    while err is not None and id(err) not in seen:
-        seen.add(id(err))
-        if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
-            return True
-        if any(words in str(err).lower() for words in DISK_FULL_WORDS):
-            return True
-        err = err.__cause__ or err.__context__
-    return False
-
-
-def mount_point(path) -> str:
-    """The mount point of the file system holding `path` (its nearest existing ancestor)."""
-    path = Path(path).resolve()
-    while not path.exists():
-        path = path.parent
-    while not os.path.ismount(path) and path != path.parent:
-        path = path.parent
-    return str(path)
 
 
 def describe_last_good(last_good) -> str:
