@@ -24,7 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import torch
 
-from nanochat_hf import NanoChatConfig, NanoChatForCausalLM
+from nanochat_hf import NanoChatHFConfig, NanoChatHFForCausalLM
 from nanochat_hf.optim.host_sum import measure_host_bandwidth
 from nanochat_hf.optim.offload import _accumulate
 from nanochat_hf.planning.host_sum_time import HOST_SUM_BYTES_PER_PARAM, host_sum_seconds
@@ -32,7 +32,7 @@ from nanochat_hf.planning.host_sum_time import HOST_SUM_BYTES_PER_PARAM, host_su
 
 def parameter_shapes(depth: int, vocab_size: int) -> list[torch.Size]:
     with torch.device("meta"):
-        model = NanoChatForCausalLM(NanoChatConfig.from_depth(depth, vocab_size=vocab_size))
+        model = NanoChatHFForCausalLM(NanoChatHFConfig.from_depth(depth, vocab_size=vocab_size))
     return [p.shape for p in model.parameters()]
 
 

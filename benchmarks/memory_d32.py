@@ -21,6 +21,7 @@ micro-steps (the first step is a warm-up; times come from the others). It prints
 """
 
 import argparse
+import json
 import os
 import statistics
 import sys
@@ -32,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from nanochat_hf import NanoChatConfig, NanoChatForCausalLM  # noqa: E402
+from nanochat_hf import NanoChatHFConfig, NanoChatHFForCausalLM  # noqa: E402
 from nanochat_hf.defaults import SEQUENCE_LEN, TOTAL_BATCH_SIZE, VOCAB_SIZE  # noqa: E402
 from nanochat_hf.optim.offload import OffloadedMuonAdamW  # noqa: E402
 from nanochat_hf.planning.flops import ModelShape  # noqa: E402
@@ -117,6 +118,7 @@ def main(argv=None) -> int:
     parser.add_argument("--mode", choices=["12gb", "8gb"], default="12gb")
     parser.add_argument("--cap-gib", type=float, default=12.0, help="per-process GPU memory cap")
     parser.add_argument("--device", default="cuda")
+    parser.add_argument("--json", help="also write the measured and planned figures to this JSON file")
     args = parser.parse_args(argv)
 
     device = torch.device(args.device)
@@ -132,7 +134,7 @@ def main(argv=None) -> int:
     else:
         name = "CPU"
     knobs = MEMORY_MODES[args.mode]
-    config = NanoChatConfig.from_depth(args.depth, vocab_size=args.vocab_size, sequence_len=args.seq_len)
+    config = NanoChatHFConfig.from_depth(args.depth, vocab_size=args.vocab_size, sequence_len=args.seq_len)
     shape = ModelShape.from_config(config)
     default_accum = TOTAL_BATCH_SIZE // (args.micro_batch * args.seq_len)
     print(
@@ -142,7 +144,7 @@ def main(argv=None) -> int:
 
     build_start = time.perf_counter()
     torch.manual_seed(0)
-    model = NanoChatForCausalLM(config)  # fp32 on the CPU: exact masters
+    model = NanoChatHFForCausalLM(config)  # fp32 on the CPU: exact masters
     model.loss_chunk_size = knobs.loss_chunk_size or None
     if knobs.activation_checkpointing == "block":
         model.activation_checkpointing_enable({"use_reentrant": False})
@@ -212,7 +214,28 @@ def main(argv=None) -> int:
             + ("fits" if peak <= args.cap_gib * GIB else "OVER THE CAP")
         )
     else:
+        peak = None
         print("  peak GPU memory: n/a on the CPU")
+    if args.json:
+        results = {
+            "device": name,
+            "depth": args.depth,
+            "mode": args.mode,
+            "cap_gib": args.cap_gib if device.type == "cuda" else None,
+            "micro_step_s": micro,
+            "compute_only_micro_step_s": compute_only,
+            "final_summing_wait_s": finish,
+            "optimizer_step_s": optimizer_step,
+            "default_accumulation": default_accum,
+            "overhead_fraction": overhead,
+            "activations_measured_bytes": activations,
+            "activations_planned_bytes": [compiled, eager],
+            "activation_ratio_to_eager_plan": activations / eager,
+            "static_gpu_planned_bytes": static.gpu_total,
+            "cpu_state_planned_bytes": static.cpu_total,
+            "peak_reserved_bytes": peak,
+        }
+        Path(args.json).write_text(json.dumps(results, indent=2))
     return 0
 
 

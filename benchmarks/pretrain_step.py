@@ -13,7 +13,7 @@ import time
 import torch
 from measure import PeakMemory
 
-from nanochat_hf import NanoChatConfig, NanoChatForCausalLM
+from nanochat_hf import NanoChatHFConfig, NanoChatHFForCausalLM
 from nanochat_hf.optim import build_optimizer
 
 
@@ -27,7 +27,7 @@ VARIANTS = {
 
 def build(config, device, dtype, checkpointing: bool, compile: bool):
     torch.manual_seed(0)
-    model = NanoChatForCausalLM(config).to(device)
+    model = NanoChatHFForCausalLM(config).to(device)
     if checkpointing:
         model.activation_checkpointing_enable({"use_reentrant": False})
     model.train()
@@ -61,7 +61,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
 
     device, dtype = torch.device(args.device), getattr(torch, args.dtype)
-    config = NanoChatConfig.from_depth(args.depth, vocab_size=args.vocab_size, sequence_len=args.seq_len)
+    config = NanoChatHFConfig.from_depth(args.depth, vocab_size=args.vocab_size, sequence_len=args.seq_len)
     batches = [
         torch.randint(0, config.vocab_size, (args.micro_batch, args.seq_len), device=device)
         for _ in range(args.grad_accum)

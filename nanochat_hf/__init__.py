@@ -8,19 +8,36 @@ Checkpoints saved by this package also carry their own code (`auto_map`), so the
 
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
 
-from .configuration_nanochat_hf import NanoChatConfig
-from .modeling_nanochat_hf import NanoChatForCausalLM, NanoChatModel, NanoChatPreTrainedModel
+from .configuration_nanochat_hf import NanoChatConfig, NanoChatHFConfig
+from .modeling_nanochat_hf import (
+    NanoChatForCausalLM,
+    NanoChatHFForCausalLM,
+    NanoChatHFModel,
+    NanoChatHFPreTrainedModel,
+    NanoChatModel,
+    NanoChatPreTrainedModel,
+)
 
 
 __version__ = "0.1.0.dev0"
 
-AutoConfig.register(NanoChatConfig.model_type, NanoChatConfig, exist_ok=True)
-AutoModel.register(NanoChatConfig, NanoChatModel, exist_ok=True)
-AutoModelForCausalLM.register(NanoChatConfig, NanoChatForCausalLM, exist_ok=True)
+AutoConfig.register(NanoChatHFConfig.model_type, NanoChatHFConfig, exist_ok=True)
+AutoModel.register(NanoChatHFConfig, NanoChatHFModel, exist_ok=True)
+AutoModelForCausalLM.register(NanoChatHFConfig, NanoChatHFForCausalLM, exist_ok=True)
 
 # Saved checkpoints name their own code in `config.json["auto_map"]`, so the Hub copy runs anywhere.
-NanoChatConfig.register_for_auto_class()
-NanoChatModel.register_for_auto_class("AutoModel")
-NanoChatForCausalLM.register_for_auto_class("AutoModelForCausalLM")
+NanoChatHFConfig.register_for_auto_class()
+NanoChatHFModel.register_for_auto_class("AutoModel")
+NanoChatHFForCausalLM.register_for_auto_class("AutoModelForCausalLM")
 
-__all__ = ["NanoChatConfig", "NanoChatModel", "NanoChatForCausalLM", "NanoChatPreTrainedModel"]
+__all__ = [
+    "NanoChatHFConfig",
+    "NanoChatHFModel",
+    "NanoChatHFForCausalLM",
+    "NanoChatHFPreTrainedModel",
+    # Names of earlier versions, the same classes (renamed so they no longer collide with transformers' own).
+    "NanoChatConfig",
+    "NanoChatModel",
+    "NanoChatForCausalLM",
+    "NanoChatPreTrainedModel",
+]

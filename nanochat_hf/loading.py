@@ -14,6 +14,10 @@ SFT, chat, adapters and conversion. What can go wrong is reported once, the same
   be a JSON object; each safetensors file must have a readable header of floating-point tensors; and the
   config must not describe more parameters than the files hold (a `n_layer: 100000000` would otherwise
   allocate gigabytes before anything is said). A config beyond `MAX_PARAMETERS` is refused outright.
+
+Folders saved before the classes were renamed (`architectures: ["NanoChatForCausalLM"]`, an `auto_map` naming
+`NanoChatConfig` / `NanoChatForCausalLM`, the same `model_type`) open here unchanged: the model class is chosen
+by this module, never from `architectures`, and saving again writes the new names.
 """
 
 import os
@@ -23,10 +27,10 @@ from pathlib import Path
 from safetensors import SafetensorError, safe_open
 from transformers import AutoTokenizer, PretrainedConfig
 
-from .configuration_nanochat_hf import NanoChatConfig
+from .configuration_nanochat_hf import NanoChatHFConfig
 from .errors import UserInputError
 from .formats import HF_MODEL_TYPE, detect_format, read_json
-from .modeling_nanochat_hf import NanoChatForCausalLM
+from .modeling_nanochat_hf import NanoChatHFForCausalLM
 
 
 # A Hub repository id: "name" or "owner/name", letters, digits, '-', '_' and '.'.
@@ -126,8 +130,8 @@ def _check_format(location: str, what: str) -> None:
             )
 
 
-def open_config(location, what: str = "--model_name_or_path", check_format: bool = True) -> NanoChatConfig:
-    """The `NanoChatConfig` of a saved model (folder or Hub id). `check_format=False` when the caller has
+def open_config(location, what: str = "--model_name_or_path", check_format: bool = True) -> NanoChatHFConfig:
+    """The `NanoChatHFConfig` of a saved model (folder or Hub id). `check_format=False` when the caller has
     already decided the folder's format (e.g. `nanochat-hf convert --from hf` on a folder holding two)."""
     location = check_location(location, what)
     if check_format:
@@ -143,15 +147,15 @@ def open_config(location, what: str = "--model_name_or_path", check_format: bool
             f"{what} {location}: model_type {config_dict.get('model_type')!r}, expected {HF_MODEL_TYPE!r}"
         )
     try:
-        config = NanoChatConfig.from_pretrained(location)
+        config = NanoChatHFConfig.from_pretrained(location)
     except (OSError, ValueError, TypeError) as err:
         raise _load_error(what, location, "its config", err) from None
     check_config_size(config, location, what)
     return config
 
 
-def open_model(location, what: str = "--model_name_or_path", **from_pretrained_kwargs) -> NanoChatForCausalLM:
-    """A saved `NanoChatForCausalLM` (folder or Hub id); keyword arguments go to `from_pretrained`."""
+def open_model(location, what: str = "--model_name_or_path", **from_pretrained_kwargs) -> NanoChatHFForCausalLM:
+    """A saved `NanoChatHFForCausalLM` (folder or Hub id); keyword arguments go to `from_pretrained`."""
     location = check_location(location, what)
     _check_format(location, what)
     config = from_pretrained_kwargs.get("config") or open_config(location, what, check_format=False)
@@ -159,7 +163,7 @@ def open_model(location, what: str = "--model_name_or_path", **from_pretrained_k
     if os.path.isdir(location):
         check_weight_files(location, config, what)
     try:
-        return NanoChatForCausalLM.from_pretrained(location, **from_pretrained_kwargs)
+        return NanoChatHFForCausalLM.from_pretrained(location, **from_pretrained_kwargs)
     except (OSError, ValueError, SafetensorError) as err:
         raise _load_error(what, location, "a nanochat model", err) from None
 

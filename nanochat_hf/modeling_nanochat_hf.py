@@ -1,4 +1,4 @@
-"""The nanochat GPT (generation 1, the architecture of the released d32) as a Hugging Face model.
+"""The nanochat GPT as a Hugging Face model: generation 1 (the released d32) and generation 2 (2026).
 
 This file is copied next to every checkpoint this package saves and runs on machines where the
 `nanochat_hf` package is not installed, so it imports only torch and transformers.
@@ -15,6 +15,22 @@ The architecture, in nanochat's words and order:
 `norm` is RMSNorm without a learnable weight. No biases, no positional embedding, no dropout.
 Parameter names are nanochat's own (`transformer.wte`, `transformer.h.{i}.attn.c_q`, ...), so a nanochat
 state dict loads with no renaming.
+
+Generation 2 (each step behind a config flag; all on with `generation=2`):
+
+    e = norm(wte(idx))
+    x = e; x[t] += smear_lambda * sigmoid(smear_gate(e[t, :24])) * e[t-1]   for t >= 1 (smear)
+    x0 = x
+    for block i:
+        x = resid_lambdas[i] * x + x0_lambdas[i] * x0
+        in attention: v += 3 * sigmoid(ve_gate(h[..., :12])) * value_embeds[i](idx)   (alternate layers)
+                      q, k *= 1.2 after QK-norm; S layers see a sliding window of earlier keys
+        if i == n_layer // 2: x_mid = x
+    x = x - backout_lambda * x_mid                                   (backout)
+    logits = lm_head(norm(x))[..., :vocab_size]                      (tables padded to a multiple of 64)
+
+The generation-2 scalars and tables live in the trunk (`transformer.resid_lambdas`, `transformer.value_embeds.{i}`,
+...); nanochat keeps them at the top level, the converter moves them.
 """
 
 import math
@@ -25,14 +41,14 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 from transformers import initialization as init
-from transformers.cache_utils import Cache, DynamicCache
+from transformers.cache_utils import Cache, DynamicCache, DynamicLayer
 from transformers.generation import GenerationMixin
-from transformers.masking_utils import create_causal_mask
+from transformers.masking_utils import create_causal_mask, sliding_window_overlay
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, PreTrainedModel, slice_logits_to_keep
 
-from .configuration_nanochat_hf import NanoChatConfig
+from .configuration_nanochat_hf import SMEAR_GATE_CHANNELS, VE_GATE_CHANNELS, NanoChatHFConfig
 
 
 def rms_norm(x: torch.Tensor, eps: float) -> torch.Tensor:
@@ -46,7 +62,13 @@ def zero_initialised(linear: nn.Linear) -> nn.Linear:
     return linear
 
 
-class NanoChatRotaryEmbedding(nn.Module):
+def gen2_initialised(module: nn.Module, kind: str) -> nn.Module:
+    """Mark a module with its generation-2 initialisation (see `_init_weights`)."""
+    module.gen2_init = kind
+    return module
+
+
+class NanoChatHFRotaryEmbedding(nn.Module):
     """cos/sin of the rotary angles for given positions.
 
     The angles are computed in float32 from `position_ids` on every call (cheap: B x T x head_dim/2)
@@ -55,7 +77,7 @@ class NanoChatRotaryEmbedding(nn.Module):
     the model is built on the meta device by `from_pretrained`.
     """
 
-    def __init__(self, config: NanoChatConfig):
+    def __init__(self, config: NanoChatHFConfig):
         super().__init__()
         self.head_dim = config.head_dim
         self.base = config.rope_theta
@@ -116,8 +138,8 @@ def eager_attention_forward(
     return output, weights
 
 
-class NanoChatAttention(nn.Module):
-    def __init__(self, config: NanoChatConfig, layer_idx: int):
+class NanoChatHFAttention(nn.Module):
+    def __init__(self, config: NanoChatHFConfig, layer_idx: int):
         super().__init__()
         self.config = config
         self.layer_idx = layer_idx
@@ -132,6 +154,19 @@ class NanoChatAttention(nn.Module):
         self.c_k = nn.Linear(config.n_embd, self.n_kv_head * self.head_dim, bias=False)
         self.c_v = nn.Linear(config.n_embd, self.n_kv_head * self.head_dim, bias=False)
         self.c_proj = zero_initialised(nn.Linear(config.n_embd, config.n_embd, bias=False))
+        self.qk_scale = config.qk_scale
+        # nanochat's window (left, 0): query i sees keys j with 0 <= i - j <= left, i.e. left + 1 keys;
+        # transformers' `sliding_window` counts those keys, so it is left + 1. Long layers are plain causal.
+        left = config.window_lefts[layer_idx]
+        self.window_left = left if left < config.sequence_len else None
+        self.sliding_window = None if self.window_left is None else self.window_left + 1
+        self.ve_gate = None
+        if layer_idx in config.value_embedding_layers:
+            gate = nn.Linear(VE_GATE_CHANNELS, self.n_kv_head, bias=False)
+            self.ve_gate = gen2_initialised(gate, "gate")
+        if config.generation == 2:
+            for linear in (self.c_q, self.c_k, self.c_v):
+                gen2_initialised(linear, "uniform")
 
     def forward(
         self,
@@ -139,17 +174,25 @@ class NanoChatAttention(nn.Module):
         position_embeddings: tuple[torch.Tensor, torch.Tensor],
         attention_mask: torch.Tensor | None = None,
         cache: Cache | None = None,
+        value_embedding: torch.Tensor | None = None,
         **kwargs,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         batch, seq_len, _ = hidden_states.shape
         q = self.c_q(hidden_states).view(batch, seq_len, self.n_head, self.head_dim).transpose(1, 2)
         k = self.c_k(hidden_states).view(batch, seq_len, self.n_kv_head, self.head_dim).transpose(1, 2)
-        v = self.c_v(hidden_states).view(batch, seq_len, self.n_kv_head, self.head_dim).transpose(1, 2)
+        v = self.c_v(hidden_states).view(batch, seq_len, self.n_kv_head, self.head_dim)
+        if self.ve_gate is not None:
+            # Value residual: one gate in (0, 3) per kv head, from the first 12 channels of the block input.
+            gate = 3 * torch.sigmoid(self.ve_gate(hidden_states[..., :VE_GATE_CHANNELS]))
+            v = v + gate.unsqueeze(-1) * value_embedding.view(batch, seq_len, self.n_kv_head, self.head_dim)
+        v = v.transpose(1, 2)
 
         # Rotary first, then QK-norm (nanochat's order; the norm sees the rotated vectors).
         cos, sin = position_embeddings
         q, k = apply_rotary_emb(q, cos, sin), apply_rotary_emb(k, cos, sin)
         q, k = rms_norm(q, self.eps), rms_norm(k, self.eps)
+        if self.qk_scale != 1.0:
+            q, k = q * self.qk_scale, k * self.qk_scale
 
         if cache is not None:
             k, v = cache.update(k, v, self.layer_idx)
@@ -157,6 +200,9 @@ class NanoChatAttention(nn.Module):
         attention_interface: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(
             self.config._attn_implementation, eager_attention_forward
         )
+        if self.sliding_window is not None:
+            # Read by the flash-attention paths; sdpa, eager and flex get the window through the mask.
+            kwargs["sliding_window"] = self.sliding_window
         output, weights = attention_interface(
             self, q, k, v, attention_mask, dropout=0.0, scaling=self.scaling, **kwargs
         )
@@ -164,36 +210,41 @@ class NanoChatAttention(nn.Module):
         return self.c_proj(output), weights
 
 
-class NanoChatMLP(nn.Module):
-    def __init__(self, config: NanoChatConfig):
+class NanoChatHFMLP(nn.Module):
+    def __init__(self, config: NanoChatHFConfig):
         super().__init__()
         self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=False)
         self.c_proj = zero_initialised(nn.Linear(4 * config.n_embd, config.n_embd, bias=False))
+        if config.generation == 2:
+            gen2_initialised(self.c_fc, "uniform_fc")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.c_proj(F.relu(self.c_fc(x)).square())
 
 
-class NanoChatBlock(GradientCheckpointingLayer):
-    def __init__(self, config: NanoChatConfig, layer_idx: int):
+class NanoChatHFBlock(GradientCheckpointingLayer):
+    def __init__(self, config: NanoChatHFConfig, layer_idx: int):
         super().__init__()
         self.eps = config.rms_norm_eps
-        self.attn = NanoChatAttention(config, layer_idx)
-        self.mlp = NanoChatMLP(config)
+        self.attn = NanoChatHFAttention(config, layer_idx)
+        self.mlp = NanoChatHFMLP(config)
 
     def forward(
         self,
         hidden_states: torch.Tensor,
-        position_embeddings: tuple[torch.Tensor, torch.Tensor],
+        value_embedding: torch.Tensor | None = None,
+        position_embeddings: tuple[torch.Tensor, torch.Tensor] | None = None,
         attention_mask: torch.Tensor | None = None,
         cache: Cache | None = None,
         **kwargs,
     ) -> torch.Tensor:
+        # `value_embedding` is positional so that gradient checkpointing passes its gradient through.
         attn_out, _ = self.attn(
             rms_norm(hidden_states, self.eps),
             position_embeddings=position_embeddings,
             attention_mask=attention_mask,
             cache=cache,
+            value_embedding=value_embedding,
             **kwargs,
         )
         hidden_states = hidden_states + attn_out
@@ -201,12 +252,12 @@ class NanoChatBlock(GradientCheckpointingLayer):
         return hidden_states
 
 
-class NanoChatPreTrainedModel(PreTrainedModel):
-    config_class = NanoChatConfig
-    config: NanoChatConfig
+class NanoChatHFPreTrainedModel(PreTrainedModel):
+    config_class = NanoChatHFConfig
+    config: NanoChatHFConfig
     base_model_prefix = "transformer"
     supports_gradient_checkpointing = True
-    _no_split_modules = ["NanoChatBlock"]
+    _no_split_modules = ["NanoChatHFBlock"]
     _supports_sdpa = True
     _supports_flash_attn = True
     _supports_flex_attn = True
@@ -219,8 +270,9 @@ class NanoChatPreTrainedModel(PreTrainedModel):
         if self._auto_class is not None:
             module = "modeling_nanochat_hf"
             auto_map = dict(getattr(self.config, "auto_map", None) or {})
-            auto_map.setdefault("AutoModel", f"{module}.NanoChatModel")
-            auto_map.setdefault("AutoModelForCausalLM", f"{module}.NanoChatForCausalLM")
+            # Assigned, not defaulted: a folder saved by an older version names the old classes here.
+            auto_map["AutoModel"] = f"{module}.NanoChatHFModel"
+            auto_map["AutoModelForCausalLM"] = f"{module}.NanoChatHFForCausalLM"
             self.config.auto_map = auto_map
         return super().save_pretrained(save_directory, *args, **kwargs)
 
@@ -235,7 +287,16 @@ class NanoChatPreTrainedModel(PreTrainedModel):
         transformers calls this on leaf modules only for custom code (a container without parameters of its
         own counts as initialised), so the zero-initialised Linears carry a `zero_init` flag set where they are
         built. `init.*` skips tensors that `from_pretrained` already loaded.
+
+        Generation 2 (with s = sqrt(3 / n_embd), the uniform bound of standard deviation 1/sqrt(n_embd)):
+        c_q, c_k, c_v and the value embeddings U(-s, s); mlp.c_fc U(-0.4 s, 0.4 s); both c_proj zeros; the
+        gates (ve_gate, smear_gate) U(0, 0.02); wte N(0, 0.8); lm_head N(0, 0.001); resid_lambdas from 1.15
+        down to 1.05 and x0_lambdas from 0.20 down to 0.05 linearly over the layers; smear_lambda 0;
+        backout_lambda 0.2.
         """
+        if self.config.generation == 2:
+            self._init_generation2(module)
+            return
         if isinstance(module, nn.Linear):
             if getattr(module, "zero_init", False):
                 init.zeros_(module.weight)
@@ -246,15 +307,64 @@ class NanoChatPreTrainedModel(PreTrainedModel):
         elif isinstance(module, nn.Embedding):
             init.normal_(module.weight, mean=0.0, std=1.0)
 
+    def _init_generation2(self, module: nn.Module) -> None:
+        bound = math.sqrt(3.0 / self.config.n_embd)
+        kind = getattr(module, "gen2_init", None)
+        if isinstance(module, NanoChatHFModel):
+            n_layer = self.config.n_layer
+            if module.resid_lambdas is not None:
+                resid = [1.15 - (0.10 * i / max(n_layer - 1, 1)) for i in range(n_layer)]
+                x0 = [0.20 - (0.15 * i / max(n_layer - 1, 1)) for i in range(n_layer)]
+                init.copy_(module.resid_lambdas, torch.tensor(resid, dtype=torch.float32))
+                init.copy_(module.x0_lambdas, torch.tensor(x0, dtype=torch.float32))
+            if module.smear_lambda is not None:
+                init.zeros_(module.smear_lambda)
+            if module.backout_lambda is not None:
+                init.constant_(module.backout_lambda, 0.2)
+        elif kind == "uniform":
+            init.uniform_(module.weight, -bound, bound)
+        elif kind == "uniform_fc":
+            init.uniform_(module.weight, -0.4 * bound, 0.4 * bound)
+        elif kind == "gate":
+            init.uniform_(module.weight, 0.0, 0.02)
+        elif kind == "lm_head":
+            init.normal_(module.weight, mean=0.0, std=0.001)
+        elif kind == "wte":
+            init.normal_(module.weight, mean=0.0, std=0.8)
+        elif isinstance(module, nn.Linear) and getattr(module, "zero_init", False):
+            init.zeros_(module.weight)
 
-class NanoChatModel(NanoChatPreTrainedModel):
-    """The trunk: embedding, blocks and final norm; returns the normalised last hidden state."""
 
-    def __init__(self, config: NanoChatConfig):
+class NanoChatHFModel(NanoChatHFPreTrainedModel):
+    """The trunk: embedding, blocks and final norm; returns the normalised last hidden state.
+
+    With smear on and a cache, each position's pre-smear normed embedding is kept in one extra cache layer
+    (index `n_layer`, its keys; empty values), so the first token of a later call (a decoding step or a
+    chunk of prefill) is smeared with the right previous embedding, and beam search, cropping (assisted
+    decoding) and batch selection keep it in step with the KV cache.
+    """
+
+    def __init__(self, config: NanoChatHFConfig):
         super().__init__(config)
-        self.wte = nn.Embedding(config.vocab_size, config.n_embd)
-        self.h = nn.ModuleList([NanoChatBlock(config, i) for i in range(config.n_layer)])
-        self.rotary_emb = NanoChatRotaryEmbedding(config)
+        vocab = config.padded_vocab_size
+        self.wte = nn.Embedding(vocab, config.n_embd)
+        self.h = nn.ModuleList([NanoChatHFBlock(config, i) for i in range(config.n_layer)])
+        self.rotary_emb = NanoChatHFRotaryEmbedding(config)
+        self.resid_lambdas = self.x0_lambdas = self.smear_gate = self.smear_lambda = self.backout_lambda = None
+        if config.layer_lambdas:
+            self.resid_lambdas = nn.Parameter(torch.ones(config.n_layer))
+            self.x0_lambdas = nn.Parameter(torch.zeros(config.n_layer))
+        if config.smear:
+            self.smear_gate = gen2_initialised(nn.Linear(SMEAR_GATE_CHANNELS, 1, bias=False), "gate")
+            self.smear_lambda = nn.Parameter(torch.zeros(1))
+        if config.backout:
+            self.backout_lambda = nn.Parameter(torch.full((1,), 0.2))
+        kv_dim = config.n_kv_head * config.head_dim
+        self.value_embeds = nn.ModuleDict(
+            {str(i): gen2_initialised(nn.Embedding(vocab, kv_dim), "uniform") for i in config.value_embedding_layers}
+        )
+        if config.generation == 2:
+            gen2_initialised(self.wte, "wte")
         self.gradient_checkpointing = False
         self.post_init()
 
@@ -263,6 +373,50 @@ class NanoChatModel(NanoChatPreTrainedModel):
 
     def set_input_embeddings(self, value: nn.Embedding) -> None:
         self.wte = value
+
+    def _attention_masks(self, inputs_embeds, attention_mask, cache, position_ids) -> dict:
+        """One mask per distinct window (None = plain causal), built by transformers for the attention backend."""
+        masks = {}
+        for window_left in {block.attn.window_left for block in self.h}:
+            overlay = None if window_left is None else sliding_window_overlay(window_left + 1)
+            masks[window_left] = create_causal_mask(
+                config=self.config,
+                inputs_embeds=inputs_embeds,
+                attention_mask=attention_mask,
+                cache=cache,
+                position_ids=position_ids,
+                and_mask_function=overlay,
+            )
+        return masks
+
+    def _smear(self, embedded: torch.Tensor, attention_mask, cache: Cache | None, past_seen: int) -> torch.Tensor:
+        """x[t] += smear_lambda * sigmoid(smear_gate(x[t, :24])) * x[t-1], x[t-1] the previous pre-smear embedding.
+
+        Position 0 of a sequence is not smeared; nor is a token whose previous position is padding (the
+        first real token of a left-padded row), as in that row alone.
+        """
+        previous = embedded[:, :-1]
+        if cache is not None:
+            layer = self.config.n_layer
+            if len(cache.layers) <= layer:
+                cache.layers.append(DynamicLayer())
+            stored, _ = cache.update(embedded[:, None], embedded[:, None, :, :0], layer)
+            previous = stored[:, 0, -embedded.shape[1] - 1 : -1]
+        starts_fresh = previous.shape[1] < embedded.shape[1]  # no previous embedding for the first position
+        gate = self.smear_lambda.to(embedded.dtype) * torch.sigmoid(
+            self.smear_gate(embedded[..., :SMEAR_GATE_CHANNELS])
+        )
+        if starts_fresh:
+            gate = gate[:, 1:]
+        if attention_mask is not None and attention_mask.dim() == 2:
+            # attention_mask covers the cached positions too: the previous position of new token t is past_seen + t - 1.
+            first = past_seen if not starts_fresh else past_seen + 1
+            previous_is_real = attention_mask[:, first - 1 : first - 1 + gate.shape[1]]
+            gate = gate * previous_is_real[..., None].to(gate.dtype)
+        smeared = embedded[:, embedded.shape[1] - gate.shape[1] :] + gate * previous
+        if starts_fresh:
+            return torch.cat([embedded[:, :1], smeared], dim=1)
+        return smeared
 
     def forward(
         self,
@@ -279,7 +433,11 @@ class NanoChatModel(NanoChatPreTrainedModel):
         cache = kwargs.pop("past_key_values", cache)
         kwargs.pop("cache_position", None)
         if (input_ids is None) == (inputs_embeds is None):
-            raise ValueError("NanoChatModel: pass exactly one of `input_ids` or `inputs_embeds`")
+            raise ValueError("NanoChatHFModel: pass exactly one of `input_ids` or `inputs_embeds`")
+        if self.value_embeds and input_ids is None:
+            raise ValueError(
+                "NanoChatHFModel: value embeddings look up token ids; pass `input_ids`, not `inputs_embeds`"
+            )
         if output_hidden_states is None:
             output_hidden_states = self.config.output_hidden_states
         if use_cache is None:
@@ -288,32 +446,40 @@ class NanoChatModel(NanoChatPreTrainedModel):
             inputs_embeds = self.wte(input_ids)
         if use_cache and cache is None:
             cache = DynamicCache(config=self.config)
+        past_seen = cache.get_seq_length() if cache is not None else 0
         if position_ids is None:
-            past_seen = cache.get_seq_length() if cache is not None else 0
             position_ids = torch.arange(past_seen, past_seen + inputs_embeds.shape[1], device=inputs_embeds.device)
             position_ids = position_ids.unsqueeze(0).expand(inputs_embeds.shape[0], -1)
 
-        mask = create_causal_mask(
-            config=self.config,
-            inputs_embeds=inputs_embeds,
-            attention_mask=attention_mask,
-            cache=cache,
-            position_ids=position_ids,
-        )
+        masks = self._attention_masks(inputs_embeds, attention_mask, cache, position_ids)
         position_embeddings = self.rotary_emb(inputs_embeds, position_ids)
 
         hidden_states = rms_norm(inputs_embeds, self.config.rms_norm_eps)  # norm right after the embedding
+        if self.smear_gate is not None:
+            hidden_states = self._smear(hidden_states, attention_mask, cache, past_seen)
+        x0 = hidden_states
+        backout = None
         all_hidden_states = [hidden_states] if output_hidden_states else None
-        for block in self.h:
+        for i, block in enumerate(self.h):
+            if self.resid_lambdas is not None:
+                hidden_states = self.resid_lambdas[i] * hidden_states + self.x0_lambdas[i] * x0
+            value_embedding = None
+            if str(i) in self.value_embeds:
+                value_embedding = self.value_embeds[str(i)](input_ids).to(hidden_states.dtype)
             hidden_states = block(
                 hidden_states,
+                value_embedding,
                 position_embeddings=position_embeddings,
-                attention_mask=mask,
+                attention_mask=masks[block.attn.window_left],
                 cache=cache,
                 **kwargs,
             )
+            if self.backout_lambda is not None and i == self.config.backout_layer:
+                backout = hidden_states
             if output_hidden_states:
                 all_hidden_states.append(hidden_states)
+        if backout is not None:
+            hidden_states = hidden_states - self.backout_lambda.to(hidden_states.dtype) * backout
         hidden_states = rms_norm(hidden_states, self.config.rms_norm_eps)
         if output_hidden_states:
             all_hidden_states[-1] = hidden_states
@@ -326,7 +492,7 @@ class NanoChatModel(NanoChatPreTrainedModel):
 
 def chunked_softcap_cross_entropy(
     hidden_states: torch.Tensor,
-    lm_head: nn.Module,
+    lm_head: Callable[[torch.Tensor], torch.Tensor],
     softcap: float,
     chunk_size: int,
     labels: torch.Tensor | None = None,
@@ -372,7 +538,7 @@ def chunked_softcap_cross_entropy(
     return total / num_items_in_batch
 
 
-class NanoChatForCausalLM(NanoChatPreTrainedModel, GenerationMixin):
+class NanoChatHFForCausalLM(NanoChatHFPreTrainedModel, GenerationMixin):
     """The trunk plus the untied `lm_head`, with nanochat's float32 logit soft-cap.
 
     `loss_chunk_size` (a runtime attribute, `None` by default): when set to a number of tokens and the model
@@ -382,10 +548,12 @@ class NanoChatForCausalLM(NanoChatPreTrainedModel, GenerationMixin):
     saved during a chunked run must not make a later user's training forward drop its logits.
     """
 
-    def __init__(self, config: NanoChatConfig):
+    def __init__(self, config: NanoChatHFConfig):
         super().__init__(config)
-        self.transformer = NanoChatModel(config)
-        self.lm_head = zero_initialised(nn.Linear(config.n_embd, config.vocab_size, bias=False))
+        self.transformer = NanoChatHFModel(config)
+        self.lm_head = zero_initialised(nn.Linear(config.n_embd, config.padded_vocab_size, bias=False))
+        if config.generation == 2:
+            gen2_initialised(self.lm_head, "lm_head")
         self.loss_chunk_size: int | None = None
         self.post_init()
 
@@ -404,6 +572,13 @@ class NanoChatForCausalLM(NanoChatPreTrainedModel, GenerationMixin):
     def softcap_logits(self, logits: torch.Tensor) -> torch.Tensor:
         cap = self.config.softcap
         return cap * torch.tanh(logits.float() / cap)
+
+    def vocab_logits(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        """`lm_head` without the padding rows' columns (the raw logits of the real vocabulary)."""
+        logits = self.lm_head(hidden_states)
+        if logits.shape[-1] != self.config.vocab_size:
+            logits = logits[..., : self.config.vocab_size]
+        return logits
 
     def forward(
         self,
@@ -442,10 +617,10 @@ class NanoChatForCausalLM(NanoChatPreTrainedModel, GenerationMixin):
         loss = logits = None
         if has_targets and self.training and self.loss_chunk_size:
             loss = chunked_softcap_cross_entropy(
-                hidden_states, self.lm_head, self.config.softcap, self.loss_chunk_size, labels=labels, **kwargs
+                hidden_states, self.vocab_logits, self.config.softcap, self.loss_chunk_size, labels=labels, **kwargs
             )
         else:
-            logits = self.softcap_logits(self.lm_head(hidden_states))
+            logits = self.softcap_logits(self.vocab_logits(hidden_states))
             if has_targets:
                 loss = self.loss_function(logits=logits, labels=labels, vocab_size=self.config.vocab_size, **kwargs)
 
@@ -457,4 +632,12 @@ class NanoChatForCausalLM(NanoChatPreTrainedModel, GenerationMixin):
         )
 
 
-__all__ = ["NanoChatPreTrainedModel", "NanoChatModel", "NanoChatForCausalLM"]
+# The names these classes had before they were renamed away from transformers' built-in `NanoChat*` classes
+# (tools that map an `architectures` entry to a class would load the built-in one). Folders saved then name
+# them in `auto_map`, and code written then imports them.
+NanoChatPreTrainedModel = NanoChatHFPreTrainedModel
+NanoChatModel = NanoChatHFModel
+NanoChatForCausalLM = NanoChatHFForCausalLM
+
+
+__all__ = ["NanoChatHFPreTrainedModel", "NanoChatHFModel", "NanoChatHFForCausalLM"]

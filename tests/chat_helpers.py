@@ -39,11 +39,11 @@ def chat_tokenizer():
 
 
 def tiny_config(vocab_size: int, **overrides):
-    from nanochat_hf import NanoChatConfig
+    from nanochat_hf import NanoChatHFConfig
 
     settings = dict(n_layer=2, n_embd=64, n_head=4, n_kv_head=2, vocab_size=vocab_size, sequence_len=256)
     settings.update(overrides)
-    return NanoChatConfig(**settings)
+    return NanoChatHFConfig(**settings)
 
 
 def save_tiny_model(
@@ -52,12 +52,12 @@ def save_tiny_model(
     """A tiny nanochat model + the chat tokenizer saved to `folder` (nanochat's init unless `random_weights`)."""
     from helpers import randomize_
 
-    from nanochat_hf import NanoChatForCausalLM
+    from nanochat_hf import NanoChatHFForCausalLM
     from nanochat_hf.chat.generation import configure_chat_generation
 
     tokenizer = chat_tokenizer()
     torch.manual_seed(seed)
-    model = NanoChatForCausalLM(tiny_config(len(tokenizer), **config_overrides))
+    model = NanoChatHFForCausalLM(tiny_config(len(tokenizer), **config_overrides))
     if random_weights:
         randomize_(model, seed=seed, scale=0.15)
     if chat:

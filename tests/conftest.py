@@ -24,9 +24,9 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.fixture
 def tiny_config():
-    from nanochat_hf import NanoChatConfig
+    from nanochat_hf import NanoChatHFConfig
 
-    return NanoChatConfig(n_layer=2, n_embd=64, n_head=4, n_kv_head=2, vocab_size=256, sequence_len=64)
+    return NanoChatHFConfig(n_layer=2, n_embd=64, n_head=4, n_kv_head=2, vocab_size=256, sequence_len=64)
 
 
 @pytest.fixture(scope="session")

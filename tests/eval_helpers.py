@@ -15,13 +15,13 @@ def save_base_model(folder, tokenizer_dir, seed: int = 0) -> Path:
     from helpers import randomize_
     from transformers import AutoTokenizer
 
-    from nanochat_hf import NanoChatConfig, NanoChatForCausalLM
+    from nanochat_hf import NanoChatHFConfig, NanoChatHFForCausalLM
 
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
-    config = NanoChatConfig(n_layer=2, n_embd=64, n_head=4, n_kv_head=2, vocab_size=len(tokenizer), sequence_len=64)
+    config = NanoChatHFConfig(n_layer=2, n_embd=64, n_head=4, n_kv_head=2, vocab_size=len(tokenizer), sequence_len=64)
     config.bos_token_id = tokenizer.bos_token_id
     torch.manual_seed(seed)
-    model = randomize_(NanoChatForCausalLM(config), seed=seed, scale=0.2)
+    model = randomize_(NanoChatHFForCausalLM(config), seed=seed, scale=0.2)
     folder = Path(folder)
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast, Trainer, TrainerCallback, TrainingArguments, default_data_collator
 
-from nanochat_hf import NanoChatConfig, NanoChatForCausalLM
+from nanochat_hf import NanoChatHFConfig, NanoChatHFForCausalLM
 from nanochat_hf.callbacks import (
     EnergyCallback,
     SampleCallback,
@@ -54,8 +54,8 @@ def corpus(tmp_path_factory):
 
 def tiny_model(tokenizer):
     torch.manual_seed(0)
-    config = NanoChatConfig(n_layer=2, n_embd=32, n_head=2, n_kv_head=2, vocab_size=len(tokenizer), sequence_len=SEQ)
-    return NanoChatForCausalLM(config)
+    config = NanoChatHFConfig(n_layer=2, n_embd=32, n_head=2, n_kv_head=2, vocab_size=len(tokenizer), sequence_len=SEQ)
+    return NanoChatHFForCausalLM(config)
 
 
 class Recorder(TrainerCallback):

@@ -1,6 +1,6 @@
 """The chat engine's tool loop (as nanochat's engine.py runs it), the chat CLI and `pipeline("text-generation")`.
 
-The model is a real tiny NanoChatForCausalLM. Where a test needs the model to write a tool call, its
+The model is a real tiny NanoChatHFForCausalLM. Where a test needs the model to write a tool call, its
 `generate()` is driven by a logits processor that leaves only the scripted token possible at each step
 (the engine, generate's cache and sampling loop all run for real).
 """
@@ -13,7 +13,7 @@ import torch
 from chat_helpers import chat_tokenizer, save_tiny_model
 from transformers import AutoTokenizer, LogitsProcessor, LogitsProcessorList
 
-from nanochat_hf import NanoChatForCausalLM
+from nanochat_hf import NanoChatHFForCausalLM
 from nanochat_hf.chat.engine import ChatEngine
 from nanochat_hf.cli import main as cli_main
 from nanochat_hf.errors import UserInputError
@@ -43,7 +43,7 @@ def model_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def model(model_dir):
-    return NanoChatForCausalLM.from_pretrained(model_dir).eval()
+    return NanoChatHFForCausalLM.from_pretrained(model_dir).eval()
 
 
 @pytest.fixture(scope="module")

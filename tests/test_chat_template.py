@@ -333,7 +333,7 @@ def test_trl_assistant_only_loss_labels_equal_render_conversation(tokenizer, tmp
     trl = pytest.importorskip("trl")
     from datasets import Dataset
 
-    from nanochat_hf import NanoChatConfig, NanoChatForCausalLM
+    from nanochat_hf import NanoChatHFConfig, NanoChatHFForCausalLM
 
     def parts(text):
         return [{"type": "text", "text": text}]
@@ -346,7 +346,7 @@ def test_trl_assistant_only_loss_labels_equal_render_conversation(tokenizer, tmp
         ],
         [{"role": "user", "content": parts("Hello!")}, {"role": "assistant", "content": parts("Hi there.")}],
     ]
-    config = NanoChatConfig(n_layer=1, n_embd=32, n_head=2, n_kv_head=2, vocab_size=len(tokenizer), sequence_len=256)
+    config = NanoChatHFConfig(n_layer=1, n_embd=32, n_head=2, n_kv_head=2, vocab_size=len(tokenizer), sequence_len=256)
     args = trl.SFTConfig(
         output_dir=str(tmp_path),
         assistant_only_loss=True,
@@ -357,7 +357,7 @@ def test_trl_assistant_only_loss_labels_equal_render_conversation(tokenizer, tmp
         report_to=[],
     )
     trainer = trl.SFTTrainer(
-        model=NanoChatForCausalLM(config),
+        model=NanoChatHFForCausalLM(config),
         args=args,
         train_dataset=Dataset.from_list([{"messages": c} for c in conversations]),
         processing_class=tokenizer,

@@ -9,7 +9,7 @@ import pytest
 import torch
 from helpers import randomize_
 
-from nanochat_hf import NanoChatConfig, NanoChatForCausalLM
+from nanochat_hf import NanoChatHFConfig, NanoChatHFForCausalLM
 
 
 CONFIG = dict(n_layer=2, n_embd=64, n_head=4, n_kv_head=2, vocab_size=300, sequence_len=32)
@@ -20,8 +20,8 @@ pytestmark = pytest.mark.usefixtures("one_cpu_thread")
 
 def model_pair(chunk_size):
     torch.manual_seed(0)
-    plain = randomize_(NanoChatForCausalLM(NanoChatConfig(**CONFIG)), scale=0.2).train()
-    chunked = NanoChatForCausalLM(NanoChatConfig(**CONFIG)).train()
+    plain = randomize_(NanoChatHFForCausalLM(NanoChatHFConfig(**CONFIG)), scale=0.2).train()
+    chunked = NanoChatHFForCausalLM(NanoChatHFConfig(**CONFIG)).train()
     chunked.load_state_dict(plain.state_dict())
     chunked.loss_chunk_size = chunk_size
     return plain, chunked

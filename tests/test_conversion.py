@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM
 from transformers import NanoChatForCausalLM as NativeForCausalLM
 
-from nanochat_hf import NanoChatConfig, NanoChatForCausalLM
+from nanochat_hf import NanoChatHFConfig, NanoChatHFForCausalLM
 from nanochat_hf.cli import main as cli_main
 from nanochat_hf.conversion import config_to_native, convert, detect_format, state_dict_to_native
 
@@ -24,7 +24,7 @@ META_KEYS = ("sequence_len", "vocab_size", "n_layer", "n_head", "n_kv_head", "n_
 def write_nanochat_folder(folder, config, step, seed, compiled_prefix=True, mutate=None):
     """A checkpoint folder as nanochat's base_train writes it on CUDA (wte in bfloat16, the rest float32)."""
     folder.mkdir(parents=True, exist_ok=True)
-    model = randomize_(NanoChatForCausalLM(config), seed=seed)
+    model = randomize_(NanoChatHFForCausalLM(config), seed=seed)
     state_dict = {k: v.clone() for k, v in model.state_dict().items()}
     state_dict["transformer.wte.weight"] = state_dict["transformer.wte.weight"].bfloat16()
     if compiled_prefix:
@@ -40,7 +40,7 @@ def write_nanochat_folder(folder, config, step, seed, compiled_prefix=True, muta
 
 @pytest.fixture
 def config():
-    return NanoChatConfig(n_layer=2, n_embd=64, n_head=4, n_kv_head=4, vocab_size=256, sequence_len=64)
+    return NanoChatHFConfig(n_layer=2, n_embd=64, n_head=4, n_kv_head=4, vocab_size=256, sequence_len=64)
 
 
 def test_nanochat_to_hf_matches_nanochat_math(config, tmp_path):
@@ -51,7 +51,7 @@ def test_nanochat_to_hf_matches_nanochat_math(config, tmp_path):
     assert cli_main(["convert", str(src), str(tmp_path / "hf")]) == 0
 
     model = AutoModelForCausalLM.from_pretrained(tmp_path / "hf").eval()
-    assert isinstance(model, NanoChatForCausalLM) and model.config.rotary_dtype == "bfloat16"
+    assert isinstance(model, NanoChatHFForCausalLM) and model.config.rotary_dtype == "bfloat16"
     assert model.lm_head.weight.dtype == torch.float32  # default: the source head's dtype
     idx = torch.randint(0, config.vocab_size, (2, 20))
     with torch.no_grad():
@@ -73,13 +73,13 @@ def test_nanochat_step_selection_and_dtype(config, tmp_path):
 
 
 def test_native_to_hf_matches_builtin_model(config, tmp_path):
-    native_config = config_to_native(NanoChatConfig(**{**config.to_dict(), "rotary_dtype": "float32"}))
+    native_config = config_to_native(NanoChatHFConfig(**{**config.to_dict(), "rotary_dtype": "float32"}))
     native = randomize_(NativeForCausalLM(native_config), seed=5).eval()
     native.save_pretrained(tmp_path / "native")
     assert detect_format(tmp_path / "native") == "native"
     convert(tmp_path / "native", tmp_path / "hf")
 
-    ours = NanoChatForCausalLM.from_pretrained(tmp_path / "hf").eval()
+    ours = NanoChatHFForCausalLM.from_pretrained(tmp_path / "hf").eval()
     assert ours.config.rotary_dtype == "float32"
     idx = torch.randint(0, config.vocab_size, (2, 24))
     with torch.no_grad():
@@ -90,7 +90,7 @@ def test_native_to_hf_matches_builtin_model(config, tmp_path):
 
 def test_hf_to_native_loads_in_stock_transformers_and_round_trips(config, tmp_path):
     config.rotary_dtype = "float32"
-    model = randomize_(NanoChatForCausalLM(config), seed=7).eval()
+    model = randomize_(NanoChatHFForCausalLM(config), seed=7).eval()
     model.save_pretrained(tmp_path / "hf")
     convert(tmp_path / "hf", tmp_path / "native", to_format="native")
 
@@ -109,13 +109,13 @@ def test_hf_to_native_loads_in_stock_transformers_and_round_trips(config, tmp_pa
 
 
 def test_export_of_bfloat16_rotary_warns_and_round_trip_restores_it(config, tmp_path):
-    randomize_(NanoChatForCausalLM(config)).save_pretrained(tmp_path / "hf")
+    randomize_(NanoChatHFForCausalLM(config)).save_pretrained(tmp_path / "hf")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         convert(tmp_path / "hf", tmp_path / "native", to_format="native")
     assert any("rotary" in str(w.message) for w in caught)
     convert(tmp_path / "native", tmp_path / "hf2")
-    assert NanoChatConfig.from_pretrained(tmp_path / "hf2").rotary_dtype == "bfloat16"
+    assert NanoChatHFConfig.from_pretrained(tmp_path / "hf2").rotary_dtype == "bfloat16"
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -201,14 +201,14 @@ def test_missing_files_and_bad_arguments_fail_clearly(config, tmp_path, capsys):
 
 
 def test_hf_folder_with_missing_weights_file_fails_clearly(config, tmp_path, capsys):
-    NanoChatForCausalLM(config).save_pretrained(tmp_path / "hf")
+    NanoChatHFForCausalLM(config).save_pretrained(tmp_path / "hf")
     (tmp_path / "hf" / "model.safetensors").unlink()
     assert cli_main(["convert", str(tmp_path / "hf"), str(tmp_path / "out"), "--to", "native"]) == 2
     assert "no model.safetensors" in capsys.readouterr().err
 
 
 def test_failure_while_writing_leaves_no_destination(config, tmp_path, monkeypatch):
-    NanoChatForCausalLM(config).save_pretrained(tmp_path / "hf")
+    NanoChatHFForCausalLM(config).save_pretrained(tmp_path / "hf")
 
     def save_then_crash(self, folder, *args, **kwargs):
         (folder / "config.json").write_text("{}")
@@ -222,7 +222,7 @@ def test_failure_while_writing_leaves_no_destination(config, tmp_path, monkeypat
 
 def test_state_dict_maps_cover_every_native_key(config):
     native = NativeForCausalLM(config_to_native(config, warn=False))
-    ours = NanoChatForCausalLM(config)
+    ours = NanoChatHFForCausalLM(config)
     assert set(state_dict_to_native(ours.state_dict())) == set(native.state_dict())
 
 
@@ -234,7 +234,7 @@ def test_convert_with_nanochat_tokenizer(tmp_path, capsys):
     tokenizer_dir = tmp_path / "tokenizer"
     tokenizer_dir.mkdir()
     encoding = write_nanochat_tokenizer_dir(tokenizer_dir, iter_embedded_documents(), vocab_size=400)
-    config = NanoChatConfig(n_layer=1, n_embd=64, n_head=4, vocab_size=encoding.n_vocab, sequence_len=64)
+    config = NanoChatHFConfig(n_layer=1, n_embd=64, n_head=4, vocab_size=encoding.n_vocab, sequence_len=64)
     write_nanochat_folder(tmp_path / "ckpt", config, step=3, seed=0)
     assert cli_main(["convert", str(tmp_path / "ckpt"), str(tmp_path / "hf"), "--tokenizer", str(tokenizer_dir)]) == 0
 
@@ -246,7 +246,7 @@ def test_convert_with_nanochat_tokenizer(tmp_path, capsys):
     assert (tmp_path / "hf" / "token_bytes.pt").is_file()
 
     # A tokenizer whose vocabulary does not match the model is refused before anything is written.
-    small = NanoChatConfig(n_layer=1, n_embd=64, n_head=4, vocab_size=300, sequence_len=64)
+    small = NanoChatHFConfig(n_layer=1, n_embd=64, n_head=4, vocab_size=300, sequence_len=64)
     write_nanochat_folder(tmp_path / "ckpt300", small, step=3, seed=0)
     code = cli_main(["convert", str(tmp_path / "ckpt300"), str(tmp_path / "hf300"), "--tokenizer", str(tokenizer_dir)])
     assert code == 2
@@ -257,7 +257,7 @@ def test_convert_with_nanochat_tokenizer(tmp_path, capsys):
 def test_folder_with_two_formats_needs_from(config, tmp_path, capsys):
     src = tmp_path / "mixed"
     write_nanochat_folder(src, config, step=1, seed=0)
-    NanoChatForCausalLM(config).save_pretrained(src)
+    NanoChatHFForCausalLM(config).save_pretrained(src)
     assert cli_main(["convert", str(src), str(tmp_path / "out")]) == 2
     assert "pass --from to choose" in capsys.readouterr().err
     assert cli_main(["convert", str(src), str(tmp_path / "out"), "--from", "nanochat"]) == 0

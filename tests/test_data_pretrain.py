@@ -252,11 +252,11 @@ def test_special_token_text_inside_a_document_is_plain_text(tokenizer, tmp_path)
 def test_model_loss_counts_every_target_of_a_row(tokenizer, parquet_file):
     from transformers import default_data_collator
 
-    from nanochat_hf import NanoChatConfig, NanoChatForCausalLM
+    from nanochat_hf import NanoChatHFConfig, NanoChatHFForCausalLM
 
     torch.manual_seed(0)
-    config = NanoChatConfig(n_layer=1, n_embd=32, n_head=2, n_kv_head=2, vocab_size=len(tokenizer), sequence_len=SEQ)
-    model = NanoChatForCausalLM(config)
+    config = NanoChatHFConfig(n_layer=1, n_embd=32, n_head=2, n_kv_head=2, vocab_size=len(tokenizer), sequence_len=SEQ)
+    model = NanoChatHFForCausalLM(config)
     batch = default_data_collator(take(PretrainDataset(parquet_file, tokenizer, SEQ, num_lanes=1), 2))
     output = model(**batch)
     direct = torch.nn.functional.cross_entropy(output.logits.flatten(0, 1), batch["shift_labels"].flatten())

@@ -13,7 +13,7 @@ import torch
 from chat_helpers import chat_tokenizer, save_tiny_model
 from transformers import LogitsProcessor, LogitsProcessorList
 
-from nanochat_hf import NanoChatForCausalLM
+from nanochat_hf import NanoChatHFForCausalLM
 from nanochat_hf.errors import UserInputError
 from nanochat_hf.eval.chat_tasks import (
     check_tokenizer_for_tasks,
@@ -86,7 +86,7 @@ def model_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def model(model_dir):
-    return NanoChatForCausalLM.from_pretrained(model_dir).eval()
+    return NanoChatHFForCausalLM.from_pretrained(model_dir).eval()
 
 
 @pytest.fixture(scope="module")

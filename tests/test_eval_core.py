@@ -11,7 +11,7 @@ import torch
 from eval_helpers import core_examples, save_base_model, with_greedy_continuations, write_bundle
 from transformers import AutoTokenizer
 
-from nanochat_hf import NanoChatForCausalLM
+from nanochat_hf import NanoChatHFForCausalLM
 from nanochat_hf.errors import UserInputError
 from nanochat_hf.eval.bundle import load_bundle
 from nanochat_hf.eval.core import (
@@ -36,7 +36,7 @@ def model_dir(tmp_path_factory, tokenizer_dir):
 
 @pytest.fixture(scope="module")
 def model(model_dir):
-    return NanoChatForCausalLM.from_pretrained(model_dir).eval()
+    return NanoChatHFForCausalLM.from_pretrained(model_dir).eval()
 
 
 @pytest.fixture(scope="module")

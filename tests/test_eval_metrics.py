@@ -6,7 +6,7 @@ import pytest
 from eval_helpers import core_examples, save_base_model, write_bundle
 from transformers import AutoTokenizer
 
-from nanochat_hf import NanoChatForCausalLM
+from nanochat_hf import NanoChatHFForCausalLM
 from nanochat_hf.eval import METRIC_NAMES, load_metric, metric_path
 from nanochat_hf.eval.bundle import load_bundle
 from nanochat_hf.eval.core import evaluate_core
@@ -14,7 +14,7 @@ from nanochat_hf.eval.core import evaluate_core
 
 def test_core_metric_equals_the_scorers_result(tmp_path, tokenizer_dir):
     model_dir = save_base_model(tmp_path / "model", tokenizer_dir)
-    model = NanoChatForCausalLM.from_pretrained(model_dir).eval()
+    model = NanoChatHFForCausalLM.from_pretrained(model_dir).eval()
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     bundle = load_bundle(write_bundle(tmp_path / "bundle", core_examples(seed=5, count=12)))
     result = evaluate_core(model, tokenizer, bundle, show_progress=False)

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from nanochat_hf import NanoChatConfig, NanoChatForCausalLM
+from nanochat_hf import NanoChatHFConfig, NanoChatHFForCausalLM
 from nanochat_hf.errors import UserInputError
 from nanochat_hf.planning.flops import ModelShape, flops_per_token
 from nanochat_hf.planning.horizon import gradient_accumulation_steps, num_training_steps, plan_horizon
@@ -20,7 +20,7 @@ SPEC_HORIZONS = {
 @pytest.mark.parametrize("preset", sorted(SPEC_HORIZONS))
 def test_ratio_horizon_matches_spec(preset):
     with torch.device("meta"):
-        model = NanoChatForCausalLM(NanoChatConfig.from_preset(preset))
+        model = NanoChatHFForCausalLM(NanoChatHFConfig.from_preset(preset))
     num_params, steps, tokens = SPEC_HORIZONS[preset]
     assert model.num_parameters() == num_params  # all parameters, embeddings included
     horizon = plan_horizon(model.num_parameters(), flops_per_token(ModelShape.from_config(model.config)))

@@ -80,3 +80,43 @@ def test_the_stages_report_the_same_errors(tmp_path, capsys):
     (broken / "config.json").write_text(json.dumps({"model_type": "nanochat_hf", "n_embd": 100, "n_head": 3}))
     assert cli_main(["convert", str(broken), str(tmp_path / "out")]) == 2
     assert f"SRC {broken}: cannot load its config" in capsys.readouterr().err
+
+
+def test_a_folder_saved_under_the_old_class_names_still_loads_and_resaves_with_the_new(tmp_path, model_dir):
+    # Versions before the rename saved `architectures: ["NanoChatForCausalLM"]` (transformers' built-in class
+    # name) and an `auto_map` naming `NanoChatConfig` / `NanoChatModel` / `NanoChatForCausalLM`.
+    import shutil
+
+    from transformers import AutoModelForCausalLM
+
+    from nanochat_hf import NanoChatForCausalLM, NanoChatHFForCausalLM
+
+    old = tmp_path / "old"
+    shutil.copytree(model_dir, old)
+    config = json.loads((old / "config.json").read_text())
+    config["architectures"] = ["NanoChatForCausalLM"]
+    config["auto_map"] = {
+        "AutoConfig": "configuration_nanochat_hf.NanoChatConfig",
+        "AutoModel": "modeling_nanochat_hf.NanoChatModel",
+        "AutoModelForCausalLM": "modeling_nanochat_hf.NanoChatForCausalLM",
+    }
+    (old / "config.json").write_text(json.dumps(config))
+
+    assert NanoChatForCausalLM is NanoChatHFForCausalLM
+    model = open_model(old, dtype=torch.float32)
+    assert type(model) is NanoChatHFForCausalLM and open_config(old).model_type == "nanochat_hf"
+    reference = open_model(model_dir, dtype=torch.float32)
+    for (name, ours), (_, theirs) in zip(model.state_dict().items(), reference.state_dict().items(), strict=True):
+        assert torch.equal(ours, theirs), name
+    # The folder's own code copy resolves the old names too (trust_remote_code path).
+    remote = AutoModelForCausalLM.from_pretrained(old, trust_remote_code=True, dtype=torch.float32)
+    assert type(remote).__name__ == "NanoChatHFForCausalLM"
+
+    model.save_pretrained(tmp_path / "resaved")
+    saved = json.loads((tmp_path / "resaved" / "config.json").read_text())
+    assert saved["architectures"] == ["NanoChatHFForCausalLM"] and saved["model_type"] == "nanochat_hf"
+    assert saved["auto_map"] == {
+        "AutoConfig": "configuration_nanochat_hf.NanoChatHFConfig",
+        "AutoModel": "modeling_nanochat_hf.NanoChatHFModel",
+        "AutoModelForCausalLM": "modeling_nanochat_hf.NanoChatHFForCausalLM",
+    }

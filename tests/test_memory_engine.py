@@ -13,7 +13,7 @@ import pytest
 import torch
 from helpers import randomize_
 
-from nanochat_hf import NanoChatConfig, NanoChatForCausalLM
+from nanochat_hf import NanoChatHFConfig, NanoChatHFForCausalLM
 from nanochat_hf.optim import build_optimizer
 from nanochat_hf.optim.offload import MASTER_WEIGHT_KEY, OffloadedMuonAdamW
 from nanochat_hf.planning.flops import ModelShape
@@ -29,7 +29,7 @@ pytestmark = pytest.mark.usefixtures("one_cpu_thread")
 
 def tiny_model(seed=0, scale=0.2, **overrides):
     torch.manual_seed(seed)
-    return randomize_(NanoChatForCausalLM(NanoChatConfig(**{**CONFIG, **overrides})), seed=seed, scale=scale)
+    return randomize_(NanoChatHFForCausalLM(NanoChatHFConfig(**{**CONFIG, **overrides})), seed=seed, scale=scale)
 
 
 def batches(seed, count=3, rows=2):
@@ -137,8 +137,8 @@ def test_engine_tensors_match_the_planner_to_the_byte():
     """The 12gb mode as planned (memory_modes.py) is what the engine builds: bf16 device weights, fp32
     masters and sums, staging buffers for the gradient bucket, optimizer state after a step."""
     knobs = MEMORY_MODES["12gb"]
-    config = NanoChatConfig(**CONFIG)
-    model = NanoChatForCausalLM(config)
+    config = NanoChatHFConfig(**CONFIG)
+    model = NanoChatHFForCausalLM(config)
     engine = OffloadedMuonAdamW(model, device="cpu", grad_bucket_layers=knobs.grad_bucket_layers)
     accumulate(model, batches(0, count=1))
     engine.step()

@@ -25,7 +25,7 @@ from helpers import KillAtStep, randomize_, tiny_pretrain_argv
 from import_graph import import_graph
 from transformers import AutoTokenizer, TrainerCallback
 
-from nanochat_hf import NanoChatConfig, NanoChatForCausalLM
+from nanochat_hf import NanoChatHFConfig, NanoChatHFForCausalLM
 from nanochat_hf.data import build_pretrain_datasets
 from nanochat_hf.errors import UserInputError
 from nanochat_hf.optim import nanochat_param_groups
@@ -108,7 +108,7 @@ def save_and_load(optimizer) -> dict:
 def tiny_model(seed=0, **overrides):
     config = dict(n_layer=2, n_embd=64, n_head=2, n_kv_head=1, vocab_size=512, sequence_len=16)
     torch.manual_seed(seed)
-    return randomize_(NanoChatForCausalLM(NanoChatConfig(**{**config, **overrides})), seed=seed, scale=0.2)
+    return randomize_(NanoChatHFForCausalLM(NanoChatHFConfig(**{**config, **overrides})), seed=seed, scale=0.2)
 
 
 def train_steps(model, optimizer, steps, seed=0):
@@ -246,6 +246,12 @@ def test_12gb_mode_matches_full_mode_quality_after_200_steps(tmp_path, tokenizer
     assert all(entry["grad_norm"] > 0 for entry in offload_log)
 
 
+def test_grad_flush_every_reaches_the_offload_engine(tmp_path, tokenizer_dir):
+    inspect, log = run(recipe_argv(tmp_path / "run", tokenizer_dir, memory_mode="12gb", grad_flush_every=2))
+    assert isinstance(inspect.optimizer, OffloadedMuonAdamW) and inspect.optimizer.flush_every == 2
+    assert log[-1]["loss"] < log[0]["loss"]
+
+
 def test_8gb_mode_is_12gb_with_activation_checkpointing(tmp_path, tokenizer_dir):
     twelve, twelve_log = run(recipe_argv(tmp_path / "12gb", tokenizer_dir, memory_mode="12gb"))
     eight, eight_log = run(recipe_argv(tmp_path / "8gb", tokenizer_dir, memory_mode="8gb"))
@@ -315,7 +321,7 @@ def d32_arguments(tmp_path, memory_mode="auto", micro_batch=None, **knobs):
     training_args = PretrainTrainingArguments(
         output_dir=str(tmp_path), use_cpu=True, bf16=True, per_device_train_batch_size=micro_batch
     )
-    return args, training_args, ModelShape.from_config(NanoChatConfig.from_preset("d32"))
+    return args, training_args, ModelShape.from_config(NanoChatHFConfig.from_preset("d32"))
 
 
 def test_auto_picks_the_least_offloading_mode_that_fits_and_its_micro_batch(tmp_path):
@@ -341,7 +347,7 @@ def test_a_mode_that_does_not_fit_fails_with_numbers_and_the_nearest_mode(tmp_pa
 
 def test_knob_rules_and_multi_process_offloading_are_refused(tmp_path, tokenizer_dir):
     args, training_args = parse_pretrain_arguments(recipe_argv(tmp_path, tokenizer_dir, memory_mode="12gb"))
-    config = ModelShape.from_config(NanoChatConfig.from_depth(2, vocab_size=512, sequence_len=32))
+    config = ModelShape.from_config(NanoChatHFConfig.from_depth(2, vocab_size=512, sequence_len=32))
     with pytest.raises(UserInputError, match="does not run with 2 processes"):
         resolve_memory_setup(args, training_args, config, world_size=2)
     args.master_weights = "gpu"  # bf16 weights without an fp32 master: a quality rule
@@ -512,7 +518,7 @@ def test_the_memory_decision_builds_no_time_energy_report(tmp_path, monkeypatch)
 
 def test_training_args_are_settled_before_the_trainer_and_left_alone_by_it(tmp_path, tokenizer_dir):
     args, training_args = parse_pretrain_arguments(recipe_argv(tmp_path, tokenizer_dir, memory_mode="8gb"))
-    config = NanoChatConfig.from_depth(2, vocab_size=512, sequence_len=32)
+    config = NanoChatHFConfig.from_depth(2, vocab_size=512, sequence_len=32)
     memory = resolve_memory_setup(args, training_args, ModelShape.from_config(config))
     horizon = plan_horizon(1000, 6000, total_batch_size=1024, max_steps=4)
     settle_training_args(training_args, micro_batch=16, accumulation=2, horizon=horizon, memory=memory)
@@ -521,7 +527,7 @@ def test_training_args_are_settled_before_the_trainer_and_left_alone_by_it(tmp_p
     assert training_args.ignore_data_skip and not training_args.remove_unused_columns
     settled = training_args.to_dict()
     train, _ = build_pretrain_datasets("embedded", AutoTokenizer.from_pretrained(tokenizer_dir), 32)
-    model = NanoChatForCausalLM(config)
+    model = NanoChatHFForCausalLM(config)
     NanoChatPretrainer(model=model, args=training_args, train_dataset=train, memory_knobs=memory.knobs)
     assert training_args.to_dict() == settled
     assert model.loss_chunk_size == MEMORY_MODES["8gb"].loss_chunk_size  # the knobs went to the model

@@ -13,7 +13,7 @@ import dataclasses
 import pytest
 import torch
 
-from nanochat_hf import NanoChatConfig, NanoChatForCausalLM
+from nanochat_hf import NanoChatHFConfig, NanoChatHFForCausalLM
 from nanochat_hf.errors import UserInputError
 from nanochat_hf.optim import build_optimizer
 from nanochat_hf.planning.flops import ModelShape, param_tensors
@@ -56,17 +56,17 @@ def state_tensors(optimizer) -> list[torch.Tensor]:
     return [value for state in optimizer.state.values() for value in state.values() if isinstance(value, torch.Tensor)]
 
 
-def backward_once(model: NanoChatForCausalLM, config: NanoChatConfig, autocast: bool) -> None:
+def backward_once(model: NanoChatHFForCausalLM, config: NanoChatHFConfig, autocast: bool) -> None:
     ids = torch.randint(0, config.vocab_size, (1, config.sequence_len), generator=torch.Generator().manual_seed(0))
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
         loss = model(ids, labels=ids).loss
     loss.backward()
 
 
-def measure_on_gpu_modes(config: NanoChatConfig, knobs: MemoryKnobs) -> dict[str, int]:
+def measure_on_gpu_modes(config: NanoChatHFConfig, knobs: MemoryKnobs) -> dict[str, int]:
     """Modes without offloading: everything lives in the model, its .grad and the optimizer."""
     torch.manual_seed(0)
-    model = NanoChatForCausalLM(config)
+    model = NanoChatHFForCausalLM(config)
     model.transformer.wte.to(TORCH_DTYPES[knobs.embedding_dtype])
     model.lm_head.to(TORCH_DTYPES[knobs.weights_dtype])
     model.transformer.h.to(TORCH_DTYPES[knobs.weights_dtype])
@@ -91,7 +91,7 @@ def measure_on_gpu_modes(config: NanoChatConfig, knobs: MemoryKnobs) -> dict[str
     }
 
 
-def optimizer_state_after_one_step(model: NanoChatForCausalLM, knobs: MemoryKnobs) -> list[torch.Tensor]:
+def optimizer_state_after_one_step(model: NanoChatHFForCausalLM, knobs: MemoryKnobs) -> list[torch.Tensor]:
     """The optimizer state tensors a mode keeps, after one real step on `model` (grads already set)."""
     import bitsandbytes as bnb
     import bitsandbytes.functional as bnb_functional
@@ -128,10 +128,10 @@ def optimizer_state_after_one_step(model: NanoChatForCausalLM, knobs: MemoryKnob
     return tensors
 
 
-def measure_offload_modes(config: NanoChatConfig, knobs: MemoryKnobs) -> dict[str, int]:
+def measure_offload_modes(config: NanoChatHFConfig, knobs: MemoryKnobs) -> dict[str, int]:
     """The offloading modes: bf16 model on the 'GPU'; fp32 master, gradient sums and optimizer on the CPU."""
     torch.manual_seed(0)
-    master = NanoChatForCausalLM(config)  # fp32: the CPU master copy
+    master = NanoChatHFForCausalLM(config)  # fp32: the CPU master copy
     gpu_model = copy.deepcopy(master).to(torch.bfloat16)
     backward_once(gpu_model, config, autocast=False)
     # What sits on the GPU at once: the bucket of `grad_bucket_layers` blocks plus wte's and lm_head's.
@@ -142,6 +142,8 @@ def measure_offload_modes(config: NanoChatConfig, knobs: MemoryKnobs) -> dict[st
         or int(name.split(".")[2]) < min(knobs.grad_bucket_layers, config.n_layer)
     ]
     pinned = [torch.empty_like(grad, device="cpu") for grad in bucket]
+    if knobs.grad_flush_every > 1:  # between flushes every gradient stays on the GPU; staging stays a bucket
+        bucket = [p.grad for p in gpu_model.parameters()]
     # fp32 accumulators on the CPU receive the streamed bf16 gradients; the optimizer steps the master.
     for master_param, gpu_param in zip(master.parameters(), gpu_model.parameters(), strict=True):
         master_param.grad = torch.zeros_like(master_param, dtype=torch.float32)
@@ -161,7 +163,7 @@ def measure_offload_modes(config: NanoChatConfig, knobs: MemoryKnobs) -> dict[st
 @pytest.mark.parametrize("config_kwargs", TINY_CONFIGS, ids=lambda c: f"L{c['n_layer']}-d{c['n_embd']}")
 @pytest.mark.parametrize("mode", MODE_ORDER)
 def test_static_memory_is_exact_to_the_byte(config_kwargs, mode):
-    config = NanoChatConfig(**config_kwargs)
+    config = NanoChatHFConfig(**config_kwargs)
     knobs = MEMORY_MODES[mode]
     measured = (measure_offload_modes if knobs.offloads else measure_on_gpu_modes)(config, knobs)
     predicted = dataclasses.asdict(static_memory(ModelShape.from_config(config), knobs))
@@ -174,19 +176,20 @@ def test_static_memory_is_exact_to_the_byte(config_kwargs, mode):
         dict(muon_momentum="8bit"),  # 8-bit Muon momentum alone, fp32 AdamW
         dict(adamw_state="8bit", weight_cast_copies=True),
         dict(grad_bucket_layers=1),
+        dict(grad_flush_every=4),
     ],
 )
 def test_single_knobs_are_exact_to_the_byte(overrides):
-    config = NanoChatConfig(**TINY_CONFIGS[1])
-    mode = "12gb" if "grad_bucket_layers" in overrides else "24gb"
+    config = NanoChatHFConfig(**TINY_CONFIGS[1])
+    mode = "12gb" if {"grad_bucket_layers", "grad_flush_every"} & set(overrides) else "24gb"
     knobs = dataclasses.replace(MEMORY_MODES[mode], **{"muon_momentum": "full", "adamw_state": "full", **overrides})
     measured = (measure_offload_modes if knobs.offloads else measure_on_gpu_modes)(config, knobs)
     assert dataclasses.asdict(static_memory(ModelShape.from_config(config), knobs)) == measured
 
 
 def test_param_tensors_match_the_model():
-    config = NanoChatConfig(**TINY_CONFIGS[0])
-    model = NanoChatForCausalLM(config)
+    config = NanoChatHFConfig(**TINY_CONFIGS[0])
+    model = NanoChatHFForCausalLM(config)
     predicted = [(t.name, (t.rows, t.cols)) for t in param_tensors(ModelShape.from_config(config))]
     assert predicted == [(name, tuple(p.shape)) for name, p in model.named_parameters()]
 
@@ -237,6 +240,8 @@ def test_knobs_for_mode_overrides_and_errors():
         (dict(muon_momentum="4bit"), "muon_momentum"),
         (dict(micro_batch=0), "micro_batch"),
         (dict(grad_bucket_layers=0), "grad_bucket_layers"),
+        (dict(grad_flush_every=2), "only applies to `grad_accumulation: cpu`"),
+        (dict(grad_flush_every=0), "grad_flush_every"),
     ],
 )
 def test_quality_rules_and_bad_values_are_refused(kwargs, message):

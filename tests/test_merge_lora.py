@@ -6,7 +6,7 @@ import pytest
 import torch
 from chat_helpers import Capture, chat_args, save_tiny_model
 
-from nanochat_hf import NanoChatForCausalLM
+from nanochat_hf import NanoChatHFForCausalLM
 from nanochat_hf.chat.adapters import load_adapter_model
 from nanochat_hf.cli import main as cli_main
 from nanochat_hf.training.sft import run_sft
@@ -61,8 +61,8 @@ def test_merged_model_equals_the_adapter_model(lora_run, base_dir, tmp_path):
     merged_dir = tmp_path / "merged"
     assert cli_main(["merge-lora", str(final), str(merged_dir)]) == 0
     adapter_model, _ = load_adapter_model(final)
-    merged = NanoChatForCausalLM.from_pretrained(merged_dir)
-    base = NanoChatForCausalLM.from_pretrained(base_dir)
+    merged = NanoChatHFForCausalLM.from_pretrained(merged_dir)
+    base = NanoChatHFForCausalLM.from_pretrained(base_dir)
     merged_logits = logits(merged.eval())
     torch.testing.assert_close(merged_logits, logits(adapter_model.eval()), atol=1e-4, rtol=1e-4)
     assert (merged_logits - logits(base.eval())).abs().max() > 1e-3  # the adapter changed the model

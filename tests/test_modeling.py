@@ -7,7 +7,7 @@ from helpers import nanochat_reference_logits, randomize_
 from transformers import NanoChatConfig as NativeConfig
 from transformers import NanoChatForCausalLM as NativeForCausalLM
 
-from nanochat_hf import NanoChatConfig, NanoChatForCausalLM
+from nanochat_hf import NanoChatHFConfig, NanoChatHFForCausalLM
 from nanochat_hf.conversion import config_to_native, state_dict_to_native
 
 
@@ -26,16 +26,16 @@ from nanochat_hf.conversion import config_to_native, state_dict_to_native
     ],
 )
 def test_presets_match_nanochat_shapes_and_parameter_counts(preset, width, heads, params):
-    config = NanoChatConfig.from_preset(preset)
+    config = NanoChatHFConfig.from_preset(preset)
     assert (config.n_embd, config.n_head, config.n_kv_head, config.head_dim) == (width, heads, heads, 128)
     assert (config.vocab_size, config.sequence_len) == (65536, 2048)
     with torch.device("meta"):
-        model = NanoChatForCausalLM(config)
+        model = NanoChatHFForCausalLM(config)
     assert model.num_parameters() == params
 
 
 def test_from_depth_rounds_width_up_to_head_multiple():
-    config = NanoChatConfig.from_depth(5)  # 320 -> 384, 3 heads
+    config = NanoChatHFConfig.from_depth(5)  # 320 -> 384, 3 heads
     assert (config.n_layer, config.n_embd, config.n_head) == (5, 384, 3)
     assert config.hidden_size == 384 and config.num_hidden_layers == 5 and config.num_attention_heads == 3
 
@@ -53,9 +53,9 @@ def test_from_depth_rounds_width_up_to_head_multiple():
 def test_invalid_shapes_fail_at_config_time(kwargs, message):
     base = dict(n_layer=2, n_embd=64, n_head=4, vocab_size=256, sequence_len=64)
     with pytest.raises(ValueError, match=message):
-        NanoChatConfig(**{**base, **kwargs})
+        NanoChatHFConfig(**{**base, **kwargs})
     with pytest.raises(ValueError, match="depth"):
-        NanoChatConfig.from_depth(0)
+        NanoChatHFConfig.from_depth(0)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -64,7 +64,7 @@ def test_invalid_shapes_fail_at_config_time(kwargs, message):
 
 def test_from_scratch_init_follows_nanochat(tiny_config):
     torch.manual_seed(0)
-    model = NanoChatForCausalLM(tiny_config)
+    model = NanoChatHFForCausalLM(tiny_config)
     block = model.transformer.h[0]
     assert torch.count_nonzero(model.lm_head.weight) == 0
     assert torch.count_nonzero(block.attn.c_proj.weight) == 0
@@ -88,12 +88,12 @@ def test_from_scratch_init_follows_nanochat(tiny_config):
 def test_matches_nanochat_reference_with_bfloat16_rotary(tiny_config, attn_implementation):
     assert tiny_config.rotary_dtype == "bfloat16"
     tiny_config._attn_implementation = attn_implementation
-    model = randomize_(NanoChatForCausalLM(tiny_config)).eval()
+    model = randomize_(NanoChatHFForCausalLM(tiny_config)).eval()
     idx = torch.randint(0, tiny_config.vocab_size, (2, 24))
     with torch.no_grad():
         ours = model(idx).logits
         reference = nanochat_reference_logits(model.state_dict(), tiny_config, idx)
-        exact_tables = NanoChatForCausalLM(NanoChatConfig(**{**tiny_config.to_dict(), "rotary_dtype": "float32"}))
+        exact_tables = NanoChatHFForCausalLM(NanoChatHFConfig(**{**tiny_config.to_dict(), "rotary_dtype": "float32"}))
         exact_tables.load_state_dict(model.state_dict())
         float32_rotary = exact_tables.eval()(idx).logits
     torch.testing.assert_close(ours, reference, atol=1e-4, rtol=0)
@@ -108,7 +108,7 @@ def test_matches_nanochat_reference_with_bfloat16_rotary(tiny_config, attn_imple
 @pytest.fixture
 def model_pair(tiny_config):
     tiny_config.rotary_dtype = "float32"
-    ours = randomize_(NanoChatForCausalLM(tiny_config), seed=1).eval()
+    ours = randomize_(NanoChatHFForCausalLM(tiny_config), seed=1).eval()
     native = NativeForCausalLM(config_to_native(tiny_config)).eval()
     native.load_state_dict(state_dict_to_native(ours.state_dict()), strict=True)
     return ours, native
@@ -134,7 +134,7 @@ def test_greedy_generation_matches_builtin_nanochat(model_pair):
 
 
 def test_labels_give_shifted_cross_entropy_ignoring_minus_100(tiny_config):
-    model = randomize_(NanoChatForCausalLM(tiny_config))
+    model = randomize_(NanoChatHFForCausalLM(tiny_config))
     idx = torch.randint(0, tiny_config.vocab_size, (2, 12))
     labels = idx.clone()
     labels[0, :5] = -100
@@ -152,7 +152,7 @@ def test_labels_give_shifted_cross_entropy_ignoring_minus_100(tiny_config):
 
 
 def test_incremental_decoding_with_cache_equals_full_forward(tiny_config):
-    model = randomize_(NanoChatForCausalLM(tiny_config)).eval()
+    model = randomize_(NanoChatHFForCausalLM(tiny_config)).eval()
     idx = torch.randint(0, tiny_config.vocab_size, (2, 20))
     with torch.no_grad():
         full = model(idx, use_cache=False).logits
@@ -167,7 +167,7 @@ def test_incremental_decoding_with_cache_equals_full_forward(tiny_config):
 
 
 def test_generate_with_and_without_cache_is_identical(tiny_config):
-    model = randomize_(NanoChatForCausalLM(tiny_config), seed=3).eval()
+    model = randomize_(NanoChatHFForCausalLM(tiny_config), seed=3).eval()
     prompt = torch.randint(0, tiny_config.vocab_size, (2, 6))
     kwargs = dict(max_new_tokens=16, do_sample=False, pad_token_id=0)
     assert torch.equal(
@@ -176,7 +176,7 @@ def test_generate_with_and_without_cache_is_identical(tiny_config):
 
 
 def test_left_padded_batch_generates_like_single_rows(tiny_config):
-    model = randomize_(NanoChatForCausalLM(tiny_config), seed=4).eval()
+    model = randomize_(NanoChatHFForCausalLM(tiny_config), seed=4).eval()
     short = torch.randint(1, tiny_config.vocab_size, (1, 5))
     long = torch.randint(1, tiny_config.vocab_size, (1, 9))
     pad = 0
@@ -190,7 +190,7 @@ def test_left_padded_batch_generates_like_single_rows(tiny_config):
 
 
 def test_logits_to_keep_returns_only_last_positions(tiny_config):
-    model = randomize_(NanoChatForCausalLM(tiny_config)).eval()
+    model = randomize_(NanoChatHFForCausalLM(tiny_config)).eval()
     idx = torch.randint(0, tiny_config.vocab_size, (2, 10))
     with torch.no_grad():
         full = model(idx).logits
@@ -200,7 +200,7 @@ def test_logits_to_keep_returns_only_last_positions(tiny_config):
 
 
 def test_eager_and_sdpa_attention_agree(tiny_config):
-    model = randomize_(NanoChatForCausalLM(tiny_config)).eval()
+    model = randomize_(NanoChatHFForCausalLM(tiny_config)).eval()
     idx = torch.randint(0, tiny_config.vocab_size, (2, 16))
     with torch.no_grad():
         model.set_attn_implementation("sdpa")
@@ -211,7 +211,7 @@ def test_eager_and_sdpa_attention_agree(tiny_config):
 
 
 def test_gradient_checkpointing_gives_identical_gradients(tiny_config):
-    model = randomize_(NanoChatForCausalLM(tiny_config), scale=0.1).train()
+    model = randomize_(NanoChatHFForCausalLM(tiny_config), scale=0.1).train()
     idx = torch.randint(0, tiny_config.vocab_size, (2, 16))
 
     def gradients():
@@ -228,7 +228,7 @@ def test_gradient_checkpointing_gives_identical_gradients(tiny_config):
 
 
 def test_bfloat16_forward_runs_and_keeps_float32_logits(tiny_config):
-    model = randomize_(NanoChatForCausalLM(tiny_config)).to(torch.bfloat16).eval()
+    model = randomize_(NanoChatHFForCausalLM(tiny_config)).to(torch.bfloat16).eval()
     idx = torch.randint(0, tiny_config.vocab_size, (1, 8))
     with torch.no_grad():
         logits = model(idx).logits

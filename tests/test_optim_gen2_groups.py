@@ -7,7 +7,7 @@ import torch
 from gen2_fixtures import Gen2ShapedStandIn
 from torch import nn
 
-from nanochat_hf import NanoChatForCausalLM
+from nanochat_hf import NanoChatHFForCausalLM
 from nanochat_hf.errors import UserInputError
 from nanochat_hf.optim import (
     Gen2Settings,
@@ -137,7 +137,7 @@ def test_effective_d24_learning_rates_of_the_speedrun():
 
 
 def test_a_generation_1_model_is_refused_by_the_generation_2_optimizer(tiny_config):
-    model = NanoChatForCausalLM(tiny_config)
+    model = NanoChatHFForCausalLM(tiny_config)
     # Refused by its parameters, or by config.generation where the config has that field.
     refusal = r"generation(-| is )1.*use nanochat_hf\.optim\.build_optimizer"
     with pytest.raises(UserInputError, match=refusal):

@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from nanochat_hf import NanoChatConfig, NanoChatForCausalLM
+from nanochat_hf import NanoChatHFConfig, NanoChatHFForCausalLM
 from nanochat_hf.errors import UserInputError
 from nanochat_hf.optim import (
     NanoChatMuonAdamW,
@@ -21,7 +21,7 @@ from nanochat_hf.optim import (
 
 def tiny_model(tiny_config, seed=0):
     torch.manual_seed(seed)
-    model = NanoChatForCausalLM(tiny_config)
+    model = NanoChatHFForCausalLM(tiny_config)
     with torch.no_grad():
         for param in model.parameters():
             param.normal_(0.0, 0.1)
@@ -49,9 +49,9 @@ SPEC_ADAMW_LRS = {"d20": (0.154919, 0.0030984), "d26": (0.135873, 0.0027175), "d
 
 @pytest.mark.parametrize("preset", ["d20", "d26", "d32"])
 def test_param_groups_and_lrs_match_spec(preset):
-    config = NanoChatConfig.from_preset(preset)
+    config = NanoChatHFConfig.from_preset(preset)
     with torch.device("meta"):
-        model = NanoChatForCausalLM(config)
+        model = NanoChatHFForCausalLM(config)
     optimizer = build_optimizer(model)
 
     names = {name: param for name, param in model.named_parameters()}

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from nanochat_hf import NanoChatConfig, NanoChatForCausalLM
+from nanochat_hf import NanoChatHFConfig, NanoChatHFForCausalLM
 from nanochat_hf.cli import main as cli_main
 from nanochat_hf.errors import UserInputError
 from nanochat_hf.planning.choice import require_fit
@@ -20,8 +20,10 @@ from nanochat_hf.planning.gpus import GIB, get_gpu
 from nanochat_hf.planning.horizon import training_horizon
 from nanochat_hf.planning.memory import plan_memory, static_memory
 from nanochat_hf.planning.memory_modes import MEMORY_MODES, knobs_for_mode
+from nanochat_hf.planning.host_sum_time import host_sum_seconds
 from nanochat_hf.planning.plan import make_plan, plan_all_gpus
 from nanochat_hf.planning.report import README_PATH, render_gpu_table, render_plan, render_readme
+from nanochat_hf.planning.time_energy import HOST_DRAM_GBS
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -70,14 +72,14 @@ def test_d21_is_planned_with_the_2026_width_and_says_so():
 
 def test_flops_formula_on_a_real_model():
     # 6 * (N - N_wte) + 12 * L * H * hd * T with N counted from a built model (nanochat's estimate_flops)
-    config = NanoChatConfig(n_layer=3, n_embd=128, n_head=2, n_kv_head=1, vocab_size=300, sequence_len=48)
-    model = NanoChatForCausalLM(config)
+    config = NanoChatHFConfig(n_layer=3, n_embd=128, n_head=2, n_kv_head=1, vocab_size=300, sequence_len=48)
+    model = NanoChatHFForCausalLM(config)
     n_total = sum(p.numel() for p in model.parameters())
     n_wte = model.transformer.wte.weight.numel()
     shape = ModelShape.from_config(config)
     assert param_counts(shape).total == n_total == model.num_parameters()
     assert flops_per_token(shape) == 6 * (n_total - n_wte) + 12 * 3 * 2 * 64 * 48
-    assert ModelShape.from_config(NanoChatConfig.from_depth(26)) == ModelShape.from_depth(26)
+    assert ModelShape.from_config(NanoChatHFConfig.from_depth(26)) == ModelShape.from_depth(26)
 
 
 def test_tokens_option_rounds_down_to_whole_steps():
@@ -445,3 +447,33 @@ def test_the_unlisted_gpu_is_planned_for_memory_but_not_for_time():
     assert choice.fits and choice.memory.mode == "12gb" and choice.memory.capacity == 12 * GIB
     with pytest.raises(UserInputError, match="'NVIDIA GeForce RTX 4070 Ti' .* not in .*gpus.csv.*--gpu"):
         make_plan(32, card)
+
+
+def test_flushing_less_often_hides_the_host_sum_on_a_fast_gpu():
+    # d32 in the 12gb mode on an H100: a micro-step (2,048 tokens) computes in ~0.06 s, but summing 1.88 B
+    # streamed gradients into fp32 moves 10 bytes per parameter through host RAM: ~0.54 s per flush.
+    def plan_with(flush_every):
+        overrides = {"micro_batch": 1, "grad_flush_every": flush_every}
+        return make_plan(32, "h100-sxm", memory_mode="12gb", knob_overrides=overrides, mfu=0.4)
+
+    every, sixteen = plan_with(1), plan_with(16)
+    micro = every.chosen_time.micro_step_seconds
+    per_flush = host_sum_seconds(param_counts(D32).total, 1, HOST_DRAM_GBS * 1e9)
+    assert micro < per_flush < 16 * micro  # exposed when flushing every step, hidden under 16 micro-steps
+    saved = every.chosen_time.optimizer_step_seconds - sixteen.chosen_time.optimizer_step_seconds
+    assert saved == pytest.approx(256 * (per_flush - micro), rel=1e-6)
+    # The price is GPU memory: every parameter's bf16 gradient stays on the GPU between flushes.
+    extra = sixteen.memory.static.gpu_gradients - every.memory.static.gpu_gradients
+    assert extra == 2 * param_counts(D32).total - every.memory.static.gpu_gradients
+
+
+def test_the_plan_suggests_a_flush_schedule_only_where_the_cpu_sum_shows():
+    fast = make_plan(32, "h100-sxm", memory_mode="12gb")
+    [note] = [n for n in fast.notes if "grad_flush_every" in n]
+    k = int(note.split("`grad_flush_every: ")[1].split("`")[0])
+    assert k > 1
+    tuned = make_plan(32, "h100-sxm", memory_mode="12gb", knob_overrides={"grad_flush_every": k})
+    assert tuned.chosen_time.optimizer_step_seconds < fast.chosen_time.optimizer_step_seconds
+    assert tuned.fits and not any("grad_flush_every" in n for n in tuned.notes)
+    # On a 4070 a micro-step outlasts the CPU sum: nothing to suggest.
+    assert not any("grad_flush_every" in n for n in make_plan(32, "rtx4070").notes)

@@ -26,9 +26,9 @@ def test_d32_on_a_12gb_card():
 def test_lora_count_matches_peft(tmp_path):
     from peft import LoraConfig, get_peft_model
 
-    from nanochat_hf import NanoChatForCausalLM
+    from nanochat_hf import NanoChatHFForCausalLM
 
-    model = NanoChatForCausalLM.from_pretrained(save_tiny_model(tmp_path / "m", chat=False))
+    model = NanoChatHFForCausalLM.from_pretrained(save_tiny_model(tmp_path / "m", chat=False))
     peft_model = get_peft_model(model, LoraConfig(r=4, target_modules=["c_q", "c_k", "c_v", "c_proj", "c_fc"]))
     trainable = sum(p.numel() for p in peft_model.parameters() if p.requires_grad)
     assert lora_parameter_count(ModelShape.from_config(model.config), 4) == trainable
@@ -37,11 +37,11 @@ def test_lora_count_matches_peft(tmp_path):
 def test_nf4_bytes_match_bitsandbytes(tmp_path):
     from transformers import BitsAndBytesConfig
 
-    from nanochat_hf import NanoChatForCausalLM
+    from nanochat_hf import NanoChatHFForCausalLM
 
     folder = save_tiny_model(tmp_path / "m", chat=False)
     quantization = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True)
-    model = NanoChatForCausalLM.from_pretrained(folder, quantization_config=quantization, device_map="cpu")
+    model = NanoChatHFForCausalLM.from_pretrained(folder, quantization_config=quantization, device_map="cpu")
     for name, module in model.named_modules():
         if name.endswith("attn.c_q") or name.endswith("mlp.c_fc"):
             state = module.weight.quant_state

@@ -5,7 +5,7 @@ import pytest
 import torch
 from transformers import AutoTokenizer, TrainerCallback
 
-from nanochat_hf import NanoChatConfig, NanoChatForCausalLM
+from nanochat_hf import NanoChatHFConfig, NanoChatHFForCausalLM
 from nanochat_hf.data import PretrainDataset, build_pretrain_datasets, load_data_state
 from nanochat_hf.errors import UserInputError
 from nanochat_hf.training import NanoChatPretrainer, PretrainTrainingArguments
@@ -28,8 +28,8 @@ class Losses(TrainerCallback):
 
 def tiny_model(tokenizer):
     torch.manual_seed(0)
-    config = NanoChatConfig(n_layer=2, n_embd=32, n_head=2, n_kv_head=2, vocab_size=len(tokenizer), sequence_len=SEQ)
-    return NanoChatForCausalLM(config)
+    config = NanoChatHFConfig(n_layer=2, n_embd=32, n_head=2, n_kv_head=2, vocab_size=len(tokenizer), sequence_len=SEQ)
+    return NanoChatHFForCausalLM(config)
 
 
 def training_args(output_dir, **overrides):

@@ -12,7 +12,7 @@ import torch
 from helpers import REMOTE_LOAD_SCRIPT, KillAtStep, tiny_pretrain_argv
 from transformers import TrainerCallback
 
-from nanochat_hf import NanoChatConfig, NanoChatForCausalLM
+from nanochat_hf import NanoChatHFConfig, NanoChatHFForCausalLM
 from nanochat_hf.errors import UserInputError
 from nanochat_hf.planning.flops import ModelShape, flops_per_token
 from nanochat_hf.training import NonFiniteLossError, parse_pretrain_arguments, run_pretraining
@@ -73,6 +73,24 @@ def test_kill_and_resume_reproduces_the_uninterrupted_losses(tmp_path, tokenizer
     assert set(resumed) == {1, 2, 3, 4, 5, 6}  # steps 1-3 come from checkpoint-3's trainer state
     for step in resumed:
         assert resumed[step] == pytest.approx(straight[step], abs=1e-5), step
+
+
+def test_best_fit_packing_is_chosen_by_the_recipe_and_resumes(tmp_path, tokenizer_dir):
+    common = dict(max_steps=4, save_strategy="steps", save_steps=2, packing="best_fit")
+    run(tiny_args(tmp_path / "straight", tokenizer_dir, **common))
+    settings = json.loads((tmp_path / "straight" / "final" / "run_settings.json").read_text())
+    assert settings["data"]["packing"] == "best_fit"
+    data_state = json.loads((tmp_path / "straight" / "checkpoint-2" / "data_state_rank0.json").read_text())
+    assert data_state["packing"] == "best_fit"
+
+    interrupted = tmp_path / "interrupted"
+    with pytest.raises(KeyboardInterrupt):
+        run(tiny_args(interrupted, tokenizer_dir, **common), callbacks=[KillAtStep(3)])
+    run(tiny_args(interrupted, tokenizer_dir, resume_from_checkpoint="last", **common))
+    assert losses(interrupted) == pytest.approx(losses(tmp_path / "straight"), abs=1e-5)
+    # auto: generation 1's streaming rows
+    run(tiny_args(tmp_path / "auto", tokenizer_dir, max_steps=1))
+    assert json.loads((tmp_path / "auto" / "final" / "run_settings.json").read_text())["data"]["packing"] == "stream"
 
 
 def test_checkpoint_is_a_complete_hub_folder_loadable_with_remote_code(tmp_path, tokenizer_dir):
@@ -137,6 +155,7 @@ def test_dry_run_prints_the_plan_and_trains_nothing(tmp_path, tokenizer_dir, cap
         (dict(depth=0), "depth"),
         (dict(total_batch_size=1000), "total_batch_size"),
         (dict(dataset="/no/such/folder"), "/no/such/folder"),
+        (dict(packing="bestfit"), "--packing must be one of auto | stream | best_fit"),
     ],
 )
 def test_bad_settings_fail_before_training(tmp_path, tokenizer_dir, overrides, message):
@@ -237,9 +256,9 @@ def test_dry_runs_of_the_shipped_configs_print_the_pinned_numbers(config, tmp_pa
 def test_a_run_has_one_sequence_length(tmp_path, tokenizer_dir, capsys):
     """Continuing a 32-token model on 16-token rows: FLOPs, memory and data all use the rows' 16."""
     base = tmp_path / "base"
-    NanoChatForCausalLM(NanoChatConfig.from_depth(2, vocab_size=512, sequence_len=32)).save_pretrained(base)
+    NanoChatHFForCausalLM(NanoChatHFConfig.from_depth(2, vocab_size=512, sequence_len=32)).save_pretrained(base)
     run(tiny_args(tmp_path / "run", tokenizer_dir, depth=None, model_name_or_path=base, sequence_len=16, dry_run=True))
     out = capsys.readouterr().out
-    shape = ModelShape.from_config(NanoChatConfig.from_depth(2, vocab_size=512, sequence_len=16))
+    shape = ModelShape.from_config(NanoChatHFConfig.from_depth(2, vocab_size=512, sequence_len=16))
     assert f"flops_per_token              {flops_per_token(shape):,}" in out
     assert "sequence_len                 16" in out and "gradient_accumulation_steps  4" in out

@@ -13,7 +13,7 @@ from chat_helpers import Capture, chat_args, chat_tokenizer, save_tiny_model
 from helpers import REMOTE_LOAD_SCRIPT
 from trl import SFTConfig
 
-from nanochat_hf import NanoChatForCausalLM
+from nanochat_hf import NanoChatHFForCausalLM
 from nanochat_hf.chat.datasets import load_mixture
 from nanochat_hf.errors import UserInputError
 from nanochat_hf.optim import NanoChatMuonAdamW
@@ -110,7 +110,7 @@ def segments(batch):
 
 def test_packed_labels_are_minus_100_exactly_where_nanochats_mask_is_0(base_dir):
     tokenizer = chat_tokenizer()
-    model = NanoChatForCausalLM.from_pretrained(base_dir)
+    model = NanoChatHFForCausalLM.from_pretrained(base_dir)
     from nanochat_hf.chat.synthetic import embedded_conversations
 
     conversations = embedded_conversations(40)
@@ -134,7 +134,7 @@ def test_packed_conversations_do_not_attend_to_each_other(base_dir):
     from helpers import randomize_
 
     tokenizer = chat_tokenizer()
-    model = randomize_(NanoChatForCausalLM.from_pretrained(base_dir), scale=0.2).eval()
+    model = randomize_(NanoChatHFForCausalLM.from_pretrained(base_dir), scale=0.2).eval()
     dataset = load_mixture(["embedded:24"], tokenizer, max_length=128)
     _, batch = prepared_batch(tokenizer, model, dataset, max_length=128, packing=True)
     with torch.no_grad():
@@ -153,7 +153,7 @@ def test_loss_is_the_models_soft_capped_loss(base_dir):
     from helpers import randomize_
 
     tokenizer = chat_tokenizer()
-    model = randomize_(NanoChatForCausalLM.from_pretrained(base_dir), scale=1.0)  # large logits: the cap matters
+    model = randomize_(NanoChatHFForCausalLM.from_pretrained(base_dir), scale=1.0)  # large logits: the cap matters
     dataset = load_mixture(["embedded:8"], tokenizer, max_length=128)
     trainer, batch = prepared_batch(tokenizer, model, dataset, max_length=128, packing=True)
     loss = trainer.compute_loss(model, dict(batch))
@@ -168,7 +168,7 @@ def test_loss_is_the_models_soft_capped_loss(base_dir):
 
 def test_midtraining_trains_on_the_concatenated_stream(base_dir):
     tokenizer = chat_tokenizer()
-    model = NanoChatForCausalLM.from_pretrained(base_dir)
+    model = NanoChatHFForCausalLM.from_pretrained(base_dir)
     dataset = load_mixture(["embedded:24"], tokenizer, max_length=64, train_on_all_tokens=True)
     _, batch = prepared_batch(tokenizer, model, dataset, max_length=64, packing=True, packing_strategy="wrapped")
     assert batch["input_ids"].shape == (4, 64)  # rows cut from the stream of conversations, as nanochat does
@@ -177,7 +177,7 @@ def test_midtraining_trains_on_the_concatenated_stream(base_dir):
 
 
 def test_chunked_loss_gives_the_same_training(tmp_path, base_dir):
-    if not hasattr(NanoChatForCausalLM.from_pretrained(base_dir), "loss_chunk_size"):
+    if not hasattr(NanoChatHFForCausalLM.from_pretrained(base_dir), "loss_chunk_size"):
         pytest.skip("this model code has no chunked loss")
     whole, chunked = Capture(), Capture()
     run_sft(*chat_args(tmp_path / "whole", base_dir, max_steps=3), extra_callbacks=[whole])

@@ -16,6 +16,7 @@ Logged at every Trainer log:
 - `tokens`: tokens trained on so far (global_step x tokens per step), handy as a plot axis.
 """
 
+import dataclasses
 import logging
 import time
 
@@ -30,21 +31,10 @@ logger = logging.getLogger(__name__)
 
 
 def model_flops_per_token(model, sequence_len: int) -> int:
-    """nanochat generation-1 FLOPs per token of `model` at `sequence_len`: 6 N_matmul + 12 L H hd T."""
+    """nanochat's FLOPs per token of `model` at `sequence_len` (either generation): 6 N_matmul + attention."""
     config = model.config
     if all(hasattr(config, name) for name in ("n_layer", "n_embd", "n_head", "n_kv_head", "head_dim")):
-        shape = ModelShape.from_config(config)
-        return flops_per_token(
-            ModelShape(
-                shape.n_layer,
-                shape.n_embd,
-                shape.n_head,
-                shape.n_kv_head,
-                shape.head_dim,
-                shape.vocab_size,
-                sequence_len,
-            )
-        )
+        return flops_per_token(dataclasses.replace(ModelShape.from_config(config), sequence_len=sequence_len))
     # Another architecture: the 6N rule over the non-embedding parameters, no attention term.
     return 6 * model.num_parameters(exclude_embeddings=True)
 

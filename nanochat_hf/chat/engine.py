@@ -168,7 +168,7 @@ class ChatEngine:
     """Multi-turn chat with a nanochat model: prompt rendering, sampling, the calculator tool loop.
 
     Args:
-        model: a causal LM with `generate()` (NanoChatForCausalLM, a peft model over one, ...).
+        model: a causal LM with `generate()` (NanoChatHFForCausalLM, a peft model over one, ...).
         tokenizer: nanochat's tokenizer (its special tokens are checked).
         tool: expression -> (output text, ok); the safe calculator by default.
     """

@@ -1,4 +1,5 @@
-"""`nanochat-hf convert SRC DST`: between nanochat checkpoints, transformers' built-in NanoChat and ours."""
+"""`nanochat-hf convert SRC DST`: between nanochat checkpoints (both generations), transformers' built-in
+NanoChat (generation 1 only) and ours."""
 
 
 def register(subparsers) -> None:
@@ -15,8 +16,18 @@ def register(subparsers) -> None:
     parser.add_argument("src", help="source folder")
     parser.add_argument("dst", help="destination folder (must not exist)")
     parser.add_argument("--from", dest="from_format", choices=["nanochat", "native", "hf"], help="source format")
-    parser.add_argument("--to", dest="to_format", choices=["hf", "native"], default="hf", help="output format")
-    parser.add_argument("--step", type=int, help="nanochat checkpoint step (default: the newest)")
+    parser.add_argument(
+        "--to",
+        dest="to_format",
+        choices=["hf", "native", "nanochat"],
+        default="hf",
+        help="output format (native: transformers' built-in NanoChat, generation 1 only)",
+    )
+    parser.add_argument(
+        "--step",
+        type=int,
+        help="nanochat checkpoint step to read (default: the newest), or to write with --to nanochat (default 0)",
+    )
     parser.add_argument(
         "--dtype", choices=["float32", "bfloat16", "float16"], help="dtype of the written weights (default: source's)"
     )

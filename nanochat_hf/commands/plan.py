@@ -15,6 +15,7 @@ from nanochat_hf.defaults import PARAM_DATA_RATIO, TOTAL_BATCH_SIZE
 from nanochat_hf.errors import UserInputError
 from nanochat_hf.checks import check_number
 from nanochat_hf.planning.choice import not_fit_message
+from nanochat_hf.planning.horizon import GEN2_RATIO
 from nanochat_hf.planning.memory_modes import MEMORY_MODE_CHOICES, parse_knob_assignment
 from nanochat_hf.planning.plan import make_plan, plan_all_gpus
 from nanochat_hf.planning.report import render_gpu_table, render_plan
@@ -73,6 +74,15 @@ def register(subparsers) -> None:
         ),
     )
     parser.add_argument("--depth", type=int, default=32, help="model depth (default 32: the released d32)")
+    _field_flag(
+        parser,
+        "generation",
+        type=int,
+        choices=(1, 2),
+        default=1,
+        help="1: nanochat's released architecture and recipe; 2: the 2026 one (ratio in scaling parameters, "
+        "automatic batch; e.g. --generation 2 --depth 24 --target-param-data-ratio 8 is the GPT-2 speedrun)",
+    )
     parser.add_argument("--gpu", help="GPU key or name from nanochat_hf/planning/gpus.csv (default: the detected GPU)")
     horizon = parser.add_mutually_exclusive_group()
     _field_flag(
@@ -87,7 +97,8 @@ def register(subparsers) -> None:
         "target_param_data_ratio",
         "--ratio",
         type=float,
-        help=f"training tokens per parameter (nanochat: {PARAM_DATA_RATIO})",
+        help=f"training tokens per parameter (generation 1: {PARAM_DATA_RATIO}) or per scaling parameter "
+        f"(generation 2: {GEN2_RATIO:g})",
     )
     _field_flag(
         parser,
@@ -128,8 +139,8 @@ def register(subparsers) -> None:
         "total_batch_size",
         "--total-batch",
         type=int,
-        default=TOTAL_BATCH_SIZE,
-        help=f"tokens per optimizer step (default {TOTAL_BATCH_SIZE:,})",
+        default=None,
+        help=f"tokens per optimizer step (default: {TOTAL_BATCH_SIZE:,} for generation 1, automatic for 2)",
     )
     parser.add_argument(
         "--all-gpus", "--all_gpus", action="store_true", help="one line per GPU of the table instead of one plan"
@@ -149,9 +160,13 @@ def check_flags(args) -> None:
         check_number("--target-tokens", args.target_tokens, low=0, low_open=True)
     if args.target_param_data_ratio is not None:
         check_number("--target-param-data-ratio", args.target_param_data_ratio, low=0, low_open=True)
-    check_number("--total-batch-size", args.total_batch_size, low=1, whole=True)
-    check_number("--price-per-kwh", args.price_per_kwh, low=0)
-    check_number("--host-watts", args.host_watts, low=0)
+    for flag, value, bounds in (
+        ("--total-batch-size", args.total_batch_size, dict(low=1, whole=True)),  # None: the automatic batch
+        ("--price-per-kwh", args.price_per_kwh, dict(low=0)),
+        ("--host-watts", args.host_watts, dict(low=0)),
+    ):
+        if value is not None:
+            check_number(flag, value, **bounds)
     if args.gpu is not None and not args.gpu.strip():
         raise UserInputError("--gpu is empty; give a GPU key such as rtx4070 (see `nanochat-hf plan --all-gpus`)")
 
@@ -169,6 +184,7 @@ def run(args) -> int:
         currency=args.currency,
         host_power_w=args.host_watts,
         total_batch_size=args.total_batch_size,
+        generation=args.generation,
     )
     if args.all_gpus:
         plans = plan_all_gpus(args.depth, **options)

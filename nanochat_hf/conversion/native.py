@@ -11,7 +11,7 @@ The built-in port has the same math with Llama-style names. Two details need car
 import re
 import warnings
 
-from ..configuration_nanochat_hf import NanoChatConfig
+from ..configuration_nanochat_hf import NanoChatHFConfig
 
 
 # ours -> native, per layer; the embedding and head are handled separately.
@@ -61,8 +61,13 @@ def state_dict_from_native(state_dict: dict) -> dict:
     return {key_from_native(k): v for k, v in state_dict.items()}
 
 
-def config_to_native(config: NanoChatConfig, warn: bool = True):
+def config_to_native(config: NanoChatHFConfig, warn: bool = True):
     """A `transformers.NanoChatConfig` computing the same function (exactly, if rotary is float32)."""
+    if config.uses_generation2_features:
+        raise ValueError(
+            "a generation-2 model (value embeddings, sliding windows, per-layer scalars, smear, backout, padded "
+            "vocabulary) cannot be represented by transformers' built-in NanoChat"
+        )
     from transformers import NanoChatConfig as NativeConfig
 
     if warn and config.rotary_dtype != "float32":
@@ -93,7 +98,7 @@ def config_to_native(config: NanoChatConfig, warn: bool = True):
     )
 
 
-def config_from_native(native_config) -> NanoChatConfig:
+def config_from_native(native_config) -> NanoChatHFConfig:
     """Our config for a `transformers.NanoChatConfig`; raises `ValueError` for shapes we cannot represent."""
     if native_config.hidden_act != "relu2":
         raise ValueError(f"hidden_act is {native_config.hidden_act!r}; nanochat uses 'relu2'")
@@ -112,7 +117,7 @@ def config_from_native(native_config) -> NanoChatConfig:
     head_dim = (
         getattr(native_config, "head_dim", None) or native_config.hidden_size // native_config.num_attention_heads
     )
-    return NanoChatConfig(
+    return NanoChatHFConfig(
         vocab_size=native_config.vocab_size,
         sequence_len=native_config.max_position_embeddings,
         n_layer=native_config.num_hidden_layers,

@@ -21,7 +21,7 @@ shift_labels=None)` (transformers/loss/loss_utils.py) uses `shift_labels` as giv
 T targets count, as in nanochat; from `labels` alone it would pad-and-shift and train T - 1 targets per
 row. The Trainer also counts `shift_labels` for `num_items_in_batch` (`Trainer._get_num_items_in_batch`).
 Two Trainer settings matter: `remove_unused_columns=False` (otherwise its collator drops the
-`shift_labels` key, which `NanoChatForCausalLM.forward` takes through `**kwargs`) and a collator that
+`shift_labels` key, which `NanoChatHFForCausalLM.forward` takes through `**kwargs`) and a collator that
 stacks tensors (`transformers.default_data_collator`), not the tokenizer-padding default.
 
 Data lanes (sharding). The training chunks (parquet row groups, or document ranges of small sources,

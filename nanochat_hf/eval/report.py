@@ -17,9 +17,9 @@ from pathlib import Path
 import torch
 
 from ..atomic import write_text_atomically
-from ..configuration_nanochat_hf import NanoChatConfig
+from ..configuration_nanochat_hf import NanoChatHFConfig
 from ..errors import UserInputError
-from ..modeling_nanochat_hf import NanoChatForCausalLM
+from ..modeling_nanochat_hf import NanoChatHFForCausalLM
 from .plots import PLOTTED, plot_training_curves
 from .published import GPT2_CORE, NO_NUMBERS_NOTE, PUBLISHED_CHAT, PUBLISHED_CORE
 from .scores import CHATCORE_TASKS
@@ -136,7 +136,7 @@ def _parameters(settings: dict, config: dict):
     if config.get("model_type") != "nanochat_hf":
         return None
     with torch.device("meta"):  # counted without allocating the weights
-        return NanoChatForCausalLM(NanoChatConfig.from_dict(config)).num_parameters()
+        return NanoChatHFForCausalLM(NanoChatHFConfig.from_dict(config)).num_parameters()
 
 
 def _core_section(depth, evals) -> list[str]:

@@ -27,15 +27,26 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 
 from ..errors import UserInputError
+from ..planning.flops import ModelShape, param_counts
+from ..planning.horizon import (
+    GEN2_BATCH_SIZE_EXPONENT,
+    GEN2_RATIO,
+    GEN2_REFERENCE_BATCH_SIZE,
+    GEN2_REFERENCE_DEPTH,
+    GPT2_SPEEDRUN_RATIO,
+    auto_total_batch_size,
+)
 from .checks import check_number
 
 
-REFERENCE_BATCH_SIZE = 2**19  # B_ref: the best total batch (tokens) measured at d12
-REFERENCE_DEPTH = 12
-BATCH_SIZE_EXPONENT = 0.383  # Power Lines: B_opt ∝ D^0.383
+# B_ref (the best total batch measured at d12), the Power Lines exponent, the reference depth and the ratios
+# are the planner's (`planning/horizon.py`), which derives the same horizon without torch.
+REFERENCE_BATCH_SIZE = GEN2_REFERENCE_BATCH_SIZE
+REFERENCE_DEPTH = GEN2_REFERENCE_DEPTH
+BATCH_SIZE_EXPONENT = GEN2_BATCH_SIZE_EXPONENT
 LR_REFERENCE_DIM = 768  # the width nanochat's AdamW LRs were tuned at
-DEFAULT_RATIO = 12.0  # tokens per scaling parameter, nanochat 2026's default
-SPEEDRUN_RATIO = 8.0  # the GPT-2 speedrun (d24)
+DEFAULT_RATIO = GEN2_RATIO  # tokens per scaling parameter, nanochat 2026's default
+SPEEDRUN_RATIO = GPT2_SPEEDRUN_RATIO  # the GPT-2 speedrun (d24)
 
 # nanochat generation 2's shape rule and vocabulary.
 ASPECT_RATIO = 64
@@ -55,11 +66,6 @@ def gen2_width(depth: int, aspect_ratio: int = ASPECT_RATIO, head_dim: int = HEA
     return width, width // head_dim
 
 
-def has_value_embedding(layer: int, n_layer: int) -> bool:
-    """Value embeddings sit on alternate layers counted back from the last, which always has one."""
-    return layer % 2 == (n_layer - 1) % 2
-
-
 def gen2_scaling_params(
     depth: int,
     *,
@@ -70,25 +76,28 @@ def gen2_scaling_params(
     n_kv_head: int | None = None,
     ve_gate_channels: int = VE_GATE_CHANNELS,
 ) -> int:
-    """Scaling parameters of a generation-2 depth, in closed form: the block matrices + `lm_head`.
+    """Scaling parameters of a generation-2 depth: the block matrices (value gates included) + `lm_head`.
 
-    Per layer: c_q (d × heads·hd), c_k and c_v (d × kv·hd each), c_proj (d × d), c_fc and the MLP's c_proj
-    (4d² each); a value-embedding layer adds its gate (kv × ve_gate_channels). `lm_head` has the padded
-    vocabulary's rows. d12 → 110,100,912; d24 → 729,810,624; d32 → 1,677,724,672.
+    Counted by `planning.flops` (the one place that counts nanochat's parameters) from the shape:
+    d12 -> 110,100,912; d24 -> 729,810,624; d32 -> 1,677,724,672. `lm_head` has the padded vocabulary's rows.
     """
     width, heads = gen2_width(depth, aspect_ratio, head_dim)
-    kv_heads = heads if n_kv_head is None else n_kv_head
-    padded_vocab = -(-vocab_size // pad_vocab_to) * pad_vocab_to
-    attention = width * heads * head_dim + 2 * width * kv_heads * head_dim + width * width
-    mlp = 8 * width * width
-    gates = sum(has_value_embedding(layer, depth) for layer in range(depth)) * kv_heads * ve_gate_channels
-    return depth * (attention + mlp) + gates + padded_vocab * width
-
-
-def auto_total_batch_size(target_tokens: int, reference_tokens: float) -> int:
-    """Total batch in tokens: 2^round(log2(B_ref · (D/D_ref)^0.383))."""
-    predicted = REFERENCE_BATCH_SIZE * (target_tokens / reference_tokens) ** BATCH_SIZE_EXPONENT
-    return 2 ** round(math.log2(predicted))
+    shape = ModelShape(
+        n_layer=depth,
+        n_embd=width,
+        n_head=heads,
+        n_kv_head=heads if n_kv_head is None else n_kv_head,
+        head_dim=head_dim,
+        vocab_size=vocab_size,
+        value_embeddings=True,
+        layer_lambdas=True,
+        smear=True,
+        backout=True,
+        window_pattern="SSSL",
+        pad_vocab_size_to=pad_vocab_to,
+        ve_gate_channels=ve_gate_channels,
+    )
+    return param_counts(shape).scaling
 
 
 def batch_lr_scale(total_batch_size: int) -> float:

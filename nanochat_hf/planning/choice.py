@@ -34,12 +34,17 @@ class ModeChoice:
 
 
 def mode_plans(
-    shape: ModelShape, gpu: GpuSpec, overrides: dict, total_batch_size: int, requested: str = "auto"
+    shape: ModelShape,
+    gpu: GpuSpec,
+    overrides: dict,
+    total_batch_size: int,
+    requested: str = "auto",
+    allowed_modes: tuple[str, ...] = MODE_ORDER,
 ) -> dict[str, MemoryPlan]:
     """Every named mode with the overrides applied. A mode the overrides make invalid (e.g. bf16 weights
     for `full`) is left out of the comparison, unless it is the requested one: then its error is the answer."""
     plans, first_error = {}, None
-    for mode in MODE_ORDER:
+    for mode in (m for m in MODE_ORDER if m in allowed_modes):
         try:
             knobs = knobs_for_mode(mode, **overrides)
         except UserInputError as err:
@@ -105,12 +110,19 @@ def choose_mode(
     memory_mode: str = "auto",
     knob_overrides: dict | None = None,
     total_batch_size: int = TOTAL_BATCH_SIZE,
+    allowed_modes: tuple[str, ...] = MODE_ORDER,
 ) -> ModeChoice:
-    """The memory mode for `shape` on `gpu` (per GPU of a node: `total_batch_size` is all GPUs' batch)."""
+    """The memory mode for `shape` on `gpu` (per GPU of a node: `total_batch_size` is all GPUs' batch).
+
+    `allowed_modes`: the modes the model's generation can run (generation 2: `full` only, for now)."""
     if memory_mode not in MEMORY_MODE_CHOICES:
         raise UserInputError(f"unknown memory mode {memory_mode!r}; expected one of {', '.join(MEMORY_MODE_CHOICES)}")
+    if memory_mode != "auto" and memory_mode not in allowed_modes:
+        raise UserInputError(
+            f"memory mode {memory_mode!r} is not available for this model; it can run {', '.join(allowed_modes)}"
+        )
     overrides = dict(knob_overrides or {})
-    modes = mode_plans(shape, gpu, overrides, total_batch_size, memory_mode)
+    modes = mode_plans(shape, gpu, overrides, total_batch_size, memory_mode, allowed_modes)
     notes = []
     if memory_mode == "auto":
         chosen = next((plan for plan in modes.values() if plan.fits), list(modes.values())[-1])
@@ -122,7 +134,12 @@ def choose_mode(
         if chosen.fits and faster is not None and MODE_ORDER.index(faster.mode) < MODE_ORDER.index(memory_mode):
             notes.append(f"the less offloading mode '{faster.mode}' also fits this GPU")
     suggestion = None
-    if not chosen.fits:
+    if not chosen.fits and allowed_modes != MODE_ORDER:
+        suggestion = (
+            f"Only memory mode(s) {', '.join(allowed_modes)} can run this model yet, and it needs "
+            f"{_gib(chosen.total)}: use a card with more memory, or several (DDP)."
+        )
+    elif not chosen.fits:
         suggestion = _suggestion(modes, memory_mode, shape, gpu, overrides, total_batch_size)
     return ModeChoice(shape, gpu, memory_mode, chosen, modes, suggestion, notes)
 

@@ -14,6 +14,7 @@ count, the planner from a model shape (`training_horizon`), so both agree on the
 """
 
 import dataclasses
+import math
 from dataclasses import dataclass
 
 from nanochat_hf.defaults import PARAM_DATA_RATIO, TOTAL_BATCH_SIZE
@@ -31,6 +32,7 @@ class Horizon:
     source: str  # the setting that decided: "max_steps", "target_tokens" or "target_param_data_ratio"
     target: float  # that setting's value
     flops_per_token: int  # training FLOPs per token (forward + backward)
+    scaling_params: int | None = None  # generation 2: what its ratio counts (block matrices + lm_head)
 
     @property
     def tokens(self) -> int:
@@ -49,7 +51,8 @@ class Horizon:
         if self.source == "target_tokens":
             return f"{self.target:.4g} tokens"
         if self.source == "target_param_data_ratio":
-            return f"ratio {self.target:g} x parameters"
+            counted = "parameters" if self.scaling_params is None else "scaling parameters"
+            return f"ratio {self.target:g} x {counted}"
         return f"{self.steps:,} steps"
 
     def to_dict(self) -> dict:
@@ -154,4 +157,63 @@ def training_horizon(
         total_batch_size=total_batch_size,
         target_tokens=-1 if target_tokens is None else target_tokens,
         target_param_data_ratio=PARAM_DATA_RATIO if target_param_data_ratio is None else target_param_data_ratio,
+    )
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Generation 2 (nanochat 2026): the horizon counts *scaling* parameters (block matrices + lm_head), 12 per
+# token by default (8 in the GPT-2 speedrun), and the total batch follows the horizon (Power Lines,
+# arXiv 2505.13738: B_opt ∝ D^0.383), anchored at 2^19 tokens for the d12 reference trained at the same ratio:
+#     B = 2^round(log2(2^19 · (D / D_d12)^0.383)).  The ratio cancels in D / D_d12, so B depends on the depth only.
+
+GEN2_REFERENCE_BATCH_SIZE = 2**19
+GEN2_BATCH_SIZE_EXPONENT = 0.383
+GEN2_REFERENCE_DEPTH = 12
+GEN2_RATIO = 12.0
+GPT2_SPEEDRUN_RATIO = 8.0
+
+
+def auto_total_batch_size(target_tokens: int, reference_tokens: float) -> int:
+    """Generation 2's automatic total batch in tokens: 2^round(log2(2^19 · (D/D_ref)^0.383))."""
+    predicted = GEN2_REFERENCE_BATCH_SIZE * (target_tokens / reference_tokens) ** GEN2_BATCH_SIZE_EXPONENT
+    return 2 ** round(math.log2(predicted))
+
+
+def gen2_reference_shape(shape: ModelShape) -> ModelShape:
+    """The d12 reference of a generation-2 shape: nanochat's width rule, this shape's vocabulary and rows."""
+    reference = ModelShape.from_depth(
+        GEN2_REFERENCE_DEPTH, vocab_size=shape.vocab_size, sequence_len=shape.sequence_len, generation=2
+    )
+    return dataclasses.replace(reference, window_pattern=shape.window_pattern)
+
+
+def gen2_horizon(
+    shape: ModelShape,
+    *,
+    target_param_data_ratio: float = GEN2_RATIO,
+    total_batch_size: int = -1,
+    max_steps: int = -1,
+) -> Horizon:
+    """The horizon of a generation-2 run: ratio × scaling parameters, the automatic batch unless one is given."""
+    if not (isinstance(target_param_data_ratio, (int, float)) and math.isfinite(target_param_data_ratio)):
+        raise UserInputError(f"target_param_data_ratio must be a finite number, got {target_param_data_ratio!r}")
+    if target_param_data_ratio <= 0:
+        raise UserInputError(f"target_param_data_ratio must be positive, got {target_param_data_ratio!r}")
+    counts = param_counts(shape)
+    target_tokens = int(target_param_data_ratio * counts.scaling)
+    reference_tokens = target_param_data_ratio * param_counts(gen2_reference_shape(shape)).scaling
+    if total_batch_size == -1:
+        total_batch_size = auto_total_batch_size(target_tokens, reference_tokens)
+    _require_positive_int("total_batch_size", total_batch_size)
+    if max_steps > 0:
+        steps, source, target = int(max_steps), "max_steps", int(max_steps)
+    else:
+        steps, source, target = target_tokens // total_batch_size, "target_param_data_ratio", target_param_data_ratio
+        if steps == 0:
+            raise UserInputError(
+                f"the horizon gives 0 updates: ratio {target_param_data_ratio:g} x {counts.scaling:,} scaling "
+                f"parameters = {target_tokens:,} tokens, less than one batch of {total_batch_size:,}"
+            )
+    return Horizon(
+        counts.total, total_batch_size, steps, source, target, flops_per_token(shape), scaling_params=counts.scaling
     )

@@ -145,8 +145,10 @@ def static_memory(shape: ModelShape, knobs: MemoryKnobs) -> StaticMemory:
             t.numel * DTYPE_BYTES[knobs.weights_dtype] for t in tensors if t.name.startswith("transformer.h.0.")
         )
         edge_bytes = sum(t.numel * DTYPE_BYTES[_gpu_dtype(t.group, knobs)] for t in tensors if t.group != "matrix")
-        gpu_gradients = min(knobs.grad_bucket_layers, shape.n_layer) * layer_bytes + edge_bytes
-        cpu_gradients, staging = 4 * n_total, gpu_gradients
+        bucket_bytes = min(knobs.grad_bucket_layers, shape.n_layer) * layer_bytes + edge_bytes
+        # Flushing every k > 1 micro-steps, each parameter's gradient stays on the GPU between flushes.
+        gpu_gradients = gpu_weights if knobs.grad_flush_every > 1 else bucket_bytes
+        cpu_gradients, staging = 4 * n_total, bucket_bytes
     fp32_matmul_weights = sum(t.numel for t in tensors if t.group != "embedding" and knobs.weights_dtype == "float32")
     on_gpu = knobs.optimizer_location == "gpu"
     return StaticMemory(

@@ -77,6 +77,12 @@ class MemoryKnobs:
     grad_bucket_layers: int = _knob(
         2, "With cpu accumulation: blocks whose gradients may be on the GPU at once (one copied out, one made)."
     )
+    grad_flush_every: int = _knob(
+        1,
+        "With cpu accumulation: stream gradients to the CPU every this many micro-steps. 1: every micro-step, "
+        "fp32 sums throughout; k > 1: k micro-steps accumulate on the GPU in the weights' dtype first (one "
+        "gradient per parameter held there), so the CPU sums k times less often.",
+    )
     optimizer_location: str = _knob(
         "gpu",
         "Where the optimizer state lives: with the master weights (Newton-Schulz runs on the GPU anyway).",
@@ -125,7 +131,7 @@ class MemoryKnobs:
             if allowed and getattr(self, knob.name) not in allowed:
                 value = getattr(self, knob.name)
                 raise UserInputError(f"memory knob `{knob.name}` must be one of {allowed}, got {value!r}")
-        for name, minimum in (("grad_bucket_layers", 1), ("loss_chunk_size", 0)):
+        for name, minimum in (("grad_bucket_layers", 1), ("grad_flush_every", 1), ("loss_chunk_size", 0)):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
                 expected = "a positive integer" if minimum else "a number of tokens >= 0 (0: no chunking)"
@@ -158,6 +164,11 @@ class MemoryKnobs:
                 "memory knobs: the optimizer state lives with the master weights; set `optimizer_location` "
                 "and `master_weights` to the same place"
             )
+        if self.grad_flush_every > 1 and self.grad_accumulation != "cpu":
+            raise UserInputError(
+                "memory knobs: `grad_flush_every` > 1 only applies to `grad_accumulation: cpu` (gradients "
+                "accumulated on the GPU are never streamed)"
+            )
         if self.grad_accumulation == "cpu" and self.master_weights != "cpu":
             raise UserInputError(
                 "memory knobs: `grad_accumulation: cpu` needs `master_weights: cpu` (the optimizer steps on "
@@ -175,6 +186,11 @@ class MemoryKnobs:
             grads = (
                 f"gradients streamed layer by layer ({self.grad_bucket_layers}-layer bucket) to pinned CPU RAM "
                 "and summed in fp32 there"
+                + (
+                    f", every {self.grad_flush_every} micro-steps (summed on the GPU in between)"
+                    if self.grad_flush_every > 1
+                    else ""
+                )
             )
         else:
             weights = f"weights {_short(self.weights_dtype)} (wte {_short(self.embedding_dtype)}) on the GPU"

@@ -10,7 +10,7 @@ import dataclasses
 import math
 from dataclasses import dataclass, field
 
-from nanochat_hf.defaults import SEQUENCE_LEN, TOTAL_BATCH_SIZE, VOCAB_SIZE
+from nanochat_hf.defaults import SEQUENCE_LEN, TOTAL_BATCH_SIZE
 from nanochat_hf.errors import UserInputError
 from nanochat_hf.planning.choice import ModeChoice, choose_mode
 from nanochat_hf.planning.flops import (
@@ -22,7 +22,8 @@ from nanochat_hf.planning.flops import (
     recompute_flops_per_token,
 )
 from nanochat_hf.planning.gpus import GpuSpec, get_gpu, load_gpu_table, require_listed, resolve_gpu
-from nanochat_hf.planning.horizon import Horizon, training_horizon
+from nanochat_hf.planning.horizon import GEN2_RATIO, Horizon, gen2_horizon, training_horizon
+from nanochat_hf.planning.host_sum_time import choose_flush_every, host_sum_seconds
 from nanochat_hf.planning.memory import MemoryPlan
 from nanochat_hf.planning.time_energy import (
     DEFAULT_CURRENCY,
@@ -180,6 +181,28 @@ def _notes(shape: ModelShape, gpu: GpuSpec, memory: MemoryPlan) -> list[str]:
     return notes
 
 
+def _flush_schedule_note(shape: ModelShape, memory: MemoryPlan, micro_step_seconds: float) -> str | None:
+    """For an offloading mode whose CPU gradient sums outlast a micro-step: the flush schedule that hides them."""
+    if not memory.knobs.offloads or memory.knobs.grad_flush_every > 1:
+        return None
+    total = param_counts(shape).total
+    k, exposed = choose_flush_every(
+        total, memory.grad_accum_steps, HOST_DRAM_GBS * 1e9, micro_step_seconds, memory.capacity - memory.total
+    )
+    if k == 1:
+        return None
+    _, exposed_every_step = choose_flush_every(
+        total, memory.grad_accum_steps, HOST_DRAM_GBS * 1e9, micro_step_seconds, spare_gpu_bytes=0
+    )
+    per_flush = host_sum_seconds(total, 1, HOST_DRAM_GBS * 1e9)
+    return (
+        f"the CPU's fp32 gradient sum ({per_flush:.2f} s per flush at {HOST_DRAM_GBS:g} GB/s) outlasts a "
+        f"micro-step ({micro_step_seconds:.2f} s): `grad_flush_every: {k}` shows {exposed:.1f} s of it per "
+        f"optimizer step instead of {exposed_every_step:.1f} s, for {2 * total / 2**30:.1f} GiB more GPU memory "
+        "(one bf16 gradient per parameter)"
+    )
+
+
 def make_plan(
     depth: int = 32,
     gpu: GpuSpec | str | None = DEFAULT_GPU,
@@ -193,12 +216,19 @@ def make_plan(
     price_per_kwh: float = DEFAULT_PRICE_PER_KWH,
     currency: str = DEFAULT_CURRENCY,
     host_power_w: float = 0.0,
-    total_batch_size: int = TOTAL_BATCH_SIZE,
-    vocab_size: int = VOCAB_SIZE,
+    total_batch_size: int | None = None,
+    vocab_size: int | None = None,
     sequence_len: int = SEQUENCE_LEN,
     shape: ModelShape | None = None,
+    generation: int = 1,
 ) -> Plan:
-    """Plan pretraining of a depth-`depth` nanochat (or of `shape`) on `gpu` (None: the detected one)."""
+    """Plan pretraining of a depth-`depth` nanochat (or of `shape`) on `gpu` (None: the detected one).
+
+    Generation 2 (`generation=2`, nanochat 2026) counts its ratio in scaling parameters (12 by default,
+    `GPT2_SPEEDRUN_RATIO` for the GPT-2 speedrun), takes the automatic batch unless `total_batch_size` is
+    given, and is planned in memory mode `full` only (its offloading modes do not exist yet)."""
+    if generation not in (1, 2):
+        raise UserInputError(f"generation must be 1 or 2, got {generation!r}")
     for name, value in (("mfu", mfu), *((f"mfu band {i}", v) for i, v in enumerate(mfu_band))):
         if not 0 < value <= 1:
             raise UserInputError(f"{name} must be a fraction in (0, 1], got {value!r}")
@@ -212,16 +242,35 @@ def make_plan(
     gpu, gpu_note = _plan_gpu(gpu)
     if shape is None:
         try:
-            shape = ModelShape.from_depth(depth, vocab_size, sequence_len)
+            shape = ModelShape.from_depth(depth, vocab_size, sequence_len, generation=generation)
         except ValueError as err:
             raise UserInputError(f"--depth: {err}") from None
-    choice = choose_mode(shape, gpu, memory_mode, knob_overrides, total_batch_size)
-    horizon = training_horizon(
-        shape,
-        target_tokens=target_tokens,
-        target_param_data_ratio=target_param_data_ratio,
-        total_batch_size=total_batch_size,
-    )
+    generation_notes = []
+    if generation == 2:
+        if target_tokens is not None:
+            raise UserInputError("generation 2 sets its horizon by target_param_data_ratio (scaling parameters)")
+        horizon = gen2_horizon(
+            shape,
+            target_param_data_ratio=GEN2_RATIO if target_param_data_ratio is None else target_param_data_ratio,
+            total_batch_size=total_batch_size or -1,
+        )
+        choice = choose_mode(
+            shape, gpu, memory_mode, knob_overrides, horizon.total_batch_size, allowed_modes=("full",)
+        )
+        generation_notes.append(
+            "generation 2 is planned in memory mode full only (the offloading modes route generation 1's "
+            "parameters); its optimizer state is counted as momentum + AdamW moments, without NorMuon's small "
+            "factored second moment"
+        )
+    else:
+        total_batch_size = total_batch_size or TOTAL_BATCH_SIZE
+        choice = choose_mode(shape, gpu, memory_mode, knob_overrides, total_batch_size)
+        horizon = training_horizon(
+            shape,
+            target_tokens=target_tokens,
+            target_param_data_ratio=target_param_data_ratio,
+            total_batch_size=total_batch_size,
+        )
     mfu_points = sorted({mfu_band[0], mfu, mfu_band[1]})
     times = [
         estimate_time(
@@ -229,6 +278,8 @@ def make_plan(
         )
         for point in mfu_points
     ]
+    chosen_time = next(t for t in times if t.mfu == mfu)
+    flush_note = _flush_schedule_note(shape, choice.memory, chosen_time.micro_step_seconds)
     return Plan(
         shape=shape,
         gpu=gpu,
@@ -240,7 +291,11 @@ def make_plan(
         price_per_kwh=price_per_kwh,
         currency=currency,
         host_power_w=host_power_w,
-        notes=([gpu_note] if gpu_note else []) + choice.notes + _notes(shape, gpu, choice.memory),
+        notes=([gpu_note] if gpu_note else [])
+        + choice.notes
+        + _notes(shape, gpu, choice.memory)
+        + generation_notes
+        + ([flush_note] if flush_note else []),
     )
 
 

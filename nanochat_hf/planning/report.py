@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from nanochat_hf.atomic import write_text_atomically
+from nanochat_hf.planning.gpt2_report import GPT2_PAGE_PATH, render_gpt2_page
 from nanochat_hf.planning.gpus import GIB
 from nanochat_hf.planning.memory import ALLOCATOR_MARGIN
 from nanochat_hf.planning.plan import Plan, make_plan, plan_all_gpus
@@ -64,8 +65,11 @@ def render_plan(plan: Plan) -> str:
         "",
         f"Model: width {s.n_embd}, {s.n_head} heads of {s.head_dim}, {s.n_layer} layers, vocab {s.vocab_size:,}, "
         f"sequence {s.sequence_len:,}",
-        f"  parameters       {p.total:,} total = {p.matmul:,} matmul (blocks {p.blocks:,} + lm_head {p.lm_head:,}) "
-        f"+ {p.embedding:,} embedding (wte)",
+        f"  parameters       {p.total:,} total = {p.matmul:,} matmul (blocks {p.blocks:,} + lm_head {p.lm_head:,}"
+        + (f" + smear gate {p.smear_gate}" if p.smear_gate else "")
+        + f") + {p.embedding:,} embedding (wte)"
+        + (f" + {p.value_embeds:,} value embeddings" if p.value_embeds else "")
+        + (f" + {p.scalars - p.smear_gate:,} scalars" if p.scalars - p.smear_gate else ""),
         f"  FLOPs per token  {plan.flops_per_token:,} ({plan.flops_per_token:.4e}) = 6 x {p.matmul:,} + attention "
         f"{plan.attention_flops_per_token:,}",
         f"  training         {h.steps:,} steps x {h.total_batch_size:,} tokens = {h.tokens:,} tokens "
@@ -329,6 +333,7 @@ def main(argv=None) -> int:
         parser.print_help()
         return 2
     print(f"wrote {write_readme(args.output)}")
+    print(f"wrote {write_text_atomically(GPT2_PAGE_PATH, render_gpt2_page())}")
     return 0
 
 

@@ -11,6 +11,7 @@ plan (`memory.py`); `plan.py` combines them.
 """
 
 import dataclasses
+import math
 from dataclasses import dataclass
 
 from nanochat_hf.planning.flops import (
@@ -22,6 +23,7 @@ from nanochat_hf.planning.flops import (
 )
 from nanochat_hf.planning.gpus import GpuSpec, require_listed
 from nanochat_hf.planning.horizon import Horizon
+from nanochat_hf.planning.host_sum_time import host_sum_seconds
 from nanochat_hf.planning.memory import MemoryPlan
 from nanochat_hf.planning.memory_modes import DTYPE_BYTES
 
@@ -33,11 +35,11 @@ DEFAULT_PRICE_PER_KWH = 0.30
 DEFAULT_CURRENCY = "USD"
 DAYS_PER_MONTH = 30.44
 
-# Offloading costs: host DRAM bandwidth (dual-channel DDR4; DDR5 is ~2x faster), the CPU traffic of
-# summing one micro-step's bf16 gradients into fp32 accumulators (read 2 + 4, write 4 bytes/param) and
-# of the optimizer update on the CPU (~16 bytes/param: master, gradient, momentum/Adam state).
+# Offloading costs: host DRAM bandwidth (dual-channel DDR4; DDR5 is ~2x faster; `nanochat_hf.optim.host_sum.
+# measure_host_bandwidth` measures a real host), the CPU traffic of summing streamed gradients into fp32
+# accumulators (`host_sum_time`) and of the optimizer update on the CPU (~16 bytes/param: master,
+# gradient, momentum/Adam state).
 HOST_DRAM_GBS = 35.0
-CPU_ACCUMULATE_BYTES_PER_PARAM = 10
 CPU_UPDATE_BYTES_PER_PARAM = 16
 
 
@@ -108,18 +110,19 @@ def estimate_time(
         counts = param_counts(shape)
         link = gpu.host_link_gbs * 1e9
         dram = HOST_DRAM_GBS * 1e9
-        # Per micro-step, the bf16 gradients go to the host and are summed there in CPU threads while
-        # the GPU computes; only what does not fit under the micro-step's compute time is added.
+        # Every `grad_flush_every` micro-steps the bf16 gradients go to the host and are summed there on a
+        # CPU thread while the GPU computes the next micro-steps; only what does not fit under their
+        # compute time is added.
+        flush_every = min(knobs.grad_flush_every, memory.grad_accum_steps)
+        flushes = math.ceil(memory.grad_accum_steps / flush_every)
         grad_copy_seconds = counts.total * DTYPE_BYTES[knobs.weights_dtype] / link
-        accumulate_seconds = counts.total * CPU_ACCUMULATE_BYTES_PER_PARAM / dram
-        exposed = max(0.0, max(grad_copy_seconds, accumulate_seconds) - micro_step_seconds)
+        accumulate_seconds = host_sum_seconds(counts.total, 1, dram)  # one flush
+        exposed = max(0.0, max(grad_copy_seconds, accumulate_seconds) - flush_every * micro_step_seconds)
         # Per optimizer step: Nesterov-updated bf16 matrices to the GPU and the orthogonalised ones back,
         # the CPU update of master and state, then the new bf16 weights to the GPU.
         step_transfer_bytes = 2 * 2 * counts.blocks + counts.total * DTYPE_BYTES[knobs.weights_dtype]
         optimizer_seconds += (
-            memory.grad_accum_steps * exposed
-            + step_transfer_bytes / link
-            + counts.total * CPU_UPDATE_BYTES_PER_PARAM / dram
+            flushes * exposed + step_transfer_bytes / link + counts.total * CPU_UPDATE_BYTES_PER_PARAM / dram
         )
     step_seconds = forward_backward_seconds + optimizer_seconds
     hours = horizon.steps * step_seconds / 3600

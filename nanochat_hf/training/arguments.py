@@ -19,6 +19,7 @@ from trl import TrlParser
 
 from ..callbacks.samples import NANOCHAT_SAMPLE_EVERY, NANOCHAT_SAMPLE_PROMPTS
 from ..callbacks.val_bpb import NANOCHAT_EVAL_EVERY, NANOCHAT_EVAL_TOKENS
+from ..data.pretrain import PACKINGS
 from ..defaults import PARAM_DATA_RATIO, SEQUENCE_LEN, TOTAL_BATCH_SIZE, VOCAB_SIZE
 from ..errors import UserInputError
 from ..planning.memory_modes import MEMORY_MODE_CHOICES, RECIPE_KNOBS, translate_deprecated_knobs
@@ -42,11 +43,52 @@ MemoryKnobArguments.__module__ = __name__
 MemoryKnobArguments.__doc__ = "The memory knobs a recipe config may set one by one (see `planning.memory_modes`)."
 
 
+PACKING_CHOICES = ("auto",) + PACKINGS
+
+
+# Settings whose default depends on the generation (None in a config = the generation's value). Generation 2's
+# are nanochat 2026's `scripts/base_train.py` defaults; its horizon is counted in scaling parameters
+# (matrices + lm_head) and its total batch -1 means "automatic" (see `optim/scaling_gen2.py`).
+GENERATION_DEFAULTS = {
+    1: {
+        "dataset": "karpathy/fineweb-edu-100b-shuffle",
+        "tokenizer_vocab_size": VOCAB_SIZE,
+        "total_batch_size": TOTAL_BATCH_SIZE,
+        "target_param_data_ratio": float(PARAM_DATA_RATIO),
+        "embedding_lr": 0.2,
+        "unembedding_lr": 0.004,
+        "warmdown_ratio": 0.2,
+        "final_lr_frac": 0.0,
+    },
+    2: {
+        "dataset": "karpathy/climbmix-400b-shuffle",
+        "tokenizer_vocab_size": 32768,
+        "total_batch_size": -1,
+        "target_param_data_ratio": 12.0,
+        "embedding_lr": 0.3,
+        "unembedding_lr": 0.008,
+        "warmdown_ratio": 0.65,
+        "final_lr_frac": 0.05,
+        "scalar_lr": 0.5,
+        "muon_weight_decay": 0.28,
+        "lr_warmup_steps": 40,
+    },
+}
+GENERATION2_ONLY = ("scalar_lr", "muon_weight_decay", "lr_warmup_steps", "window_pattern")
+
+
 @dataclass
 class PretrainArguments(MemoryKnobArguments):
-    """nanochat's base-training settings (generation-1 defaults)."""
+    """nanochat's base-training settings; unset ones take the generation's defaults (`GENERATION_DEFAULTS`)."""
 
     # ---- model
+    generation: int = field(
+        default=1,
+        metadata={
+            "help": "1: nanochat's released architecture and recipe (d32, 2025). 2: the 2026 architecture (value "
+            "embeddings, sliding windows, smear, backout) with its optimizer, schedules and automatic batch."
+        },
+    )
     depth: int | None = field(default=None, metadata={"help": "Model depth; width and heads follow nanochat's rule."})
     preset: str | None = field(default=None, metadata={"help": "Named size instead of depth: d20, d21, d26, d32."})
     model_name_or_path: str | None = field(
@@ -56,6 +98,13 @@ class PretrainArguments(MemoryKnobArguments):
         default=SEQUENCE_LEN, metadata={"help": "Tokens per training row (at most the model's context)."}
     )
     attn_implementation: str = field(default="sdpa", metadata={"help": "sdpa | eager | flash_attention_2"})
+    window_pattern: str | None = field(
+        default=None,
+        metadata={
+            "help": "Generation 2: attention windows per layer, letters S (a quarter of sequence_len, rounded up "
+            "to 128) and L (the whole row), tiled over the layers, the last layer always L. Unset: SSSL."
+        },
+    )
 
     # ---- tokenizer
     tokenizer_name_or_path: str | None = field(
@@ -64,39 +113,74 @@ class PretrainArguments(MemoryKnobArguments):
             "help": "Tokenizer folder or Hub id. Unset: train one on the dataset (cached in output_dir/tokenizer)."
         },
     )
-    tokenizer_vocab_size: int = field(
-        default=VOCAB_SIZE, metadata={"help": "Vocabulary when a tokenizer is trained here."}
+    tokenizer_vocab_size: int | None = field(
+        default=None,
+        metadata={"help": "Vocabulary when a tokenizer is trained here: 65,536 (generation 1), 32,768 (2)."},
     )
     tokenizer_max_chars: int = field(
         default=2_000_000_000, metadata={"help": "Characters of training text when a tokenizer is trained here."}
     )
 
     # ---- data
-    dataset: str = field(
-        default="karpathy/fineweb-edu-100b-shuffle",
+    dataset: str | None = field(
+        default=None,
         metadata={
-            "help": "Hub dataset id, local parquet/jsonl/txt file or folder, or 'embedded' (ships with Python)."
+            "help": "Hub dataset id, local parquet/jsonl/txt file or folder, or 'embedded' (ships with Python). "
+            "Unset: karpathy/fineweb-edu-100b-shuffle (generation 1) or karpathy/climbmix-400b-shuffle (2)."
+        },
+    )
+
+    packing: str = field(
+        default="auto",
+        metadata={
+            "help": "auto | stream | best_fit. stream: rows cut from the document stream (nanochat generation 1); "
+            "best_fit: every row starts at a document's BOS, documents placed best-fit (generation 2). "
+            "auto: the model generation's own."
         },
     )
 
     # ---- batch and horizon
-    total_batch_size: int = field(
-        default=TOTAL_BATCH_SIZE, metadata={"help": "Tokens per optimizer update (all processes)."}
+    total_batch_size: int | None = field(
+        default=None,
+        metadata={
+            "help": "Tokens per optimizer update (all processes). Unset: 524,288 (generation 1), or automatic "
+            "from the model size (generation 2: 2^round(log2(2^19 (D/D_d12)^0.383)); -1 also means automatic)."
+        },
     )
-    target_param_data_ratio: float = field(
-        default=float(PARAM_DATA_RATIO), metadata={"help": "Training tokens per parameter."}
+    target_param_data_ratio: float | None = field(
+        default=None,
+        metadata={
+            "help": "Training tokens per parameter: all parameters, 20 (generation 1); scaling parameters, "
+            "12 (generation 2; the GPT-2 speedrun uses 8)."
+        },
     )
     target_tokens: int = field(default=0, metadata={"help": "Training tokens (overrides the ratio when > 0)."})
 
     # ---- optimizer and schedule
     matrix_lr: float = field(default=0.02, metadata={"help": "Muon learning rate for the block matrices."})
-    embedding_lr: float = field(default=0.2, metadata={"help": "AdamW learning rate of wte (times (d/768)^-0.5)."})
-    unembedding_lr: float = field(
-        default=0.004, metadata={"help": "AdamW learning rate of lm_head (times (d/768)^-0.5)."}
+    embedding_lr: float | None = field(
+        default=None, metadata={"help": "AdamW LR of wte (times (d/768)^-0.5); 0.2 (generation 1), 0.3 (2)."}
     )
-    warmup_ratio: float = field(default=0.0, metadata={"help": "Fraction of steps of linear LR warm-up."})
-    warmdown_ratio: float = field(default=0.2, metadata={"help": "Fraction of steps of linear LR warm-down."})
-    final_lr_frac: float = field(default=0.0, metadata={"help": "LR multiplier reached at the last step."})
+    unembedding_lr: float | None = field(
+        default=None, metadata={"help": "AdamW LR of lm_head (times (d/768)^-0.5); 0.004 (generation 1), 0.008 (2)."}
+    )
+    scalar_lr: float | None = field(
+        default=None, metadata={"help": "Generation 2: AdamW LR of the per-layer lambdas (0.5)."}
+    )
+    muon_weight_decay: float | None = field(
+        default=None,
+        metadata={"help": "Generation 2: Muon weight decay before its batch/horizon scaling (0.28; cosine to 0)."},
+    )
+    lr_warmup_steps: int | None = field(default=None, metadata={"help": "Generation 2: LR warm-up updates (40)."})
+    warmup_ratio: float = field(
+        default=0.0, metadata={"help": "Generation 1: fraction of steps of linear LR warm-up."}
+    )
+    warmdown_ratio: float | None = field(
+        default=None, metadata={"help": "Fraction of steps of linear LR warm-down: 0.2 (generation 1), 0.65 (2)."}
+    )
+    final_lr_frac: float | None = field(
+        default=None, metadata={"help": "LR multiplier reached at the last step: 0.0 (generation 1), 0.05 (2)."}
+    )
 
     # ---- memory (the knob fields come from MemoryKnobArguments; `nanochat-hf plan` shows what each mode costs)
     memory_mode: str = field(
@@ -137,12 +221,28 @@ class PretrainArguments(MemoryKnobArguments):
     currency: str = field(default="USD")
 
     def __post_init__(self):
+        if self.generation not in GENERATION_DEFAULTS:
+            raise UserInputError(f"--generation must be 1 or 2, got {self.generation!r}")
+        if self.generation == 1:
+            set_here = [name for name in GENERATION2_ONLY if getattr(self, name) is not None]
+            if set_here:
+                raise UserInputError(
+                    f"{', '.join('--' + name for name in set_here)}: generation 2 settings; this run is generation 1 "
+                    "(set --generation 2, or leave them out)"
+                )
+        for name, value in GENERATION_DEFAULTS[self.generation].items():
+            if getattr(self, name) is None:
+                setattr(self, name, value)
+        if self.generation == 2 and self.warmup_ratio:
+            raise UserInputError("--warmup_ratio is generation 1's warm-up; generation 2 counts --lr_warmup_steps")
         if self.model_name_or_path is None and self.depth is None and self.preset is None:
             raise UserInputError("set one of --depth, --preset or --model_name_or_path")
         if self.depth is not None and self.preset is not None:
             raise UserInputError(f"--depth ({self.depth}) and --preset ({self.preset}) both set; choose one")
         if self.sequence_len <= 0:
             raise UserInputError(f"--sequence_len must be positive, got {self.sequence_len}")
+        if self.packing not in PACKING_CHOICES:
+            raise UserInputError(f"--packing must be one of {' | '.join(PACKING_CHOICES)}, got {self.packing!r}")
         if self.memory_mode not in MEMORY_MODE_CHOICES:
             raise UserInputError(
                 f"--memory_mode must be one of {', '.join(MEMORY_MODE_CHOICES)}, got {self.memory_mode!r}"

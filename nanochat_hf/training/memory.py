@@ -82,29 +82,47 @@ def knob_overrides(args, training_args) -> dict:
 
 
 def resolve_memory_setup(
-    args, training_args, shape: ModelShape, world_size: int = 1, gpu: GpuSpec | None = None
+    args,
+    training_args,
+    shape: ModelShape,
+    world_size: int = 1,
+    gpu: GpuSpec | None = None,
+    generation: int = 1,
+    total_batch_size: int | None = None,
 ) -> MemorySetup:
     """Resolve `args.memory_mode` and the knobs for this run; raise before training if they cannot work.
 
     `shape` is the model at the run's sequence length. The fit is planned for `gpu` if given, else (on CUDA)
     for `--gpu` or the detected card; on the CPU there is nothing to fit and `auto` means `full`.
+    Generation 2 trains in `full` (its value embeddings and scalars are not in the planner's byte model yet,
+    and the offloading engine routes generation 1's parameters only).
     """
     requested = args.memory_mode
     overrides = knob_overrides(args, training_args)
     autocast_bf16 = bool(training_args.bf16)
-    if gpu is None and training_args.device.type == "cuda":
-        gpu = resolve_gpu(args.gpu)
     notes = []
+    if generation == 2:
+        if requested not in ("auto", "full"):
+            raise UserInputError(
+                f"--memory_mode {requested}: generation 2 trains in memory mode full for now (the offloading and "
+                "8-bit modes route generation 1's parameters only); use --memory_mode auto or full"
+            )
+        if requested == "auto":
+            notes.append("generation 2: memory mode auto -> full (the only mode generation 2 has yet)")
+        requested, gpu = "full", None
+    if gpu is None and training_args.device.type == "cuda" and generation == 1:
+        gpu = resolve_gpu(args.gpu)
+    total_batch_size = total_batch_size if total_batch_size is not None else args.total_batch_size
 
     def choose(knob_overrides: dict) -> ModeChoice:
         choice = choose_mode(
-            shape, gpu, requested, knob_overrides, total_batch_size=args.total_batch_size // world_size
+            shape, gpu, requested, knob_overrides, total_batch_size=total_batch_size // world_size
         )
         require_fit(choice)
         return choice
 
     if gpu is not None:
-        gradient_accumulation_steps(args.total_batch_size, 1, shape.sequence_len, world_size)  # divisibility
+        gradient_accumulation_steps(total_batch_size, 1, shape.sequence_len, world_size)  # divisibility
         choice = choose(overrides)
         mode, knobs = choice.memory.mode, choice.memory.knobs
     else:
@@ -113,6 +131,10 @@ def resolve_memory_setup(
         if requested == "auto":
             notes.append("no CUDA device: memory mode auto -> full")
         knobs = knobs_for_mode(mode, **overrides)
+    if generation == 2 and (knobs.muon_momentum != "full" or knobs.adamw_state != "full"):
+        raise UserInputError(
+            "generation 2: 8-bit optimizer state (muon_momentum / adamw_state 8bit) is generation 1 only"
+        )
 
     # wte in another dtype than the matmul weights only works under bf16 autocast (the embedding's output
     # feeds the first matmul). nanochat itself keeps wte in bf16 only on CUDA, under autocast.
@@ -169,6 +191,7 @@ def build_memory_optimizer(model, knobs: MemoryKnobs, training_args, optimizer_s
             weights_dtype=getattr(torch, knobs.weights_dtype),
             embedding_dtype=getattr(torch, knobs.embedding_dtype),
             grad_bucket_layers=knobs.grad_bucket_layers,
+            flush_every=knobs.grad_flush_every,
             max_grad_norm=training_args.max_grad_norm,
             muon_momentum=knobs.muon_momentum,
             adamw_state=knobs.adamw_state,

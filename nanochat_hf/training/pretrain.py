@@ -8,6 +8,7 @@ MFU all use it), choose the memory mode, settle batch and horizon, then (unless 
 data, settle the `TrainingArguments` in one place, build the model and train.
 """
 
+import dataclasses
 import logging
 import os
 from pathlib import Path
@@ -17,11 +18,13 @@ from transformers import TrainingArguments, set_seed
 
 from ..callbacks import EnergyCallback, SampleCallback, ThroughputCallback, ValBpbCallback, add_metric_callbacks
 from ..callbacks.core_eval import CoreEvalCallback
-from ..configuration_nanochat_hf import NanoChatConfig
-from ..data.pretrain import build_pretrain_datasets, load_data_state
+from ..configuration_nanochat_hf import NanoChatHFConfig
+from ..data.pretrain import DEFAULT_PACKING, build_pretrain_datasets, load_data_state
 from ..errors import UserInputError
 from ..loading import check_config_size, check_vocabulary, open_config, open_model, open_tokenizer
-from ..modeling_nanochat_hf import NanoChatForCausalLM
+from ..modeling_nanochat_hf import NanoChatHFForCausalLM
+from ..optim.scaling_gen2 import Gen2Settings
+from ..optim.setup_gen2 import Gen2Training, build_gen2_training
 from ..planning.flops import ModelShape, flops_per_token
 from ..planning.gpus import resolve_gpu
 from ..planning.horizon import Horizon, gradient_accumulation_steps, plan_horizon
@@ -46,10 +49,15 @@ DEFAULT_MICRO_BATCH = 8
 # Parts
 
 
-def resolve_model_config(args: PretrainArguments, vocab_size: int) -> NanoChatConfig:
+def resolve_model_config(args: PretrainArguments, vocab_size: int) -> NanoChatHFConfig:
     """The shape to train: a preset/depth with the tokenizer's vocabulary, or an existing model's config."""
     if args.model_name_or_path is not None:
         config = open_config(args.model_name_or_path)
+        if config.generation != args.generation:
+            raise UserInputError(
+                f"{args.model_name_or_path} is a generation-{config.generation} model; set --generation "
+                f"{config.generation} to continue it (its recipe defaults differ)"
+            )
         check_vocabulary(vocab_size, config, args.model_name_or_path)
         if args.sequence_len > config.sequence_len:
             raise UserInputError(
@@ -57,27 +65,69 @@ def resolve_model_config(args: PretrainArguments, vocab_size: int) -> NanoChatCo
             )
         return config
     try:
+        shape = dict(vocab_size=vocab_size, sequence_len=args.sequence_len, generation=args.generation)
+        if args.window_pattern is not None:
+            depth = args.depth if args.depth is not None else NanoChatHFConfig.from_preset(args.preset, **shape).n_layer
+            if len(args.window_pattern) > depth:
+                raise UserInputError(
+                    f"--window_pattern {args.window_pattern!r} has {len(args.window_pattern)} letters for a "
+                    f"{depth}-layer model; it is tiled over the layers, so give at most {depth}"
+                )
+            shape["window_pattern"] = args.window_pattern
         if args.preset is not None:
-            config = NanoChatConfig.from_preset(args.preset, vocab_size=vocab_size, sequence_len=args.sequence_len)
+            config = NanoChatHFConfig.from_preset(args.preset, **shape)
         else:
-            config = NanoChatConfig.from_depth(args.depth, vocab_size=vocab_size, sequence_len=args.sequence_len)
+            config = NanoChatHFConfig.from_depth(args.depth, **shape)
     except ValueError as err:
         raise UserInputError(f"--depth/--preset: {err}") from None
     check_config_size(config, args.preset or f"d{args.depth}", "--depth/--preset")
     return config
 
 
-def run_shape(args: PretrainArguments, config: NanoChatConfig) -> ModelShape:
-    """The model as this run trains it: its shapes, at the run's rows of `sequence_len` tokens."""
-    return ModelShape(
-        config.n_layer,
-        config.n_embd,
-        config.n_head,
-        config.n_kv_head,
-        config.head_dim,
-        config.vocab_size,
-        args.sequence_len,
+def resolve_packing(args: PretrainArguments, config: NanoChatHFConfig) -> str:
+    """The row packing: as set, or (auto) the model generation's own, nanochat's streaming rows for generation 1."""
+    return DEFAULT_PACKING[getattr(config, "generation", 1)] if args.packing == "auto" else args.packing
+
+
+def gen2_settings(args: PretrainArguments, training_args: TrainingArguments) -> Gen2Settings:
+    """Generation 2's optimizer and horizon settings from the recipe (`max_steps` > 0 fixes the updates)."""
+    return Gen2Settings(
+        target_param_data_ratio=args.target_param_data_ratio,
+        total_batch_size=args.total_batch_size,
+        num_iterations=training_args.max_steps if training_args.max_steps > 0 else -1,
+        matrix_lr=args.matrix_lr,
+        embedding_lr=args.embedding_lr,
+        unembedding_lr=args.unembedding_lr,
+        scalar_lr=args.scalar_lr,
+        weight_decay=args.muon_weight_decay,
+        warmup_steps=args.lr_warmup_steps,
+        warmdown_ratio=args.warmdown_ratio,
+        final_lr_frac=args.final_lr_frac,
     )
+
+
+def gen2_horizon(training: Gen2Training, num_params: int, flops: int) -> Horizon:
+    """Generation 2's plan as the run's Horizon (its total batch, updates and what decided them)."""
+    plan = training.plan
+    source = {"num_iterations": "max_steps"}.get(plan.horizon_source, plan.horizon_source)
+    target = {
+        "max_steps": plan.num_iterations,
+        "target_flops": training.settings.target_flops,
+        "target_param_data_ratio": training.settings.target_param_data_ratio,
+    }[source]
+    return Horizon(
+        num_params=num_params,
+        total_batch_size=plan.total_batch_size,
+        steps=plan.num_iterations,
+        source=source,
+        target=target,
+        flops_per_token=flops,
+    )
+
+
+def run_shape(args: PretrainArguments, config: NanoChatHFConfig) -> ModelShape:
+    """The model as this run trains it: its shapes, at the run's rows of `sequence_len` tokens."""
+    return dataclasses.replace(ModelShape.from_config(config), sequence_len=args.sequence_len)
 
 
 def load_or_train_tokenizer(args: PretrainArguments, output_dir: str, is_main_process: bool):
@@ -112,7 +162,7 @@ def wait_for_everyone() -> None:
         torch.distributed.barrier()
 
 
-def build_model(args: PretrainArguments, config: NanoChatConfig, tokenizer) -> NanoChatForCausalLM:
+def build_model(args: PretrainArguments, config: NanoChatHFConfig, tokenizer) -> NanoChatHFForCausalLM:
     config.bos_token_id = tokenizer.bos_token_id
     config.eos_token_id = tokenizer.eos_token_id
     config.pad_token_id = tokenizer.pad_token_id
@@ -120,7 +170,7 @@ def build_model(args: PretrainArguments, config: NanoChatConfig, tokenizer) -> N
         model = open_model(args.model_name_or_path, config=config, attn_implementation=args.attn_implementation)
     else:
         config._attn_implementation = args.attn_implementation
-        model = NanoChatForCausalLM(config)  # nanochat's from-scratch initialisation
+        model = NanoChatHFForCausalLM(config)  # nanochat's from-scratch initialisation
     model.generation_config.bos_token_id = tokenizer.bos_token_id
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     model.generation_config.pad_token_id = tokenizer.pad_token_id
@@ -141,9 +191,18 @@ def build_core_callback(args: PretrainArguments, tokenizer):
 
 
 def settle_training_args(
-    training_args: TrainingArguments, *, micro_batch: int, accumulation: int, horizon: Horizon, memory: MemorySetup
+    training_args: TrainingArguments,
+    *,
+    micro_batch: int,
+    accumulation: int,
+    horizon: Horizon,
+    memory: MemorySetup,
+    gen2: Gen2Training | None = None,
 ) -> None:
     """Every TrainingArguments value the run decides, set here and nowhere else, before the Trainer is built."""
+    if gen2 is not None:
+        for name, value in gen2.trainer_arguments().items():  # no gradient clipping in generation 2
+            setattr(training_args, name, value)
     training_args.per_device_train_batch_size = micro_batch
     training_args.gradient_accumulation_steps = accumulation
     training_args.max_steps = horizon.steps
@@ -161,7 +220,7 @@ def settle_training_args(
 
 def describe(
     args: PretrainArguments,
-    config: NanoChatConfig,
+    config: NanoChatHFConfig,
     shape: ModelShape,
     horizon: Horizon,
     training_args,
@@ -169,9 +228,11 @@ def describe(
     micro_batch: int,
     accumulation: int,
     memory: MemorySetup | None = None,
+    gen2: Gen2Training | None = None,
 ) -> dict:
     return {
         "model": {
+            "generation": config.generation,
             "depth": config.n_layer,
             "width": config.n_embd,
             "heads": config.n_head,
@@ -190,12 +251,24 @@ def describe(
             "steps": horizon.steps,
             "total_tokens": horizon.tokens,
             "tokens_per_parameter": round(horizon.tokens_per_param, 3),
+            **({"tokens_per_scaling_parameter": round(gen2.plan.tokens_per_scaling_param, 3)} if gen2 else {}),
             "decided_by": horizon.source,
             "total_flops": float(horizon.flops_per_token) * horizon.tokens,
         },
-        "data": {"dataset": args.dataset, "tokenizer": args.tokenizer_name_or_path or "trained on the dataset"},
+        "data": {
+            "dataset": args.dataset,
+            "packing": resolve_packing(args, config),
+            "tokenizer": args.tokenizer_name_or_path or "trained on the dataset",
+        },
         **({"memory": {**memory.describe(), "fp8": args.fp8}} if memory is not None else {}),
-        "optimizer": {
+        "optimizer": describe_optimizer(args, training_args, gen2),
+        "output_dir": training_args.output_dir,
+    }
+
+
+def describe_optimizer(args: PretrainArguments, training_args, gen2: Gen2Training | None) -> dict:
+    if gen2 is None:
+        return {
             "matrix_lr": args.matrix_lr,
             "embedding_lr": args.embedding_lr,
             "unembedding_lr": args.unembedding_lr,
@@ -203,8 +276,18 @@ def describe(
             "warmdown_ratio": args.warmdown_ratio,
             "final_lr_frac": args.final_lr_frac,
             "max_grad_norm": training_args.max_grad_norm,
-        },
-        "output_dir": training_args.output_dir,
+        }
+    plan, settings = gen2.plan, gen2.settings
+    return {
+        "kind": "generation 2 MuonAdamW (Polar Express, NorMuon, cautious weight decay)",
+        **{f"{name}_lr": round(lr, 8) for name, lr in plan.group_lrs.items()},
+        "batch_lr_scale": round(plan.batch_lr_scale, 6),
+        "muon_weight_decay": round(plan.weight_decay, 6),
+        "scaling_params": plan.scaling_params,
+        "warmup_steps": settings.warmup_steps,
+        "warmdown_ratio": settings.warmdown_ratio,
+        "final_lr_frac": settings.final_lr_frac,
+        "max_grad_norm": 0.0,
     }
 
 
@@ -273,35 +356,67 @@ def run_pretraining(args: PretrainArguments, training_args: TrainingArguments, e
     config = resolve_model_config(args, vocab_size=vocab_size)
     shape = run_shape(args, config)
     with torch.device("meta"):
-        num_params = NanoChatForCausalLM(config).num_parameters()
+        meta_model = NanoChatHFForCausalLM(config)
+    num_params = meta_model.num_parameters()
+    gen2 = None
+    if config.generation == 2:
+        # The plan (batch, updates, scaled LRs and weight decay) from the model's own parameters; the
+        # optimizer itself is built again on the real model by the Trainer.
+        if args.target_tokens:
+            raise UserInputError("--target_tokens is generation 1's; generation 2 sets --target_param_data_ratio")
+        gen2 = build_gen2_training(meta_model, gen2_settings(args, training_args))
+        horizon = gen2_horizon(gen2, num_params, flops_per_token(shape))
+    del meta_model
+    total_batch_size = horizon.total_batch_size if gen2 is not None else args.total_batch_size
     # Memory mode and knobs: a mode that cannot fit the GPU, or FP8 where it cannot run, fails here.
-    memory = resolve_memory_setup(args, training_args, shape, world_size=world_size)
-    if args.fp8:
+    memory = resolve_memory_setup(
+        args, training_args, shape, world_size=world_size, generation=config.generation, total_batch_size=total_batch_size
+    )
+    if args.fp8 and not dry_run:  # a dry run plans for the training machine, which may not be this one
         check_fp8_support(training_args.device)
     micro_batch = training_args.per_device_train_batch_size or memory.micro_batch or DEFAULT_MICRO_BATCH
-    accumulation = gradient_accumulation_steps(args.total_batch_size, micro_batch, shape.sequence_len, world_size)
-    horizon = plan_horizon(
-        num_params,
-        flops_per_token(shape),
-        total_batch_size=args.total_batch_size,
-        max_steps=training_args.max_steps,
-        target_tokens=args.target_tokens,
-        target_param_data_ratio=args.target_param_data_ratio,
-    )
+    accumulation = gradient_accumulation_steps(total_batch_size, micro_batch, shape.sequence_len, world_size)
+    if gen2 is None:
+        horizon = plan_horizon(
+            num_params,
+            flops_per_token(shape),
+            total_batch_size=args.total_batch_size,
+            max_steps=training_args.max_steps,
+            target_tokens=args.target_tokens,
+            target_param_data_ratio=args.target_param_data_ratio,
+        )
     settings = describe(
-        args, config, shape, horizon, training_args, micro_batch=micro_batch, accumulation=accumulation, memory=memory
+        args,
+        config,
+        shape,
+        horizon,
+        training_args,
+        micro_batch=micro_batch,
+        accumulation=accumulation,
+        memory=memory,
+        gen2=gen2,
     )
     if dry_run:
         print_settings(settings)
-        print_hardware_plan(args, shape, horizon, knob_overrides(args, training_args))
+        if gen2 is not None:
+            print("\nGeneration 2 optimizer and horizon:")
+            print(gen2.describe(flops_per_token=horizon.flops_per_token))
+        else:
+            print_hardware_plan(args, shape, horizon, knob_overrides(args, training_args))
         return None
 
     # Open the data before building anything large: a bad path or a missing column fails here.
     train_dataset, val_dataset = build_pretrain_datasets(
-        args.dataset, tokenizer, shape.sequence_len, rank=rank, world_size=world_size, seed=training_args.data_seed
+        args.dataset,
+        tokenizer,
+        shape.sequence_len,
+        rank=rank,
+        world_size=world_size,
+        seed=training_args.data_seed,
+        packing=resolve_packing(args, config),
     )
     settle_training_args(
-        training_args, micro_batch=micro_batch, accumulation=accumulation, horizon=horizon, memory=memory
+        training_args, micro_batch=micro_batch, accumulation=accumulation, horizon=horizon, memory=memory, gen2=gen2
     )
     core_callback = build_core_callback(args, tokenizer)  # the bundle is checked before the model is built
     model = build_model(args, config, tokenizer)
@@ -325,16 +440,15 @@ def run_pretraining(args: PretrainArguments, training_args: TrainingArguments, e
         args=training_args,
         train_dataset=train_dataset,
         processing_class=tokenizer,
-        optimizer_settings={
-            "matrix_lr": args.matrix_lr,
-            "embedding_lr": args.embedding_lr,
-            "unembedding_lr": args.unembedding_lr,
-        },
+        optimizer_settings=None
+        if gen2 is not None
+        else {"matrix_lr": args.matrix_lr, "embedding_lr": args.embedding_lr, "unembedding_lr": args.unembedding_lr},
         schedule_settings={
             "warmup_ratio": args.warmup_ratio,
             "warmdown_ratio": args.warmdown_ratio,
             "final_lr_frac": args.final_lr_frac,
         },
+        gen2_settings=gen2.settings if gen2 is not None else None,
         run_settings=settings,
         memory_knobs=memory.knobs,
     )
@@ -365,5 +479,8 @@ def run_pretraining(args: PretrainArguments, training_args: TrainingArguments, e
 
     final_dir = trainer.save_final(Path(training_args.output_dir) / "final")
     if training_args.push_to_hub:
-        trainer.push_to_hub(commit_message=f"nanochat d{config.n_layer} base model, step {trainer.state.global_step}")
+        trainer.push_to_hub(
+            commit_message=f"nanochat d{config.n_layer} (generation {config.generation}) base model, "
+            f"step {trainer.state.global_step}"
+        )
     return final_dir

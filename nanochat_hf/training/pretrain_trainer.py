@@ -59,7 +59,9 @@ class NanoChatPretrainer(NanoChatTrainerMixin, Trainer):
             if memory_knobs.offloads and kwargs.get("optimizers", (None, None))[0] is None:
                 engine = build_memory_optimizer(model, memory_knobs, training_args, dict(optimizer_settings or {}))
                 kwargs["optimizers"] = (engine, kwargs.get("optimizers", (None, None))[1])
-        super().__init__(*args, optimizer_settings=dict(optimizer_settings or {}), **kwargs)
+        if kwargs.get("gen2_settings") is None:
+            kwargs["optimizer_settings"] = dict(optimizer_settings or {})
+        super().__init__(*args, **kwargs)
         self.add_callback(StreamEpochCallback())
 
     def build_nanochat_optimizer(self, model):

@@ -3,7 +3,9 @@
 A stage is `class Stage(NanoChatTrainerMixin, SomeTrainer)` (pretraining: `Trainer`; SFT: trl's
 `SFTTrainer`; an RL stage: a trl RL trainer). The mixin gives them all:
 
-- nanochat's optimizer and schedule, when the stage passes `optimizer_settings`: Muon (block matrices) +
+- nanochat's optimizer and schedule, when the stage passes `optimizer_settings` (generation 1) or
+  `gen2_settings` (generation 2: `optim.setup_gen2.build_gen2_training` gives its MuonAdamW with scaled LRs
+  and weight decay, and its schedule): Muon (block matrices) +
   AdamW (embedding, head) as ONE `torch.optim.Optimizer`, so the Trainer checkpoints, resumes and wraps
   it like any other, and nanochat's warm-up / constant / warm-down multiplier as a `LambdaLR`. Under FSDP
   or DeepSpeed the parameters are flattened shards and Muon's whole-matrix orthogonalisation is
@@ -37,6 +39,8 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from ..errors import UserInputError
 from ..optim import adamw_param_groups_for_fallback, build_optimizer, get_nanochat_schedule
+from ..optim.scaling_gen2 import Gen2Settings
+from ..optim.setup_gen2 import Gen2Training, build_gen2_training
 from .checkpoints import (
     checkpoints_in,
     folder_size,
@@ -83,8 +87,14 @@ class NanoChatTrainerMixin:
         optimizer_settings: dict | None = None,
         schedule_settings: dict | None = None,
         run_settings: dict | None = None,
+        gen2_settings: Gen2Settings | None = None,
+        gen2_total_batch_size: int | None = None,
         **kwargs,
     ):
+        if gen2_settings is not None and optimizer_settings is not None:
+            raise ValueError("pass optimizer_settings (generation 1) or gen2_settings (generation 2), not both")
+        self.gen2_settings, self.gen2_total_batch_size = gen2_settings, gen2_total_batch_size
+        self.gen2_training: Gen2Training | None = None  # built with the optimizer
         self.optimizer_settings = None if optimizer_settings is None else dict(optimizer_settings)
         self.schedule_settings = dict(schedule_settings or {})
         self.run_settings = run_settings
@@ -99,6 +109,8 @@ class NanoChatTrainerMixin:
         return build_optimizer(model, **self.optimizer_settings)
 
     def create_optimizer(self, model=None):
+        if self.gen2_settings is not None:
+            return self._create_gen2_optimizer(model if model is not None else self.model)
         if self.optimizer_settings is None:
             return super().create_optimizer(model)
         if self.optimizer is not None:
@@ -116,7 +128,26 @@ class NanoChatTrainerMixin:
             self.optimizer = self.build_nanochat_optimizer(model)
         return self.optimizer
 
+    def _create_gen2_optimizer(self, model):
+        if self.optimizer is not None:
+            return self.optimizer
+        if self.is_fsdp_enabled or self.is_deepspeed_enabled:
+            raise UserInputError(
+                "generation 2's Muon needs whole matrices; FSDP/DeepSpeed shard them. Train generation 2 with DDP "
+                "(accelerate_configs/multi_gpu.yaml) or on one process"
+            )
+        self.gen2_training = build_gen2_training(
+            model, self.gen2_settings, total_batch_size=self.gen2_total_batch_size
+        )
+        self.optimizer = self.gen2_training.optimizer
+        return self.optimizer
+
     def create_scheduler(self, num_training_steps: int, optimizer=None):
+        if self.gen2_settings is not None:
+            if self.lr_scheduler is None:
+                optimizer = optimizer if optimizer is not None else self.optimizer
+                self.lr_scheduler = self.gen2_training.create_scheduler(optimizer, num_training_steps)
+            return self.lr_scheduler
         if self.optimizer_settings is None:
             return super().create_scheduler(num_training_steps, optimizer)
         if self.lr_scheduler is None:
