@@ -42,9 +42,10 @@ An update that accelerate skips (fp16 overflow) does not advance it, just as the
 advance the LR scheduler. Set `momentum_warmup_steps=0` for a constant momentum.
 
 **Distributed.** This optimizer is not distributed itself: under DDP (`MULTI_GPU`) gradients arrive
-already averaged and every rank performs the same update, which is mathematically nanochat's. Under
-FSDP or DeepSpeed ZeRO each rank only holds shards, and Muon needs whole matrices for Newton–Schulz, so
-use plain AdamW with `adamw_param_groups_for_fallback(model)` there.
+already averaged and every rank performs the same update, which is mathematically nanochat's.
+`sharded.py`'s `ShardedNanoChatMuonAdamW` is this optimizer with its state sharded across processes (DDP,
+or FSDP2 where each rank holds parameter shards). `adamw_param_groups_for_fallback(model)` is the
+AdamW-only fallback for FSDP1 / DeepSpeed, which hand the optimizer flat shards Muon cannot use.
 """
 
 from collections.abc import Iterable

@@ -41,8 +41,8 @@ always in float32: parameters stored in bf16 (nanochat stores `wte` and the valu
 dtype) are updated through float32 copies, their moments stored in the parameter's dtype, as nanochat.
 
 **Distributed**: not distributed itself. Under DDP every rank holds the averaged gradients and performs
-the same update, which is nanochat's ZeRO-2 update mathematically; FSDP/DeepSpeed fall back to AdamW as
-for generation 1.
+the same update, which is nanochat's ZeRO-2 update mathematically. `sharded.py` shards its state across
+processes (DDP or FSDP2), as for generation 1.
 """
 
 from collections.abc import Iterable

@@ -1,7 +1,7 @@
 """Every training stage through a transformers/trl Trainer: pretraining and chat fine-tuning (SFT).
 
 - `stage`: `NanoChatTrainerMixin`, shared by every stage: nanochat's optimizer and schedule (with the
-  FSDP/DeepSpeed fallback), model cards, atomic checkpoints and the atomic final folder.
+  sharded Muon, explicit AdamW fallback), model cards, atomic checkpoints and the atomic final folder.
 - `checkpoints`: complete-or-absent folders, the resume resolver, rotation, tidying after a kill.
 - `model_card`: the one model-card writer.
 - `arguments` / `pretrain` / `pretrain_trainer` / `memory`: pretraining (recipe, Trainer, memory modes).

@@ -181,6 +181,22 @@ class PretrainArguments(MemoryKnobArguments):
     final_lr_frac: float | None = field(
         default=None, metadata={"help": "LR multiplier reached at the last step: 0.0 (generation 1), 0.05 (2)."}
     )
+    sharded_optimizer: str = field(
+        default="auto",
+        metadata={
+            "help": "auto | muon | replicated | adamw. Which optimizer a multi-process run uses. auto: nanochat's "
+            "Muon+AdamW replicated under DDP, sharded Muon under FSDP2 (FSDP1/DeepSpeed stop with a message); "
+            "muon: Muon+AdamW with its state sharded 1/N per process (DDP: ZeRO-2 style; FSDP2); replicated: every "
+            "DDP process keeps the whole state; adamw: the explicit AdamW-only fallback (any layout)."
+        },
+    )
+    adamw_matrix_lr: float | None = field(
+        default=None,
+        metadata={
+            "help": "Block-matrix LR of the AdamW fallback (sharded_optimizer adamw). Default 6e-4 x (d/768)^-0.5: "
+            "AdamW steps every weight by ~its LR, Muon at 0.02 by ~0.02/sqrt(d), so Muon's LR is far too high."
+        },
+    )
 
     # ---- memory (the knob fields come from MemoryKnobArguments; `nanochat-hf plan` shows what each mode costs)
     memory_mode: str = field(

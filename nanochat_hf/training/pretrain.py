@@ -272,6 +272,7 @@ def describe_optimizer(args: PretrainArguments, training_args, gen2: Gen2Trainin
             "matrix_lr": args.matrix_lr,
             "embedding_lr": args.embedding_lr,
             "unembedding_lr": args.unembedding_lr,
+            "sharded_optimizer": args.sharded_optimizer,
             "warmup_ratio": args.warmup_ratio,
             "warmdown_ratio": args.warmdown_ratio,
             "final_lr_frac": args.final_lr_frac,
@@ -364,6 +365,11 @@ def run_pretraining(args: PretrainArguments, training_args: TrainingArguments, e
         # optimizer itself is built again on the real model by the Trainer.
         if args.target_tokens:
             raise UserInputError("--target_tokens is generation 1's; generation 2 sets --target_param_data_ratio")
+        if args.sharded_optimizer != "auto":
+            raise UserInputError(
+                f"--sharded_optimizer {args.sharded_optimizer}: the sharded optimizers are generation 1's in the "
+                "Trainer for now; generation 2 trains on one process or with DDP (replicated state)"
+            )
         gen2 = build_gen2_training(meta_model, gen2_settings(args, training_args))
         horizon = gen2_horizon(gen2, num_params, flops_per_token(shape))
     del meta_model
@@ -442,7 +448,13 @@ def run_pretraining(args: PretrainArguments, training_args: TrainingArguments, e
         processing_class=tokenizer,
         optimizer_settings=None
         if gen2 is not None
-        else {"matrix_lr": args.matrix_lr, "embedding_lr": args.embedding_lr, "unembedding_lr": args.unembedding_lr},
+        else {
+            "matrix_lr": args.matrix_lr,
+            "embedding_lr": args.embedding_lr,
+            "unembedding_lr": args.unembedding_lr,
+            "sharded_optimizer": args.sharded_optimizer,
+            "adamw_matrix_lr": args.adamw_matrix_lr,
+        },
         schedule_settings={
             "warmup_ratio": args.warmup_ratio,
             "warmdown_ratio": args.warmdown_ratio,

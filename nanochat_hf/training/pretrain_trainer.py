@@ -28,6 +28,7 @@ from ..errors import RunStoppedError, UserInputError
 from ..optim.offload import OffloadedMuonAdamW
 from .memory import apply_model_knobs, build_memory_optimizer
 from .model_card import base_model_card
+from .sharded_optimizer import DISTRIBUTION_KEYS
 from .stage import NanoChatTrainerMixin
 
 
@@ -56,8 +57,15 @@ class NanoChatPretrainer(NanoChatTrainerMixin, Trainer):
             model = kwargs["model"] if "model" in kwargs else args[0]
             training_args = kwargs["args"] if "args" in kwargs else args[1]
             apply_model_knobs(model, memory_knobs)
+            choice = (optimizer_settings or {}).get("sharded_optimizer") or "auto"
+            if memory_knobs.offloads and choice not in ("auto", "replicated"):
+                raise UserInputError(
+                    f"sharded_optimizer {choice} cannot combine with an offloading memory mode (its engine keeps "
+                    "the optimizer state in CPU RAM itself): use memory_mode full, or sharded_optimizer auto"
+                )
             if memory_knobs.offloads and kwargs.get("optimizers", (None, None))[0] is None:
-                engine = build_memory_optimizer(model, memory_knobs, training_args, dict(optimizer_settings or {}))
+                settings = {k: v for k, v in (optimizer_settings or {}).items() if k not in DISTRIBUTION_KEYS}
+                engine = build_memory_optimizer(model, memory_knobs, training_args, settings)
                 kwargs["optimizers"] = (engine, kwargs.get("optimizers", (None, None))[1])
         if kwargs.get("gen2_settings") is None:
             kwargs["optimizer_settings"] = dict(optimizer_settings or {})

@@ -244,6 +244,8 @@ def run_sft(args: ChatTrainingArguments, training_args, model_args=None, extra_c
             "embedding_lr": args.embedding_lr * args.init_lr_frac,
             "unembedding_lr": args.unembedding_lr * args.init_lr_frac,
             "momentum_warmup_steps": args.momentum_warmup_steps,
+            "sharded_optimizer": args.sharded_optimizer,
+            "adamw_matrix_lr": args.adamw_matrix_lr,
         }
         schedule_settings = {"warmdown_ratio": args.warmdown_ratio}
 

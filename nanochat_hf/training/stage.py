@@ -7,9 +7,10 @@ A stage is `class Stage(NanoChatTrainerMixin, SomeTrainer)` (pretraining: `Train
   `gen2_settings` (generation 2: `optim.setup_gen2.build_gen2_training` gives its MuonAdamW with scaled LRs
   and weight decay, and its schedule): Muon (block matrices) +
   AdamW (embedding, head) as ONE `torch.optim.Optimizer`, so the Trainer checkpoints, resumes and wraps
-  it like any other, and nanochat's warm-up / constant / warm-down multiplier as a `LambdaLR`. Under FSDP
-  or DeepSpeed the parameters are flattened shards and Muon's whole-matrix orthogonalisation is
-  impossible, so every parameter falls back to AdamW with nanochat's routing and learning rates.
+  it like any other, and nanochat's warm-up / constant / warm-down multiplier as a `LambdaLR`. Under FSDP2
+  (and DDP with `sharded_optimizer: muon`) it is the sharded Muon (`optim/sharded.py`), its state saved one
+  file per process; FSDP1 and DeepSpeed stop with a message unless `sharded_optimizer: adamw` asks for
+  the AdamW fallback with its own matrix LR (`sharded_optimizer.py`). Never a silent switch to AdamW.
   Without `optimizer_settings` the Trainer's own optimizer and scheduler are used (`optim`, `lr_scheduler_type`).
 - a model card in every saved folder (`model_card_words`, the stage's text; `write_model_card` writes it);
 - checkpoints written atomically: the Trainer saves into a hidden staging folder, which is renamed to
@@ -33,12 +34,11 @@ import logging
 import shutil
 from pathlib import Path
 
-import torch
 from transformers import TrainerState
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from ..errors import UserInputError
-from ..optim import adamw_param_groups_for_fallback, build_optimizer, get_nanochat_schedule
+from ..optim import build_optimizer, get_nanochat_schedule
 from ..optim.scaling_gen2 import Gen2Settings
 from ..optim.setup_gen2 import Gen2Training, build_gen2_training
 from .checkpoints import (
@@ -58,6 +58,7 @@ from .save_guards import (
     estimated_checkpoint_bytes,
     is_disk_full,
 )
+from .sharded_optimizer import ShardedOptimizerCheckpoints, build_stage_optimizer
 
 
 logger = logging.getLogger(__name__)
@@ -80,7 +81,7 @@ def flatten_settings(settings: dict, prefix: str = "") -> dict:
     return flat
 
 
-class NanoChatTrainerMixin:
+class NanoChatTrainerMixin(ShardedOptimizerCheckpoints):
     def __init__(
         self,
         *args,
@@ -116,16 +117,9 @@ class NanoChatTrainerMixin:
         if self.optimizer is not None:
             return self.optimizer
         model = model if model is not None else self.model
-        if self.is_fsdp_enabled or self.is_deepspeed_enabled:
-            logger.warning(
-                "FSDP/DeepSpeed shard parameters, so Muon cannot see whole matrices: using AdamW for every "
-                "parameter (nanochat's embedding/head learning rates; matrix_lr=%s for the blocks)",
-                self.optimizer_settings.get("matrix_lr"),
-            )
-            lrs = {k: v for k, v in self.optimizer_settings.items() if k.endswith("_lr")}
-            self.optimizer = torch.optim.AdamW(adamw_param_groups_for_fallback(model, **lrs))
-        else:
-            self.optimizer = self.build_nanochat_optimizer(model)
+        # Sharded layouts: sharded Muon (DDP with sharded_optimizer=muon, FSDP2), or an error, or the AdamW
+        # fallback only when asked for (`sharded_optimizer.py`).
+        self.optimizer = build_stage_optimizer(self, model, self._build_unsharded_optimizer)
         return self.optimizer
 
     def _create_gen2_optimizer(self, model):
@@ -141,6 +135,13 @@ class NanoChatTrainerMixin:
         )
         self.optimizer = self.gen2_training.optimizer
         return self.optimizer
+
+    def _build_unsharded_optimizer(self, model, settings):
+        own, self.optimizer_settings = self.optimizer_settings, settings
+        try:
+            return self.build_nanochat_optimizer(model)
+        finally:
+            self.optimizer_settings = own
 
     def create_scheduler(self, num_training_steps: int, optimizer=None):
         if self.gen2_settings is not None:
