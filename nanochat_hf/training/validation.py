@@ -18,7 +18,7 @@ ATTENTION_IMPLEMENTATIONS = ("sdpa", "eager", "flash_attention_2", "flash_attent
 LEARNING_RATES = ("matrix_lr", "embedding_lr", "unembedding_lr", "scalar_lr", "learning_rate")
 FRACTIONS = ("warmup_ratio", "warmdown_ratio", "final_lr_frac", "weight_decay")
 COUNTS = ("eval_every", "eval_tokens", "core_every", "sample_every", "target_tokens", "momentum_warmup_steps")
-POSITIVE_COUNTS = ("total_batch_size", "core_max_per_task", "sample_max_new_tokens", "tokenizer_vocab_size")
+POSITIVE_COUNTS = ("core_max_per_task", "sample_max_new_tokens", "tokenizer_vocab_size")
 
 
 def check_recipe_settings(*parsed) -> None:
@@ -32,6 +32,8 @@ def check_recipe_settings(*parsed) -> None:
             _check(settings, name, low=0, whole=True)
         for name in POSITIVE_COUNTS:
             _check(settings, name, low=1, whole=True)
+        if getattr(settings, "total_batch_size", None) not in (None, -1):  # -1: generation 2's automatic batch
+            _check(settings, "total_batch_size", low=1, whole=True)
         _check(settings, "init_lr_frac", low=0.0, low_open=True)
         _check(settings, "target_param_data_ratio", low=0.0, low_open=True)
         _check(settings, "max_grad_norm", low=0.0)
