@@ -10,7 +10,7 @@ import argparse
 import importlib
 import sys
 
-from nanochat_hf.errors import UserInputError
+from nanochat_hf.errors import run_reporting_errors
 
 
 # Order here is the order in `nanochat-hf --help`.
@@ -32,6 +32,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="nanochat-hf",
         description="Train, convert, plan and chat with nanochat models on the Hugging Face stack.",
     )
+    parser.add_argument(
+        "--debug", action="store_true", help="show the full traceback behind a one-line error (before COMMAND)"
+    )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     subparsers.required = True
     for module_name in COMMAND_MODULES:
@@ -41,12 +44,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        return int(args.func(args) or 0)
-    except UserInputError as err:
-        print(f"nanochat-hf {args.command}: error: {err}", file=sys.stderr)
-        return 2
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv  # also accepted after the command
+    args = parser.parse_args([a for a in argv if a != "--debug"])
+    return run_reporting_errors(lambda: args.func(args), f"nanochat-hf {args.command}", debug=debug)
 
 
 if __name__ == "__main__":

@@ -13,11 +13,19 @@ HF_MODEL_TYPE = "nanochat_hf"  # this package
 
 
 def read_json(path: Path) -> dict:
+    """A JSON object from `path`; anything else (a folder, bad UTF-8, bad JSON, a list) is a `UserInputError`."""
+    if Path(path).is_dir():
+        raise UserInputError(f"{path}: is a folder, expected a JSON file")
     try:
         with open(path, encoding="utf-8") as f:
-            return json.load(f)
+            payload = json.load(f)
     except json.JSONDecodeError as err:
         raise UserInputError(f"{path}: not valid JSON ({err})") from None
+    except UnicodeDecodeError as err:
+        raise UserInputError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start})") from None
+    if not isinstance(payload, dict):
+        raise UserInputError(f"{path}: holds a JSON {type(payload).__name__}, expected an object")
+    return payload
 
 
 def detect_format(folder: str | os.PathLike) -> str:

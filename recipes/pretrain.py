@@ -14,19 +14,18 @@ Resume after a crash with `--resume_from_checkpoint last` (or a checkpoint folde
 import logging
 import sys
 
-from nanochat_hf.errors import UserInputError
+from nanochat_hf.errors import run_reporting_errors
 from nanochat_hf.training import parse_pretrain_arguments, run_pretraining
 
 
 def main(argv=None, default_config: str | None = None) -> int:
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
-    try:
+
+    def pretrain():
         args, training_args = parse_pretrain_arguments(sys.argv[1:] if argv is None else argv, default_config)
         run_pretraining(args, training_args)
-    except UserInputError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    return 0
+
+    return run_reporting_errors(pretrain, "pretrain")
 
 
 if __name__ == "__main__":

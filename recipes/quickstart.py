@@ -17,7 +17,8 @@
 
 No GPU, no download. The expected time printed at the start is what `benchmarks/quickstart_time.py`
 measured (see the README); torch uses the cores that are idle when a stage starts (`nanochat_hf.cpu_threads`).
-A stage whose final folder exists is skipped (delete the folder to redo it): final folders appear only
+A stage whose final folder is complete is skipped (delete the folder to redo it; an incomplete one is
+renamed aside and the stage reruns): final folders appear only
 once complete, so an existing one is a finished stage. The chat model then also works with
 `nanochat-hf chat runs/quickstart-sft/final`.
 """
@@ -31,10 +32,11 @@ from transformers import TrainerCallback
 
 from nanochat_hf.atomic import write_json_atomically
 from nanochat_hf.chat.engine import ChatEngine, load_chat_model
-from nanochat_hf.errors import UserInputError
+from nanochat_hf.errors import run_reporting_errors
 from nanochat_hf.eval.report import write_report
 from nanochat_hf.eval.runner import EvalRequest, run_evaluation
 from nanochat_hf.training import parse_pretrain_arguments, run_pretraining
+from nanochat_hf.training.checkpoints import INCOMPLETE_PREFIX, final_problem, rename_aside
 from nanochat_hf.training.rl import run_rl
 from nanochat_hf.training.rl_arguments import parse_rl_arguments
 from nanochat_hf.training.sft import run_sft
@@ -60,10 +62,22 @@ def expected_duration() -> str:
     )
 
 
+def finished(final: Path) -> bool:
+    """Whether a stage's final folder is there and complete; an incomplete one is renamed aside."""
+    if not final.exists():
+        return False
+    problem = final_problem(final)
+    if problem is None:
+        return True
+    moved = rename_aside(final, INCOMPLETE_PREFIX)
+    print(f"{final} is incomplete ({problem}): moved it to {moved} and redoing the stage")
+    return False
+
+
 def pretrain_stage(overrides=()) -> Path:
     args, training_args = parse_pretrain_arguments(["--config", str(PRETRAIN_CONFIG), *overrides])
     base = Path(training_args.output_dir) / "final"
-    if base.exists():
+    if finished(base):
         print(f"[1/4] {base} exists: skipping pretraining")
         return base
     print("[1/4] pretraining the base model")
@@ -75,7 +89,7 @@ def sft_stage(base: Path, overrides=()) -> Path:
         ["--config", str(SFT_CONFIG), "--model_name_or_path", str(base), *overrides]
     )
     chat_model = Path(training_args.output_dir) / "final"
-    if chat_model.exists():
+    if finished(chat_model):
         print(f"[2/4] {chat_model} exists: skipping SFT")
         return chat_model
     print("[2/4] fine-tuning it into a chat model")
@@ -141,7 +155,7 @@ def run_rl_stage(chat_model: Path, overrides: list[str]) -> Path:
         ["--config", str(RL_CONFIG), "--model_name_or_path", str(chat_model), "--disable_tqdm", "true", *overrides]
     )
     final = Path(training_args.output_dir) / "final"
-    if final.exists():
+    if finished(final):
         print(f"[RL] {final} exists: skipping RL")
         return final
     print("[RL] reinforcement learning on the embedded arithmetic problems (calculator in the loop)")
@@ -165,17 +179,17 @@ def main(argv=None) -> int:
     pretrain_overrides, sft_overrides, rl_overrides = stage_overrides(options.output_root)
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     print(f"CPU quickstart: 4 stages; {expected_duration()}.", flush=True)
-    try:
+
+    def quickstart() -> int:
         base = pretrain_stage(pretrain_overrides)
         chat_model = sft_stage(base, sft_overrides)
         if options.rl:
             chat_model = run_rl_stage(chat_model, rl_overrides)
         answer_stage(chat_model, options.prompt)
         core_stage(base)
-    except UserInputError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    return 0
+        return 0
+
+    return run_reporting_errors(quickstart, "quickstart")
 
 
 if __name__ == "__main__":

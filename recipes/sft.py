@@ -14,21 +14,20 @@ The result is output_dir/final: a chat model (or, with use_peft, a LoRA adapter:
 import logging
 import sys
 
-from nanochat_hf.errors import UserInputError
+from nanochat_hf.errors import run_reporting_errors
 from nanochat_hf.training.sft import run_sft, written_message
 from nanochat_hf.training.sft_arguments import parse_chat_arguments
 
 
 def main(argv=None, default_config: str | None = None) -> int:
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
-    try:
+
+    def sft():
         args, training_args, model_args = parse_chat_arguments(sys.argv[1:] if argv is None else argv, default_config)
         final_dir = run_sft(args, training_args, model_args)
-    except UserInputError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    print(written_message(final_dir))
-    return 0
+        print(written_message(final_dir))
+
+    return run_reporting_errors(sft, "sft")
 
 
 if __name__ == "__main__":

@@ -28,12 +28,15 @@ from safetensors import safe_open
 from nanochat_hf.errors import UserInputError
 from nanochat_hf.training import last_good_checkpoint, parse_pretrain_arguments, run_pretraining
 from nanochat_hf.training.checkpoints import (
+    checkpoint_problem,
     checkpoints_in,
+    final_problem,
     prepare_output_dir,
     publish,
     resolve_resume_checkpoint,
     rotate_checkpoints,
     staging_path,
+    write_manifest,
 )
 from nanochat_hf.training.pretrain_trainer import CHECKPOINT_FILES
 from nanochat_hf.training.sft import run_sft
@@ -276,3 +279,35 @@ def test_sft_refuses_to_resume_from_an_incomplete_checkpoint(tmp_path):
     with pytest.raises(UserInputError, match="not a complete checkpoint"):
         run_sft(*chat_args(tmp_path / "run", base, resume_from_checkpoint=str(cut)))
     assert not (tmp_path / "run" / "final").exists()
+
+
+def test_completeness_covers_every_file(tmp_path):
+    # Written in place, without a manifest: a 0-byte file beside a valid trainer_state.json is a cut save.
+    legacy = make_checkpoint(tmp_path / "checkpoint-2", 2)
+    (legacy / "optimizer.pt").write_bytes(b"")
+    assert checkpoint_problem(legacy) == "empty ['optimizer.pt'] (the save was interrupted)"
+    # With a manifest, every listed file must have the size that was written.
+    staged = make_checkpoint(tmp_path / "checkpoint-4", 4)
+    write_manifest(staged)
+    assert checkpoint_problem(staged) is None
+    (staged / "optimizer.pt").write_bytes(b"")
+    assert checkpoint_problem(staged) == "optimizer.pt has 0 bytes, 2 were written"
+    (staged / "optimizer.pt").unlink()
+    assert checkpoint_problem(staged) == "missing ['optimizer.pt']"
+    assert last_good_checkpoint(tmp_path) is None
+
+    final = tmp_path / "final"
+    assert final_problem(final) == "no such folder"
+    final.mkdir()
+    (final / "modeling_nanochat_hf.py").write_text("# only the modeling file")
+    assert final_problem(final) == "missing ['model.safetensors', 'config.json']"
+
+
+def test_interrupted_checkpoints_set_aside_by_an_earlier_run_are_removed(tmp_path):
+    make_checkpoint(tmp_path / "checkpoint-2", 2)
+    (tmp_path / "checkpoint-4").mkdir()
+    prepare_output_dir(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint-2", "incomplete-checkpoint-4"]
+    (tmp_path / "checkpoint-6").mkdir()
+    prepare_output_dir(tmp_path)  # the next run: the old one goes, the new one is set aside
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint-2", "incomplete-checkpoint-6"]

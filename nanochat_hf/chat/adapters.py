@@ -14,7 +14,7 @@ import logging
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from transformers import PretrainedConfig
 from transformers.utils import cached_file
 
@@ -102,13 +102,47 @@ def load_adapter_model(adapter, base: str | None = None, dtype: torch.dtype = to
 
     base = resolve_adapter_base(adapter, base)
     check_adapter_base(adapter, base)
+    adapter_keys = read_adapter_keys(adapter)  # a broken weights file fails before the base is loaded
     model = open_model(base, what="base model", dtype=dtype, device_map=device)
     try:
         model = PeftModel.from_pretrained(model, str(adapter))
-    except (RuntimeError, ValueError, KeyError) as err:
+    except (RuntimeError, ValueError, KeyError, SafetensorError) as err:
         # Size mismatches and missing target modules: the adapter does not fit this base.
         raise UserInputError(f"adapter {adapter} does not fit the base {base}: {str(err).splitlines()[0]}") from None
+    check_every_adapter_weight_placed(adapter_keys, model, adapter, base)
     return model, base
+
+
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
+
+
+def read_adapter_keys(adapter) -> list[str] | None:
+    """The tensor names of the adapter's weights file (None when it has none in safetensors form)."""
+    path = Path(adapter) / ADAPTER_WEIGHTS
+    if not path.exists():
+        return None
+    try:
+        with safe_open(str(path), framework="pt") as weights:
+            return list(weights.keys())
+    except (SafetensorError, OSError) as err:
+        raise UserInputError(f"{path}: not a readable safetensors file ({' '.join(str(err).split())})") from None
+
+
+def check_every_adapter_weight_placed(adapter_keys, model, adapter, base) -> None:
+    """peft ignores adapter weights whose module the base lacks (a 2-layer adapter on a 1-layer base loads
+    with layer 1 dropped); refuse that instead of merging part of the adapter."""
+    if adapter_keys is None:
+        return
+    modules = {name for name, _ in model.named_modules()}
+    missing = sorted(
+        {key.split(".lora_")[0] for key in adapter_keys if ".lora_" in key} - modules,
+        key=lambda name: (len(name), name),
+    )
+    if missing:
+        raise UserInputError(
+            f"adapter {adapter} does not fit the base {base}: it has LoRA weights for {len(missing)} module(s) the "
+            f"base lacks, e.g. {missing[0]} (trained on a deeper or different model?)"
+        )
 
 
 def merge_lora(adapter, destination, base: str | None = None, dtype: torch.dtype = torch.float32) -> Path:

@@ -5,6 +5,7 @@ ends it; Ctrl-C during a reply stops that reply and keeps the session). Tool cal
 <<expression=result>>, the way GSM8K annotates them.
 """
 
+import math
 import sys
 
 from nanochat_hf.errors import UserInputError
@@ -48,15 +49,48 @@ class _Printer:
         self.out.flush()
 
 
+def check_sampling_flags(args) -> None:
+    """The flags, checked before the model is loaded."""
+    import torch
+
+    if args.max_new_tokens <= 0:
+        raise UserInputError(f"--max-new-tokens must be positive, got {args.max_new_tokens}")
+    if not math.isfinite(args.temperature) or args.temperature < 0:
+        raise UserInputError(f"--temperature must be a finite number >= 0, got {args.temperature}")
+    if args.top_k < 0:
+        raise UserInputError(f"--top-k must be >= 0 (0: all tokens), got {args.top_k}")
+    if args.device != "auto":
+        try:
+            device = torch.device(args.device)
+        except RuntimeError:
+            raise UserInputError(
+                f"--device {args.device!r}: not a device; expected auto, cpu, cuda or cuda:N"
+            ) from None
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise UserInputError(f"--device {args.device}: CUDA is not available on this machine; use --device cpu")
+        if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+            raise UserInputError(
+                f"--device {args.device}: this machine has {torch.cuda.device_count()} CUDA device(s)"
+            )
+        if device.type not in ("cpu", "cuda", "mps"):
+            raise UserInputError(f"--device {args.device}: expected auto, cpu, cuda, cuda:N or mps")
+
+
+def check_finite(model, location) -> None:
+    import torch
+
+    for name, param in model.named_parameters():
+        if not bool(torch.isfinite(param).all()):
+            raise UserInputError(f"model {location}: weight {name} holds NaN or infinite values; it cannot generate")
+
+
 def run(args) -> int:
     # Imported when the command runs, so that `nanochat-hf --help` and the other commands start fast.
     from nanochat_hf.chat.engine import ChatEngine, load_chat_model
 
-    if args.max_new_tokens <= 0:
-        raise UserInputError(f"--max-new-tokens must be positive, got {args.max_new_tokens}")
-    if args.temperature < 0:
-        raise UserInputError(f"--temperature must be >= 0, got {args.temperature}")
+    check_sampling_flags(args)
     model, tokenizer = load_chat_model(args.model, base=args.base, device=args.device, dtype=args.dtype)
+    check_finite(model, args.model)
     engine = ChatEngine(model, tokenizer)
     printer = _Printer(sys.stdout)
     settings = {"max_new_tokens": args.max_new_tokens, "temperature": args.temperature, "top_k": args.top_k}

@@ -11,7 +11,9 @@ import json
 import sys
 import warnings
 
+from nanochat_hf.checks import check_number
 from nanochat_hf.defaults import PARAM_DATA_RATIO, SEQUENCE_LEN, TOTAL_BATCH_SIZE, VOCAB_SIZE
+from nanochat_hf.errors import UserInputError
 from nanochat_hf.planning.choice import not_fit_message
 from nanochat_hf.planning.horizon import GEN2_RATIO
 from nanochat_hf.planning.memory_modes import MEMORY_MODE_CHOICES, parse_knob_assignment
@@ -157,7 +159,30 @@ def register(subparsers) -> None:
     parser.set_defaults(func=run)
 
 
+# nanochat's width is 64 x depth, so parameters grow as depth^3: depth 512 is already about 6.6e12.
+MAX_DEPTH = 512
+
+
+def check_flags(args) -> None:
+    """The numbers, checked before any planning (a huge depth would otherwise search for minutes)."""
+    check_number("--depth", args.depth, low=1, high=MAX_DEPTH, whole=True)
+    if args.target_tokens is not None:
+        check_number("--target-tokens", args.target_tokens, low=0, low_open=True)
+    if args.target_param_data_ratio is not None:
+        check_number("--target-param-data-ratio", args.target_param_data_ratio, low=0, low_open=True)
+    for flag, value, bounds in (
+        ("--total-batch-size", args.total_batch_size, dict(low=1, whole=True)),  # None: the automatic batch
+        ("--price-per-kwh", args.price_per_kwh, dict(low=0)),
+        ("--host-watts", args.host_watts, dict(low=0)),
+    ):
+        if value is not None:
+            check_number(flag, value, **bounds)
+    if args.gpu is not None and not args.gpu.strip():
+        raise UserInputError("--gpu is empty; give a GPU key such as rtx4070 (see `nanochat-hf plan --all-gpus`)")
+
+
 def run(args) -> int:
+    check_flags(args)
     options = dict(
         target_tokens=args.target_tokens,
         target_param_data_ratio=args.target_param_data_ratio,

@@ -15,14 +15,14 @@ from pathlib import Path
 
 import torch
 
-from ..atomic import atomic_folder
+from ..atomic import atomic_folder, check_parent
 from ..configuration_nanochat_hf import NanoChatHFConfig
 from ..errors import UserInputError
 from ..formats import FORMATS, detect_format, read_json
-from ..loading import open_config
+from ..loading import check_vocabulary, open_config, open_tokenizer
 from ..modeling_nanochat_hf import NanoChatHFForCausalLM
 from ..tokenizer.tiktoken_convert import load_nanochat_tokenizer
-from ..tokenizer.token_bytes import save_token_bytes
+from ..tokenizer.token_bytes import TOKEN_BYTES_FILENAME, save_token_bytes
 from .nanochat_checkpoint import (
     available_steps,
     check_nanochat_representable,
@@ -42,6 +42,7 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 
 def load_safetensors_folder(folder: Path) -> dict:
     """The state dict of a `save_pretrained` folder, one file or sharded with an index."""
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     index_path = folder / "model.safetensors.index.json"
@@ -59,7 +60,10 @@ def load_safetensors_folder(folder: Path) -> dict:
         path = folder / name
         if not path.exists():
             raise UserInputError(f"{path}: missing (listed in {index_path.name})")
-        state_dict.update(load_file(path))
+        try:
+            state_dict.update(load_file(path))
+        except (SafetensorError, OSError) as err:
+            raise UserInputError(f"{path}: not a readable safetensors file ({' '.join(str(err).split())})") from None
     return state_dict
 
 
@@ -153,11 +157,13 @@ def convert(
         raise UserInputError(f"{dst}: already exists; choose a new destination or remove it first")
     if not src.is_dir():
         raise UserInputError(f"{src}: no such folder")
+    check_parent(dst)
     source_format = from_format or detect_format(src)
     if to_format == "nanochat" and tokenizer is not None:
         raise UserInputError("--tokenizer converts a nanochat tokenizer for --to hf or native; not with --to nanochat")
 
     config, state_dict = load_source(src, source_format, step, to_format)
+    warn_non_finite(state_dict, src)
     if to_format == "nanochat":
         if step is None:
             step = available_steps(src)[-1] if source_format == "nanochat" else 0
@@ -165,30 +171,34 @@ def convert(
         logger.info("converted %s (%s) -> %s (nanochat, step %d)", src, source_format, dst, step)
         return dst
     hf_tokenizer = load_matching_tokenizer(tokenizer, config) if tokenizer is not None else None
+    folder_tokenizer = None
+    if hf_tokenizer is None and source_format != "nanochat" and (src / "tokenizer_config.json").is_file():
+        folder_tokenizer = open_tokenizer(src, what="SRC")  # kept beside the converted weights
+        check_vocabulary(len(folder_tokenizer), config, src)
     out_dtype = DTYPES[dtype] if dtype else state_dict["lm_head.weight"].dtype
     model = build_model(config, state_dict, to_format, out_dtype)
 
     with atomic_folder(dst) as tmp:
         if hf_tokenizer is not None:
             save_tokenizer_with_model(hf_tokenizer, tmp, model)
-        elif source_format != "nanochat":
-            copy_tokenizer_files(src, tmp)
+        if folder_tokenizer is not None:
+            folder_tokenizer.save_pretrained(tmp)
+            if (src / TOKEN_BYTES_FILENAME).is_file():
+                shutil.copyfile(src / TOKEN_BYTES_FILENAME, tmp / TOKEN_BYTES_FILENAME)
         model.save_pretrained(tmp)
     logger.info("converted %s (%s) -> %s (%s, %s)", src, source_format, dst, to_format, out_dtype)
     return dst
 
 
-# A Hugging Face tokenizer folder's files (the model's own files are written by save_pretrained).
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja")
-TOKENIZER_EXTRA_FILES = ("token_bytes.pt",)
-
-
-def copy_tokenizer_files(src: Path, dst: Path) -> None:
-    """Carry a Hugging Face tokenizer saved next to the source model over to the converted folder, so it stays
-    usable on its own (`transformers serve`, pipelines)."""
-    for name in TOKENIZER_FILES + TOKENIZER_EXTRA_FILES:
-        if (src / name).is_file():
-            shutil.copyfile(src / name, dst / name)
+def warn_non_finite(state_dict: dict, src) -> None:
+    bad = [key for key, tensor in state_dict.items() if not bool(torch.isfinite(tensor).all())]
+    if bad:
+        logger.warning(
+            "%s: %d tensor(s) hold NaN or infinite values (%s); the converted model will not generate",
+            src,
+            len(bad),
+            ", ".join(bad[:3]),
+        )
 
 
 def write_nanochat_checkpoint(

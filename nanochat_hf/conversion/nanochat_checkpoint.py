@@ -25,6 +25,7 @@ import torch
 from ..configuration_nanochat_hf import GENERATION_DEFAULTS, SMEAR_GATE_CHANNELS, VE_GATE_CHANNELS, NanoChatHFConfig
 from ..errors import UserInputError
 from ..formats import read_json
+from ..loading import check_config_size, minimum_parameters
 
 
 MODEL_FILE = re.compile(r"^model_(\d+)\.pt$")
@@ -89,6 +90,14 @@ def check_state_dict(state_dict: dict, config: NanoChatHFConfig, source: str, na
 
     `state_dict` is in this package's names; `nanochat_names=True` reports keys as nanochat writes them.
     """
+    stored = sum(t.numel() for t in state_dict.values() if isinstance(t, torch.Tensor))
+    # Far more than the file holds (n_layer 100000000): said before listing every expected key; a near miss
+    # is left to the key-by-key check below, which names the tensor.
+    if minimum_parameters(config) > 16 * stored:
+        raise UserInputError(
+            f"{source}: the config describes at least {minimum_parameters(config):,} parameters "
+            f"(n_layer {config.n_layer}, n_embd {config.n_embd}) but the file holds {stored:,}"
+        )
     expected = expected_shapes(config)
     show = key_to_nanochat if nanochat_names else (lambda key: key)
     kind = "a generation-2 (2026) checkpoint" if config.generation == 2 else "a generation-1 checkpoint"
@@ -118,6 +127,27 @@ def check_state_dict(state_dict: dict, config: NanoChatHFConfig, source: str, na
                 f"(n_layer={config.n_layer}, n_embd={config.n_embd}, n_head={config.n_head}, "
                 f"n_kv_head={config.n_kv_head}, {vocab})"
             )
+
+
+def load_tensor_file(path: Path):
+    """`torch.load(weights_only=True)` of a zip or a legacy (pre-1.6, non-zip) file; refusals in one line."""
+    if path.is_dir() or not path.is_file():
+        raise UserInputError(f"{path}: not a file")
+    try:
+        with open(path, "rb") as f:
+            is_zip = f.read(4) == b"PK\x03\x04"
+        # mmap needs the zip format; a legacy file is read whole, through the same restricted unpickler.
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=is_zip)
+    except Exception as err:  # noqa: BLE001 - any unpickling failure is a bad input file
+        text = str(err)
+        if "Weights only load failed" in text or "Unsupported global" in text or "Unsupported operand" in text:
+            detail = next((line.strip() for line in text.splitlines() if "Unsupported" in line), "")
+            raise UserInputError(
+                f"{path}: refused: it holds more than tensors and plain containers, and loading it would run "
+                f"code{f' ({detail})' if detail else ''}; only weights-only files are read"
+            ) from None
+        reason = " ".join(text.split())[:200] or type(err).__name__
+        raise UserInputError(f"{path}: not a loadable tensor state dict ({type(err).__name__}: {reason})") from None
 
 
 def is_generation2(model_config: dict, keys) -> bool:
@@ -170,11 +200,8 @@ def load_nanochat_checkpoint(folder, step: int | None = None) -> tuple[NanoChatH
         raise UserInputError(f"{meta_path}: missing (every model_NNNNNN.pt needs its meta_NNNNNN.json)")
 
     meta = read_json(meta_path)
-    config_from_meta(meta, meta_path)  # a broken meta is reported before the weights are read
-    try:
-        state_dict = torch.load(model_path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception as err:  # noqa: BLE001 - any unpickling failure is a bad input file
-        raise UserInputError(f"{model_path}: not a loadable tensor state dict ({type(err).__name__}: {err})") from None
+    check_config_size(config_from_meta(meta, meta_path), meta_path, "meta")  # a broken meta: before the weights
+    state_dict = load_tensor_file(model_path)
     if not isinstance(state_dict, dict):
         raise UserInputError(f"{model_path}: holds a {type(state_dict).__name__}, expected a state dict")
     state_dict = {key_from_nanochat(k.removeprefix(COMPILE_PREFIX)): v for k, v in state_dict.items()}

@@ -9,9 +9,11 @@ each becomes an optional field with the knob's own help text, unset meaning "the
 """
 
 import dataclasses
+import os
 from dataclasses import dataclass, field
 
 import torch
+import yaml
 from transformers import TrainingArguments
 from trl import TrlParser
 
@@ -22,6 +24,7 @@ from ..defaults import PARAM_DATA_RATIO, SEQUENCE_LEN, TOTAL_BATCH_SIZE, VOCAB_S
 from ..errors import UserInputError
 from ..planning.memory_modes import MEMORY_MODE_CHOICES, RECIPE_KNOBS, translate_deprecated_knobs
 from .sharded_optimizer import ShardedOptimizerArguments
+from .validation import check_recipe_settings
 
 
 def _memory_knob_fields() -> list[tuple]:
@@ -288,7 +291,21 @@ def parse_recipe_arguments(dataclass_types, argv: list[str], default_config: str
     argv = list(argv)
     if default_config is not None and "--config" not in argv:
         argv = ["--config", default_config, *argv]
-    return TrlParser(dataclass_types).parse_args_and_config(argv)
+    if "--config" in argv:
+        position = argv.index("--config")
+        config = argv[position + 1] if position + 1 < len(argv) else None
+        if config is None or not os.path.isfile(config):
+            raise UserInputError(f"--config {config}: no such file (expected a recipe YAML)")
+    try:
+        parsed = TrlParser(dataclass_types).parse_args_and_config(argv)
+    except yaml.YAMLError as err:
+        raise UserInputError(f"--config: not valid YAML ({' '.join(str(err).split())})") from None
+    except (ValueError, TypeError) as err:  # unknown keys or flags, values TrainingArguments refuses
+        if isinstance(err, UserInputError):
+            raise
+        raise UserInputError(" ".join(str(err).split()) or type(err).__name__) from None
+    check_recipe_settings(*parsed)
+    return parsed
 
 
 def parse_pretrain_arguments(argv: list[str], default_config: str | None = None):

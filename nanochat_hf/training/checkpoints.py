@@ -8,9 +8,15 @@ to a hidden name before deleting it, and a replaced `final/` is renamed aside be
 name. `prepare_output_dir` tidies what a killed run left behind (staging folders are removed, a set-aside
 `final/` whose replacement never arrived is put back).
 
-Checkpoints written in place by other tools (or by older versions) are still checked file by file
-(`checkpoint_problem`); an interrupted one is never resumed from, and `set_aside_incomplete` renames it
-to `incomplete-checkpoint-N` (nothing is deleted) so that rotation cannot count it as one of the newest.
+Completeness covers every file: just before a staged folder is published, `write_manifest` records the
+size of each of its files in `checkpoint_files.json`, and `checkpoint_problem` requires each listed file at
+exactly that size. Checkpoints without a manifest (written in place by other tools or older versions) are
+checked file by file: the required files present and none of them empty. An interrupted one is never
+resumed from; `set_aside_incomplete` renames it to `incomplete-checkpoint-N` so that rotation cannot count
+it as one of the newest, and the next run deletes it (an interrupted checkpoint cannot be resumed from).
+
+Resuming from a checkpoint older than the newest complete one would overwrite the newer ones as the run
+reaches their steps: `set_aside_newer` renames them to `superseded-checkpoint-N` first (nothing deleted).
 """
 
 import json
@@ -35,6 +41,50 @@ DELETING_SUFFIX = ".deleting"
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "adapter_model.safetensors", "pytorch_model.bin")
 CONFIG_FILES = ("config.json", "adapter_config.json")
 TRAINING_STATE_FILES = ("optimizer.pt", "scheduler.pt")
+MANIFEST_FILENAME = "checkpoint_files.json"
+INCOMPLETE_PREFIX = "incomplete-"
+SUPERSEDED_PREFIX = "superseded-"
+
+
+def folder_size(folder) -> int:
+    """Bytes of every file under `folder`."""
+    return sum(p.stat().st_size for p in Path(folder).rglob("*") if p.is_file())
+
+
+def write_manifest(folder) -> Path:
+    """Record the size of every file of a fully written `folder` (before it is published)."""
+    folder = Path(folder)
+    sizes = {
+        p.relative_to(folder).as_posix(): p.stat().st_size
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and p.name != MANIFEST_FILENAME
+    }
+    path = folder / MANIFEST_FILENAME
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(sizes, f, indent=1)
+        f.flush()
+        os.fsync(f.fileno())
+    return path
+
+
+def manifest_problem(folder: Path) -> str | None:
+    """None when every file the manifest lists is there at its recorded size (or there is no manifest)."""
+    path = Path(folder) / MANIFEST_FILENAME
+    if not path.exists():
+        return None
+    try:
+        sizes = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(sizes, dict):
+            raise ValueError("not an object")
+    except (OSError, ValueError):
+        return f"unreadable {MANIFEST_FILENAME}"
+    for name, size in sizes.items():
+        file = Path(folder) / name
+        if not file.is_file():
+            return f"missing {name}"
+        if file.stat().st_size != size:
+            return f"{name} has {file.stat().st_size} bytes, {size} were written"
+    return None
 
 
 def staging_path(destination) -> Path:
@@ -82,6 +132,10 @@ def prepare_output_dir(output_dir, extra_files=()) -> None:
         if path.name.endswith((STAGING_SUFFIX, REPLACED_SUFFIX, DELETING_SUFFIX)):
             shutil.rmtree(path)
             logger.info("removed %s, left behind by an interrupted save", path)
+    for path in sorted(output_dir.glob(f"{INCOMPLETE_PREFIX}{PREFIX_CHECKPOINT_DIR}-*")):
+        if path.is_dir():  # set aside by an earlier run; an interrupted checkpoint cannot be resumed from
+            shutil.rmtree(path)
+            logger.info("removed %s (an interrupted checkpoint set aside by an earlier run)", path)
     set_aside_incomplete(output_dir, extra_files)
 
 
@@ -103,7 +157,30 @@ def checkpoint_problem(folder: Path, extra_files=()) -> str | None:
             missing.append(group[0])
     if missing:
         return f"missing {missing}"
+    if (folder / MANIFEST_FILENAME).exists():
+        return manifest_problem(folder)
+    empty = sorted(p.name for p in folder.iterdir() if p.is_file() and p.stat().st_size == 0)
+    if empty:
+        return f"empty {empty} (the save was interrupted)"
     return None
+
+
+def checkpoint_step(folder) -> int:
+    return int(CHECKPOINT_NAME.match(Path(folder).name).group(1))
+
+
+def final_problem(folder) -> str | None:
+    """None for a complete final model folder, else what is wrong with it."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return "no such folder"
+    if (folder / MANIFEST_FILENAME).exists():
+        return manifest_problem(folder)
+    missing = [group[0] for group in (WEIGHT_FILES, CONFIG_FILES) if not any((folder / n).exists() for n in group)]
+    if missing:
+        return f"missing {missing}"
+    empty = sorted(p.name for p in folder.iterdir() if p.is_file() and p.stat().st_size == 0)
+    return f"empty {empty}" if empty else None
 
 
 def checkpoints_in(output_dir: Path) -> list[Path]:
@@ -129,13 +206,38 @@ def set_aside_incomplete(output_dir, extra_files=()) -> list[Path]:
     moved = []
     for folder in checkpoints_in(Path(output_dir)):
         if checkpoint_problem(folder, extra_files) is not None:
-            target = folder.with_name(f"incomplete-{folder.name}")
-            suffix = 1
-            while target.exists():
-                target, suffix = folder.with_name(f"incomplete-{folder.name}.{suffix}"), suffix + 1
-            folder.rename(target)
+            target = rename_aside(folder, INCOMPLETE_PREFIX)
             logger.warning("moved interrupted checkpoint %s to %s", folder, target)
             moved.append(target)
+    return moved
+
+
+def rename_aside(folder: Path, prefix: str) -> Path:
+    """Rename `folder` to `<prefix><name>` (with a number appended if that exists); returns the new path."""
+    target = folder.with_name(f"{prefix}{folder.name}")
+    suffix = 1
+    while target.exists():
+        target, suffix = folder.with_name(f"{prefix}{folder.name}.{suffix}"), suffix + 1
+    folder.rename(target)
+    return target
+
+
+def set_aside_newer(output_dir, resume) -> list[Path]:
+    """Before resuming from `resume`: rename the checkpoints of later steps to `superseded-checkpoint-N`,
+    so that the resumed run, reaching their steps, cannot overwrite them. Returns their new paths."""
+    if resume is None or CHECKPOINT_NAME.match(Path(resume).name) is None:
+        return []
+    later = [f for f in checkpoints_in(Path(output_dir)) if checkpoint_step(f) > checkpoint_step(resume)]
+    moved = []
+    for folder in later:
+        target = rename_aside(folder, SUPERSEDED_PREFIX)
+        logger.warning(
+            "resuming from %s: moved the later checkpoint %s to %s so that this run cannot overwrite it",
+            resume,
+            folder,
+            target,
+        )
+        moved.append(target)
     return moved
 
 

@@ -22,7 +22,7 @@ from ..configuration_nanochat_hf import NanoChatHFConfig
 from ..cpu_threads import set_cpu_threads
 from ..data.pretrain import DEFAULT_PACKING, build_pretrain_datasets, load_data_state
 from ..errors import UserInputError
-from ..loading import check_vocabulary, open_config, open_model, open_tokenizer
+from ..loading import check_config_size, check_vocabulary, open_config, open_model, open_tokenizer
 from ..modeling_nanochat_hf import NanoChatHFForCausalLM
 from ..optim.setup_gen2 import Gen2Training, build_gen2_training
 from ..planning.flops import ModelShape, flops_per_token
@@ -76,10 +76,13 @@ def resolve_model_config(args: PretrainArguments, vocab_size: int) -> NanoChatHF
                 )
             shape["window_pattern"] = args.window_pattern
         if args.preset is not None:
-            return NanoChatHFConfig.from_preset(args.preset, **shape)
-        return NanoChatHFConfig.from_depth(args.depth, **shape)
+            config = NanoChatHFConfig.from_preset(args.preset, **shape)
+        else:
+            config = NanoChatHFConfig.from_depth(args.depth, **shape)
     except ValueError as err:
         raise UserInputError(f"--depth/--preset: {err}") from None
+    check_config_size(config, args.preset or f"d{args.depth}", "--depth/--preset")
+    return config
 
 
 def resolve_packing(args: PretrainArguments, config: NanoChatHFConfig) -> str:
@@ -413,7 +416,7 @@ def run_pretraining(args: PretrainArguments, training_args: TrainingArguments, e
     for callback in extra_callbacks:
         trainer.add_callback(callback)
 
-    trainer.train(resume_from_checkpoint=str(resume) if resume is not None else None)
+    trainer.train_from(resume)
 
     final_dir = trainer.save_final(Path(training_args.output_dir) / "final")
     if training_args.push_to_hub:

@@ -7,6 +7,8 @@ checkpoints and final folder), pretraining changes:
   data position into each checkpoint *before* the checkpoint is complete (so a resume reads no data twice
   and skips none, without replaying batches: `ignore_data_skip=True`).
 - Safety: a non-finite loss stops the run at once, before anything is saved over the last good checkpoint.
+- Epochs: the stream is one epoch of `max_steps` steps, so the logged epoch is `global_step / max_steps`
+  (the Trainer would count only the steps since a resume, as it replays no batches).
 - Memory knobs (`memory_knobs`, see `training/memory.py`): the model gets its loss chunking and wte dtype;
   the optimizer is the offloading engine (`optim/offload.py`) for modes that keep the master weights in CPU
   RAM, `MemoryEfficientMuonAdamW` for 8-bit optimizer state, nanochat's own otherwise. The engine is built
@@ -19,10 +21,10 @@ import logging
 import math
 
 import torch
-from transformers import Trainer
+from transformers import Trainer, TrainerCallback
 
 from ..data.pretrain import DATA_STATE_FILENAME, build_train_dataloader, consumed_rows, save_data_state
-from ..errors import UserInputError
+from ..errors import RunStoppedError, UserInputError
 from ..optim.offload import OffloadedMuonAdamW
 from .memory import apply_model_knobs, build_memory_optimizer
 from .model_card import base_model_card
@@ -36,8 +38,16 @@ logger = logging.getLogger(__name__)
 CHECKPOINT_FILES = (DATA_STATE_FILENAME.format(rank=0),)
 
 
-class NonFiniteLossError(RuntimeError):
+class NonFiniteLossError(RunStoppedError):
     pass
+
+
+class StreamEpochCallback(TrainerCallback):
+    """The epoch of a run over the one-epoch stream, counted from step 0 also after a resume."""
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.max_steps > 0:
+            state.epoch = state.global_step / state.max_steps
 
 
 class NanoChatPretrainer(NanoChatTrainerMixin, Trainer):
@@ -60,6 +70,7 @@ class NanoChatPretrainer(NanoChatTrainerMixin, Trainer):
         if kwargs.get("gen2_settings") is None:
             kwargs["optimizer_settings"] = dict(optimizer_settings or {})
         super().__init__(*args, **kwargs)
+        self.add_callback(StreamEpochCallback())
 
     def build_nanochat_optimizer(self, model):
         if self.memory_knobs is not None:
@@ -128,9 +139,10 @@ class NanoChatPretrainer(NanoChatTrainerMixin, Trainer):
     def training_step(self, model, inputs, num_items_in_batch=None):
         loss = super().training_step(model, inputs, num_items_in_batch)
         if not math.isfinite(loss.item()):
+            last_good = self.last_good_checkpoint()
+            where = f"the last good checkpoint {last_good} is intact" if last_good else "no checkpoint was saved yet"
             raise NonFiniteLossError(
-                f"training loss became {loss.item()} at step {self.state.global_step + 1}; stopping without saving. "
-                f"The last good checkpoint in {self.args.output_dir} is untouched; lower the learning rates or "
-                "check the data, then resume from it"
+                f"training loss became {loss.item()} at step {self.state.global_step + 1}; stopped without saving; "
+                f"{where}. Lower the learning rates or check the data, then resume"
             )
         return loss

@@ -287,7 +287,7 @@ def run_sft(args: ChatTrainingArguments, training_args, model_args=None, extra_c
         logger.info("chat fine-tuning settings:\n%s", json.dumps(settings, indent=2, default=str))
         prepare_output_dir(training_args.output_dir)
     trainer.accelerator.wait_for_everyone()
-    trainer.train(resume_from_checkpoint=str(resume) if resume is not None else None)
+    trainer.train_from(resume)
 
     trainer.save_final(final_dir)
     if training_args.push_to_hub:

@@ -16,7 +16,14 @@ A stage is `class Stage(NanoChatTrainerMixin, SomeTrainer)` (pretraining: `Train
 - checkpoints written atomically: the Trainer saves into a hidden staging folder, which is renamed to
   `checkpoint-N` only once every process has written its part, then old checkpoints are rotated away
   one atomic rename at a time (see `checkpoints.py`);
-- `save_final`: the final folder written the same way, with the run's settings and trainer state.
+- `save_final`: the final folder written the same way, with the run's settings and trainer state;
+- guarded saves (`save_guards.py`): no folder is saved from non-finite weights, free space is checked
+  before writing, and a write that fails for lack of space is one line naming the device, the file and the
+  last good checkpoint, with the staging folder removed;
+- `train_from(resume)`: the resume checks. The checkpoint's `run_settings.json` is compared with this
+  run's (another model shape is refused, other changes are warned about), later checkpoints are set aside
+  so that the resumed run cannot overwrite them, and a checkpoint already at `max_steps` trains nothing:
+  its weights become the final folder.
 
 Stages override `build_nanochat_optimizer` (e.g. pretraining's memory-mode optimizers), `model_card_words`
 and `write_final_files`.
@@ -27,14 +34,30 @@ import logging
 import shutil
 from pathlib import Path
 
+from transformers import TrainerState
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from ..errors import UserInputError
 from ..optim import build_optimizer, get_nanochat_schedule
 from ..optim.scaling_gen2 import Gen2Settings
 from ..optim.setup_gen2 import Gen2Training, build_gen2_training
-from .checkpoints import publish, rotate_checkpoints, staging_path
+from .checkpoints import (
+    checkpoints_in,
+    folder_size,
+    publish,
+    rotate_checkpoints,
+    set_aside_newer,
+    staging_path,
+    write_manifest,
+)
 from .model_card import write_model_card
+from .save_guards import (
+    check_finite_weights,
+    check_free_space,
+    disk_full_error,
+    estimated_checkpoint_bytes,
+    is_disk_full,
+)
 from .sharded_optimizer import ShardedOptimizerCheckpoints, build_stage_optimizer
 
 
@@ -42,6 +65,20 @@ logger = logging.getLogger(__name__)
 
 TRAINER_STATE_FILENAME = "trainer_state.json"
 RUN_SETTINGS_FILENAME = "run_settings.json"
+# Settings that fix the shape of the weights: a checkpoint cannot be resumed with others.
+SHAPE_SETTINGS = ("model.depth", "model.width", "model.heads", "model.vocab_size")
+# Settings that describe where a run is, not how it trains.
+UNCOMPARED_SETTINGS = ("output_dir", "base_model")
+
+
+def flatten_settings(settings: dict, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in settings.items():
+        if isinstance(value, dict):
+            flat.update(flatten_settings(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
 
 
 class NanoChatTrainerMixin(ShardedOptimizerCheckpoints):
@@ -144,21 +181,42 @@ class NanoChatTrainerMixin(ShardedOptimizerCheckpoints):
             return self._staging_run_dir
         return super()._get_output_dir(trial)
 
+    def last_good_checkpoint(self, run_dir=None) -> Path | None:
+        """The newest checkpoint of this run (published ones are complete)."""
+        found = checkpoints_in(Path(run_dir or self.args.output_dir))
+        return found[-1] if found else None
+
     def _save_checkpoint(self, model, trial):
         run_dir = Path(super()._get_output_dir(trial))
         name = f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
-        staging_root = staging_path(run_dir / name)
+        last_good = self.last_good_checkpoint(run_dir)
+        check_finite_weights(self.model, name, last_good)
         if self.args.should_save:
-            if staging_root.exists():
-                shutil.rmtree(staging_root)
-            staging_root.mkdir(parents=True)
-        self.accelerator.wait_for_everyone()
-        self._staging_run_dir, self._staged_checkpoint = str(staging_root), (staging_root / name, run_dir / name)
+            needed = folder_size(last_good) if last_good is not None else None
+            check_free_space(
+                run_dir, needed or estimated_checkpoint_bytes(self.model, self.optimizer), name, last_good
+            )
+        staging_root = staging_path(run_dir / name)
         try:
-            super()._save_checkpoint(model, trial)  # writes, pushes (see below) and rotates inside staging_root
-        finally:
-            self._staging_run_dir = None
-        self._publish_staged_checkpoint()
+            if self.args.should_save:
+                if staging_root.exists():
+                    shutil.rmtree(staging_root)
+                staging_root.mkdir(parents=True)
+            self.accelerator.wait_for_everyone()
+            self._staging_run_dir = str(staging_root)
+            self._staged_checkpoint = (staging_root / name, run_dir / name)
+            try:
+                super()._save_checkpoint(model, trial)  # writes, pushes (see below) and rotates inside staging_root
+            finally:
+                self._staging_run_dir = None
+            self._publish_staged_checkpoint()
+        except Exception as err:
+            self._staged_checkpoint = None
+            if self.args.should_save:
+                shutil.rmtree(staging_root, ignore_errors=True)
+            if is_disk_full(err):
+                raise disk_full_error(err, staging_root / name, last_good) from err
+            raise
         if self.args.should_save:
             rotate_checkpoints(run_dir, self.args.save_total_limit, keep=self.state.best_model_checkpoint)
 
@@ -178,6 +236,9 @@ class NanoChatTrainerMixin(ShardedOptimizerCheckpoints):
             if self.state.best_model_checkpoint and Path(self.state.best_model_checkpoint) == staged:
                 self.state.best_model_checkpoint = str(final)
                 self.state.save_to_json(str(staged / TRAINER_STATE_FILENAME))
+            if self.run_settings is not None:
+                (staged / RUN_SETTINGS_FILENAME).write_text(json.dumps(self.run_settings, indent=2, default=str))
+            write_manifest(staged)
             publish(staged, final)
             staged.parent.rmdir()
         self.accelerator.wait_for_everyone()
@@ -193,15 +254,85 @@ class NanoChatTrainerMixin(ShardedOptimizerCheckpoints):
         final_dir = Path(final_dir)
         staging = staging_path(final_dir)
         main = self.args.should_save
-        if main and staging.exists():
-            shutil.rmtree(staging)
-        self.accelerator.wait_for_everyone()
-        self.save_model(str(staging))  # every process: FSDP/DeepSpeed gather the weights collectively
+        last_good = self.last_good_checkpoint(final_dir.parent)
+        check_finite_weights(self.model, str(final_dir), last_good)
         if main:
-            self.write_final_files(staging)
-            if self.run_settings is not None:
-                (staging / RUN_SETTINGS_FILENAME).write_text(json.dumps(self.run_settings, indent=2, default=str))
-            self.state.save_to_json(str(staging / TRAINER_STATE_FILENAME))
-            publish(staging, final_dir)
+            check_free_space(final_dir.parent, estimated_checkpoint_bytes(self.model), str(final_dir), last_good)
+        try:
+            if main and staging.exists():
+                shutil.rmtree(staging)
+            self.accelerator.wait_for_everyone()
+            self.save_model(str(staging))  # every process: FSDP/DeepSpeed gather the weights collectively
+            if main:
+                self.write_final_files(staging)
+                if self.run_settings is not None:
+                    text = json.dumps(self.run_settings, indent=2, default=str)
+                    (staging / RUN_SETTINGS_FILENAME).write_text(text)
+                self.state.save_to_json(str(staging / TRAINER_STATE_FILENAME))
+                write_manifest(staging)
+                publish(staging, final_dir)
+        except Exception as err:
+            if main:
+                shutil.rmtree(staging, ignore_errors=True)
+            if is_disk_full(err):
+                raise disk_full_error(err, final_dir, last_good) from err
+            raise
         self.accelerator.wait_for_everyone()
         return final_dir
+
+    # ---- resuming
+
+    def check_resume_settings(self, resume: Path) -> None:
+        """Refuse a checkpoint of another model shape; warn about every other setting that changed."""
+        path = Path(resume) / RUN_SETTINGS_FILENAME
+        if self.run_settings is None or not path.is_file():
+            return
+        try:
+            saved = flatten_settings(json.loads(path.read_text(encoding="utf-8")))
+        except (OSError, ValueError):
+            return
+        now = flatten_settings(json.loads(json.dumps(self.run_settings, default=str)))
+        changed = {
+            key: (saved.get(key), now.get(key))
+            for key in sorted(set(saved) | set(now))
+            if saved.get(key) != now.get(key) and not key.startswith(UNCOMPARED_SETTINGS)
+        }
+        shape = {key: values for key, values in changed.items() if key in SHAPE_SETTINGS}
+        if shape:
+            differences = ", ".join(f"{key.split('.')[-1]} {old} -> {new}" for key, (old, new) in shape.items())
+            raise UserInputError(
+                f"--resume_from_checkpoint {resume}: the checkpoint is of another model ({differences}); "
+                "resume with the depth and tokenizer it was trained with, or start a new --output_dir"
+            )
+        if changed:
+            logger.warning(
+                "resuming from %s with changed settings: %s. Learning rates and the other optimizer settings stay "
+                "those saved in the checkpoint's optimizer state; the step count and schedule follow this run",
+                resume,
+                "; ".join(f"{key} {old} -> {new}" for key, (old, new) in changed.items()),
+            )
+
+    def train_from(self, resume):
+        """`train()`, resuming from `resume` (a complete checkpoint folder, or None for a fresh start)."""
+        if resume is None:
+            return self.train()
+        resume = Path(resume)
+        self.check_resume_settings(resume)
+        state = TrainerState.load_from_json(str(resume / TRAINER_STATE_FILENAME))
+        max_steps = self.args.max_steps
+        if max_steps > 0 and state.global_step > max_steps:
+            raise UserInputError(
+                f"--resume_from_checkpoint {resume}: the checkpoint is at step {state.global_step}, beyond this "
+                f"run's max_steps {max_steps}; resume with --max_steps {state.global_step} or more"
+            )
+        if self.args.should_save:
+            set_aside_newer(self.args.output_dir, resume)
+        self.accelerator.wait_for_everyone()
+        if max_steps > 0 and state.global_step == max_steps:
+            logger.warning(
+                "%s is at max_steps %d: nothing left to train; its weights become the final folder", resume, max_steps
+            )
+            self._load_from_checkpoint(str(resume))
+            self.state = state
+            return None
+        return self.train(resume_from_checkpoint=str(resume))
