@@ -17,21 +17,20 @@ LoRA adapter (`nanochat-hf merge-lora`).
 import logging
 import sys
 
-from nanochat_hf.errors import UserInputError
+from nanochat_hf.errors import run_reporting_errors
 from nanochat_hf.training.rl import run_rl
 from nanochat_hf.training.rl_arguments import parse_rl_arguments
 
 
 def main(argv=None, default_config: str | None = None) -> int:
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
-    try:
+
+    def rl():
         args, training_args, model_args = parse_rl_arguments(sys.argv[1:] if argv is None else argv, default_config)
         final_dir = run_rl(args, training_args, model_args)
-    except UserInputError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    print(f"chat model written to {final_dir}")
-    return 0
+        print(f"chat model written to {final_dir}")
+
+    return run_reporting_errors(rl, "rl")
 
 
 if __name__ == "__main__":

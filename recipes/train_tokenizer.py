@@ -13,20 +13,19 @@ import sys
 
 from trl import TrlParser
 
-from nanochat_hf.errors import UserInputError
+from nanochat_hf.errors import run_reporting_errors
 from nanochat_hf.tokenizer import TokenizerTrainingArguments, train_tokenizer_from_source
 
 
 def main(argv=None) -> int:
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
-    try:
+
+    def train():
         (args,) = TrlParser((TokenizerTrainingArguments,)).parse_args_and_config(argv)
         tokenizer = train_tokenizer_from_source(args)
-    except UserInputError as err:
-        print(f"train_tokenizer: error: {err}", file=sys.stderr)
-        return 2
-    print(f"saved a {len(tokenizer)}-token tokenizer to {args.output_dir}")
-    return 0
+        print(f"saved a {len(tokenizer)}-token tokenizer to {args.output_dir}")
+
+    return run_reporting_errors(train, "train_tokenizer")
 
 
 if __name__ == "__main__":

@@ -8,18 +8,14 @@ import argparse
 import sys
 
 from nanochat_hf.commands.eval import add_arguments, run
-from nanochat_hf.errors import UserInputError
+from nanochat_hf.errors import run_reporting_errors
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m nanochat_hf.eval", description=__doc__.splitlines()[0])
     add_arguments(parser)
     args = parser.parse_args(argv)
-    try:
-        return run(args)
-    except UserInputError as err:
-        print(f"nanochat_hf.eval: error: {err}", file=sys.stderr)
-        return 2
+    return run_reporting_errors(lambda: run(args), "nanochat_hf.eval")
 
 
 if __name__ == "__main__":
