@@ -37,6 +37,7 @@ from pathlib import Path
 from transformers import TrainerState
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
+from ..atomic import is_disk_full
 from ..errors import UserInputError
 from ..optim import build_optimizer, get_nanochat_schedule
 from ..optim.scaling_gen2 import Gen2Settings
@@ -56,7 +57,6 @@ from .save_guards import (
     check_free_space,
     disk_full_error,
     estimated_checkpoint_bytes,
-    is_disk_full,
 )
 from .sharded_optimizer import ShardedOptimizerCheckpoints, build_stage_optimizer
 
