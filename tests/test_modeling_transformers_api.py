@@ -221,3 +221,44 @@ def test_tensor_parallel_plan_matches_the_parameter_names():
 
 def test_generation2_with_value_embeddings_declares_no_plan():
     assert tiny_model(2).config.base_model_tp_plan is None
+
+
+LOAD_TOKENIZER_WITHOUT_PROMPT = """
+import builtins, sys
+def no_prompt(*args, **kwargs):
+    raise SystemExit("prompted: " + str(args[0] if args else ""))
+builtins.input = no_prompt
+folder = sys.argv[1]
+from transformers import PreTrainedTokenizerFast
+print("bare", type(PreTrainedTokenizerFast.from_pretrained(folder)).__name__)
+import nanochat_hf  # registers model_type nanochat_hf, so AutoConfig reads config.json without remote code
+from transformers import AutoTokenizer
+print("auto", type(AutoTokenizer.from_pretrained(folder)).__name__)
+"""
+
+
+def test_the_tokenizer_of_a_saved_folder_loads_without_the_remote_code_prompt(tmp_path):
+    """The prompt comes from config.json's auto_map (AutoTokenizer reads the model config first); the
+    tokenizer files themselves name no code."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from helpers import write_tiny_tokenizer
+    from transformers import AutoTokenizer
+
+    write_tiny_tokenizer(tmp_path / "tok", vocab_size=300)
+    model = tiny_model(vocab_size=300)
+    model.save_pretrained(tmp_path / "model")
+    AutoTokenizer.from_pretrained(tmp_path / "tok").save_pretrained(tmp_path / "model")
+    assert "auto_map" not in json.loads((tmp_path / "model" / "tokenizer_config.json").read_text())
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": os.pathsep.join(sys.path)}
+    done = subprocess.run(
+        [sys.executable, "-c", LOAD_TOKENIZER_WITHOUT_PROMPT, str(tmp_path / "model")],
+        capture_output=True, text=True, env=env, stdin=subprocess.DEVNULL, timeout=300,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "custom code" not in done.stdout + done.stderr
+    assert "bare TokenizersBackend" in done.stdout or "bare PreTrainedTokenizerFast" in done.stdout
+    assert "auto " in done.stdout
