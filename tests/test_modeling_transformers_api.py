@@ -256,9 +256,40 @@ def test_the_tokenizer_of_a_saved_folder_loads_without_the_remote_code_prompt(tm
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": os.pathsep.join(sys.path)}
     done = subprocess.run(
         [sys.executable, "-c", LOAD_TOKENIZER_WITHOUT_PROMPT, str(tmp_path / "model")],
-        capture_output=True, text=True, env=env, stdin=subprocess.DEVNULL, timeout=300,
+        capture_output=True,
+        text=True,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        timeout=300,
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "custom code" not in done.stdout + done.stderr
     assert "bare TokenizersBackend" in done.stdout or "bare PreTrainedTokenizerFast" in done.stdout
     assert "auto " in done.stdout
+
+
+def lora_targets(model) -> set[str]:
+    return {name for name, module in model.named_modules() if hasattr(module, "lora_A")}
+
+
+@pytest.mark.parametrize("generation", [1, 2])
+def test_lora_all_linear_adapts_the_blocks_and_not_the_head(generation):
+    """peft 0.21 has no API to register a default `target_modules` for a model type (its table is a constant
+    of known architectures), so `LoraConfig()` alone is refused; `"all-linear"` needs no module names and
+    adapts the blocks' Linears (plus generation 2's small gates), never `lm_head`: our recipes' preset
+    (`LORA_TARGET_MODULES`) is the same set for generation 1."""
+    from peft import LoraConfig, get_peft_model
+
+    from nanochat_hf.defaults import LORA_TARGET_MODULES
+
+    with pytest.raises(ValueError, match="target_modules"):
+        get_peft_model(tiny_model(generation), LoraConfig(r=2))
+    all_linear = lora_targets(get_peft_model(tiny_model(generation), LoraConfig(r=2, target_modules="all-linear")))
+    preset = lora_targets(
+        get_peft_model(tiny_model(generation), LoraConfig(r=2, target_modules=list(LORA_TARGET_MODULES)))
+    )
+    assert not any(name.endswith("lm_head") for name in all_linear)
+    assert preset <= all_linear
+    gates = {name for name in all_linear - preset}
+    assert all(name.endswith(("ve_gate", "smear_gate")) for name in gates)
+    assert bool(gates) == (generation == 2)
