@@ -97,7 +97,8 @@ class NanoChatHFRotaryEmbedding(nn.Module):
         super().__init__()
         self.config = config
         self.head_dim = config.head_dim
-        self.base = config.rope_theta
+        # `rope_parameters` holds the base (the config keeps `rope_theta` equal to it).
+        self.base = (config.rope_parameters or {}).get("rope_theta", config.rope_theta)
         # nanochat rounds its tables to bfloat16; the rotation itself then runs in the activation dtype.
         self.table_dtype = getattr(torch, config.rotary_dtype)
         self.rope_type = (config.rope_parameters or {}).get("rope_type", "default")
