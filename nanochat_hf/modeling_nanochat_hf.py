@@ -260,7 +260,7 @@ class NanoChatHFAttention(nn.Module):
         )
         if kwargs.get("output_attentions"):
             # Only the eager path materialises the weights (sdpa/flash/flex return None for them), so a call that
-            # asks for them runs eager; its masks (additive or boolean, as sdpa's) are read the same way.
+            # asks for them runs eager; the trunk then builds eager masks (`_attention_masks`).
             attention_interface = eager_attention_forward
         if self.sliding_window is not None:
             # Read by the flash-attention paths; sdpa, eager and flex get the window through the mask.
