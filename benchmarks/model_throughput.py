@@ -1,7 +1,9 @@
 """Forward+backward throughput of our model against a reference, same shape, same process.
 
-    python benchmarks/model_throughput.py --depth 4 --seq-len 512 --batch-size 4
-    python benchmarks/model_throughput.py --generation 2 --depth 4 --seq-len 512 --batch-size 4
+    python benchmarks/model_throughput.py                    # a small shape: about a minute on 2 CPU cores
+    python benchmarks/model_throughput.py --generation 2     # the same for generation 2
+    python benchmarks/model_throughput.py --depth 4 --vocab-size 65536 --seq-len 512 --batch-size 4   # ~20 min on CPU
+    python benchmarks/model_throughput.py --depth 20 --vocab-size 65536 --seq-len 2048 --dtype bfloat16  # a GPU
 
 Generation 1 is compared with transformers' built-in NanoChat; generation 2 (value embeddings, SSSL windows,
 lambdas, smear, backout, 32,768-token vocabulary) with nanochat's own `GPT` from its source (the local mirror,
@@ -121,11 +123,11 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--depth", type=int, default=4)
     parser.add_argument("--generation", type=int, choices=[1, 2], default=1)
-    parser.add_argument("--vocab-size", type=int, help="default 65536 (generation 1) or 32768 (generation 2)")
+    parser.add_argument("--vocab-size", type=int, default=8192, help="nanochat's: 65536 (generation 1), 32768 (2)")
     parser.add_argument("--nanochat-src", help="a nanochat checkout (generation 2; default: the local mirror)")
-    parser.add_argument("--seq-len", type=int, default=512)
+    parser.add_argument("--seq-len", type=int, default=256, help="nanochat's is 2048")
     parser.add_argument("--batch-size", type=int, default=4)
-    parser.add_argument("--steps", type=int, default=5, help="timed steps per round")
+    parser.add_argument("--steps", type=int, default=3, help="timed steps per round")
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds; the best round counts")
     parser.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -144,10 +146,12 @@ def main(argv=None):
     for model in models.values():  # warm-up
         train_step(model, input_ids)
     best = {name: (0.0, 0) for name in models}
-    for _ in range(args.rounds):
+    for round_number in range(1, args.rounds + 1):
         for name, model in models.items():
             tokens_per_s, peak = measure(model, input_ids, args.steps, device)
             best[name] = (max(best[name][0], tokens_per_s), max(best[name][1], peak))
+            print(f"  round {round_number}/{args.rounds}: {name:<22} {tokens_per_s:>10,.0f} tokens/s", flush=True)
+    print("best round:")
     for name, (tokens_per_s, peak) in best.items():
         print(f"  {name:<22} {tokens_per_s:>10,.0f} tokens/s   peak memory {peak / 2**20:>8,.1f} MiB")
     (ours_tps, ours_mem), (ref_tps, ref_mem) = best["nanochat-hf"], best[reference_name]

@@ -1,36 +1,22 @@
 """nanochat-hf: nanochat's GPT, tokenizer and training recipe on the Hugging Face stack.
 
-Importing the package registers the model with transformers' Auto classes, so
-`AutoConfig`, `AutoModel` and `AutoModelForCausalLM` know `model_type="nanochat_hf"` in this process.
-Checkpoints saved by this package also carry their own code (`auto_map`), so they load with
-`trust_remote_code=True` where the package is not installed.
+`import nanochat_hf` is cheap: it imports neither torch nor transformers, so `nanochat-hf --help` and
+`nanochat-hf plan` answer at once. The model classes are attributes resolved on first use
+(`from nanochat_hf import NanoChatHFForCausalLM`); that first use also registers the model with
+transformers' Auto classes (`nanochat_hf.auto_classes`), so `AutoConfig`, `AutoModel` and
+`AutoModelForCausalLM` know `model_type="nanochat_hf"` in this process. `nanochat_hf.register_auto_classes()`
+does only the registering. Checkpoints saved by this package also carry their own code (`auto_map`), so
+they load with `trust_remote_code=True` where the package is not installed.
 """
 
-from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
+import importlib
 
-from .configuration_nanochat_hf import NanoChatConfig, NanoChatHFConfig
-from .modeling_nanochat_hf import (
-    NanoChatForCausalLM,
-    NanoChatHFForCausalLM,
-    NanoChatHFModel,
-    NanoChatHFPreTrainedModel,
-    NanoChatModel,
-    NanoChatPreTrainedModel,
-)
+from . import quiet
 
 
 __version__ = "0.1.0.dev0"
 
-AutoConfig.register(NanoChatHFConfig.model_type, NanoChatHFConfig, exist_ok=True)
-AutoModel.register(NanoChatHFConfig, NanoChatHFModel, exist_ok=True)
-AutoModelForCausalLM.register(NanoChatHFConfig, NanoChatHFForCausalLM, exist_ok=True)
-
-# Saved checkpoints name their own code in `config.json["auto_map"]`, so the Hub copy runs anywhere.
-NanoChatHFConfig.register_for_auto_class()
-NanoChatHFModel.register_for_auto_class("AutoModel")
-NanoChatHFForCausalLM.register_for_auto_class("AutoModelForCausalLM")
-
-__all__ = [
+MODEL_CLASSES = (
     "NanoChatHFConfig",
     "NanoChatHFModel",
     "NanoChatHFForCausalLM",
@@ -40,4 +26,23 @@ __all__ = [
     "NanoChatModel",
     "NanoChatForCausalLM",
     "NanoChatPreTrainedModel",
-]
+)
+__all__ = [*MODEL_CLASSES, "register_auto_classes"]
+
+quiet.silence_unused_bitsandbytes_warning()
+
+
+def register_auto_classes() -> None:
+    """Register the model with transformers' Auto classes (imports torch and transformers)."""
+    importlib.import_module("nanochat_hf.auto_classes")
+
+
+def __getattr__(name: str):
+    # The model classes are imported on first use (PEP 562), keeping torch out of `import nanochat_hf`.
+    if name in MODEL_CLASSES:
+        return importlib.import_module("nanochat_hf.auto_classes").EXPORTED[name]
+    raise AttributeError(f"module 'nanochat_hf' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(list(globals()) + __all__)

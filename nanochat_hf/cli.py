@@ -17,6 +17,7 @@ from nanochat_hf.errors import UserInputError
 COMMAND_MODULES = [
     "nanochat_hf.commands.convert",
     "nanochat_hf.commands.plan",
+    "nanochat_hf.commands.plan_finetune",
     "nanochat_hf.commands.convert_tokenizer",
     "nanochat_hf.commands.chat",
     "nanochat_hf.commands.serve",

@@ -5,7 +5,8 @@ SFT, chat, adapters and conversion. What can go wrong is reported once, the same
 `UserInputError` that names the flag and the location:
 
 - a local path that does not exist says so (transformers would try it as a Hub id and answer "Repo id
-  must be in the form 'repo_name' or 'namespace/repo_name'");
+  must be in the form 'repo_name' or 'namespace/repo_name'"), also `runs/missing` when `runs/` is a local
+  folder, before anything asks the Hub;
 - a folder in another format (a nanochat checkpoint, transformers' built-in NanoChat) names the
   `nanochat-hf convert` command that turns it into this package's format;
 - a name that is not on disk and cannot be fetched from the Hub (or not offline) says both;
@@ -22,6 +23,7 @@ from pathlib import Path
 
 from transformers import AutoTokenizer, PretrainedConfig
 
+from . import auto_classes  # noqa: F401 (registers the model with the Auto classes; saved folders get auto_map)
 from .configuration_nanochat_hf import NanoChatHFConfig
 from .errors import UserInputError
 from .formats import HF_MODEL_TYPE, detect_format
@@ -42,6 +44,12 @@ def check_location(location, what: str) -> str:
         return str(path)
     if not HUB_ID.match(text):
         raise UserInputError(f"{what} {text}: the folder does not exist")
+    parent = text.split("/", 1)[0]
+    if "/" in text and Path(parent).expanduser().is_dir():
+        # `runs/d20` next to a local `runs/` folder is a path that is missing, not a Hub repository.
+        raise UserInputError(
+            f"{what} {text}: the folder does not exist (not read as a Hub id: {parent}/ is a local folder)"
+        )
     return text
 
 

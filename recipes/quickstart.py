@@ -15,8 +15,11 @@
 4. CORE of the base model on a small bundle generated from Python's documentation, and the run's report
    card (runs/quickstart/final/report.md with its plots).
 
-No GPU, no download; several minutes on 2 CPU cores. A stage whose final folder exists is skipped (delete
-the folder to redo it): final folders appear only once complete, so an existing one is a finished stage. The chat model then also works with `nanochat-hf chat runs/quickstart-sft/final`.
+No GPU, no download. The expected time printed at the start is what `benchmarks/quickstart_time.py`
+measured (see the README); torch uses the cores that are idle when a stage starts (`nanochat_hf.cpu_threads`).
+A stage whose final folder exists is skipped (delete the folder to redo it): final folders appear only
+once complete, so an existing one is a finished stage. The chat model then also works with
+`nanochat-hf chat runs/quickstart-sft/final`.
 """
 
 import argparse
@@ -43,6 +46,76 @@ PRETRAIN_CONFIG = CONFIGS / "pretrain_cpu_quickstart.yaml"
 SFT_CONFIG = CONFIGS / "sft_cpu_quickstart.yaml"
 RL_CONFIG = CONFIGS / "rl_cpu_quickstart.yaml"
 DEFAULT_PROMPT = "Sam has 12 apples. Sam buys 3 packs with 5 apples in each pack. How many apples does Sam have now?"
+CORE_EXAMPLES_PER_TASK = 32
+# CPU seconds of each stage with 1 torch thread, measured by `benchmarks/quickstart_time.py --threads 1` on the
+# 2-core CPU sandbox (README); with 1 thread on an idle core, wall time is about the CPU time.
+MEASURED_CPU_SECONDS = {"tokenizer": 2, "pretraining": 310, "SFT": 115, "answer": 1, "CORE and report": 3}
+
+
+def expected_duration() -> str:
+    minutes = sum(MEASURED_CPU_SECONDS.values()) / 60
+    return (
+        f"expected: about {minutes:.0f} minutes on 2 idle CPU cores ({sum(MEASURED_CPU_SECONDS.values())} CPU seconds "
+        "measured by benchmarks/quickstart_time.py), longer while other programs keep the cores busy"
+    )
+
+
+def pretrain_stage(overrides=()) -> Path:
+    args, training_args = parse_pretrain_arguments(["--config", str(PRETRAIN_CONFIG), *overrides])
+    base = Path(training_args.output_dir) / "final"
+    if base.exists():
+        print(f"[1/4] {base} exists: skipping pretraining")
+        return base
+    print("[1/4] pretraining the base model")
+    return run_pretraining(args, training_args)
+
+
+def sft_stage(base: Path, overrides=()) -> Path:
+    args, training_args, model_args = parse_chat_arguments(
+        ["--config", str(SFT_CONFIG), "--model_name_or_path", str(base), *overrides]
+    )
+    chat_model = Path(training_args.output_dir) / "final"
+    if chat_model.exists():
+        print(f"[2/4] {chat_model} exists: skipping SFT")
+        return chat_model
+    print("[2/4] fine-tuning it into a chat model")
+    return run_sft(args, training_args, model_args)
+
+
+def answer_stage(chat_model: Path, prompt: str) -> str:
+    model, tokenizer = load_chat_model(str(chat_model), device="cpu")
+    print(f"[3/4] asking {chat_model}\n\nUser: {prompt}\nAssistant: ", end="", flush=True)
+
+    def show(event):
+        text = "<<" if event.kind == "python" and not event.text else event.text
+        print(f"={text}>>" if event.kind == "python_output" else text, end="", flush=True)
+
+    reply = ChatEngine(model, tokenizer).generate([{"role": "user", "content": prompt}], temperature=0, on_event=show)
+    print(f"\n\nKeep chatting: nanochat-hf chat {chat_model}")
+    return reply.text
+
+
+def core_stage(base: Path) -> dict:
+    print("[4/4] CORE of the base model on a small bundle made from Python's documentation")
+    request = EvalRequest(
+        model=str(base), tasks=["core"], eval_bundle="embedded", max_per_task=CORE_EXAMPLES_PER_TASK, device="cpu"
+    )
+    results = run_evaluation(request)
+    write_json_atomically(Path(base) / "eval_core.json", results)
+    report = write_report(base)
+    core = results["core"]
+    print(f"Report card: {report}")
+    print(f"CORE (embedded bundle, {len(core['accuracy'])} tasks): {core['core_metric']:.4f}")
+    return results
+
+
+def stage_overrides(output_root) -> tuple[list[str], list[str], list[str]]:
+    """--output_dir of the pretraining, SFT and RL stages under `output_root` (none: the configs' own)."""
+    if output_root is None:
+        return [], [], []
+    return tuple(
+        ["--output_dir", str(Path(output_root) / name)] for name in ("quickstart", "quickstart-sft", "quickstart-rl")
+    )
 
 
 class _RewardPrinter(TrainerCallback):
@@ -89,53 +162,16 @@ def main(argv=None) -> int:
     parser.add_argument("--output-root", default=None, help="put the runs under this folder (default: the configs')")
     parser.add_argument("--rl", action="store_true", help="add the RL stage (GRPO on the embedded arithmetic set)")
     options = parser.parse_args(argv)
-    pretrain_overrides, sft_overrides, rl_overrides = [], [], []
-    if options.output_root is not None:
-        pretrain_overrides = ["--output_dir", str(Path(options.output_root) / "quickstart")]
-        sft_overrides = ["--output_dir", str(Path(options.output_root) / "quickstart-sft")]
-        rl_overrides = ["--output_dir", str(Path(options.output_root) / "quickstart-rl")]
+    pretrain_overrides, sft_overrides, rl_overrides = stage_overrides(options.output_root)
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    print(f"CPU quickstart: 4 stages; {expected_duration()}.", flush=True)
     try:
-        args, training_args = parse_pretrain_arguments(["--config", str(PRETRAIN_CONFIG), *pretrain_overrides])
-        base = Path(training_args.output_dir) / "final"
-        if base.exists():
-            print(f"[1/4] {base} exists: skipping pretraining")
-        else:
-            print("[1/4] pretraining the base model")
-            base = run_pretraining(args, training_args)
-
-        args, training_args, model_args = parse_chat_arguments(
-            ["--config", str(SFT_CONFIG), "--model_name_or_path", str(base), *sft_overrides]
-        )
-        chat_model = Path(training_args.output_dir) / "final"
-        if chat_model.exists():
-            print(f"[2/4] {chat_model} exists: skipping SFT")
-        else:
-            print("[2/4] fine-tuning it into a chat model")
-            chat_model = run_sft(args, training_args, model_args)
+        base = pretrain_stage(pretrain_overrides)
+        chat_model = sft_stage(base, sft_overrides)
         if options.rl:
             chat_model = run_rl_stage(chat_model, rl_overrides)
-
-        model, tokenizer = load_chat_model(str(chat_model), device="cpu")
-        print(f"[3/4] asking {chat_model}\n\nUser: {options.prompt}\nAssistant: ", end="", flush=True)
-
-        def show(event):
-            text = "<<" if event.kind == "python" and not event.text else event.text
-            print(f"={text}>>" if event.kind == "python_output" else text, end="", flush=True)
-
-        ChatEngine(model, tokenizer).generate(
-            [{"role": "user", "content": options.prompt}], temperature=0, on_event=show
-        )
-        print(f"\n\nKeep chatting: nanochat-hf chat {chat_model}")
-
-        print("[4/4] CORE of the base model on a small bundle made from Python's documentation")
-        request = EvalRequest(model=str(base), tasks=["core"], eval_bundle="embedded", max_per_task=32, device="cpu")
-        results = run_evaluation(request)
-        write_json_atomically(Path(base) / "eval_core.json", results)
-        report = write_report(base)
-        core = results["core"]
-        print(f"Report card: {report}")
-        print(f"CORE (embedded bundle, {len(core['accuracy'])} tasks): {core['core_metric']:.4f}")
+        answer_stage(chat_model, options.prompt)
+        core_stage(base)
     except UserInputError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -15,7 +15,7 @@ import logging
 import sys
 
 from nanochat_hf.errors import UserInputError
-from nanochat_hf.training.sft import run_sft
+from nanochat_hf.training.sft import run_sft, written_message
 from nanochat_hf.training.sft_arguments import parse_chat_arguments
 
 
@@ -27,7 +27,7 @@ def main(argv=None, default_config: str | None = None) -> int:
     except UserInputError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    print(f"chat model written to {final_dir}")
+    print(written_message(final_dir))
     return 0
 
 

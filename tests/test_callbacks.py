@@ -17,7 +17,9 @@ from nanochat_hf.callbacks import (
     ThroughputCallback,
     ValBpbCallback,
     add_metric_callbacks,
+    greedy_completions,
 )
+from nanochat_hf.callbacks.val_bpb import evaluate_bpb
 from nanochat_hf.data import build_pretrain_datasets
 from nanochat_hf.planning.gpus import get_gpu, unlisted_gpu
 from nanochat_hf.tokenizer.token_bytes import compute_token_bytes
@@ -68,7 +70,17 @@ class Recorder(TrainerCallback):
         self.logs.append({**logs, "step": state.global_step})
 
 
-def run_trainer(tmp_path, tokenizer, corpus, metric_callbacks=(), max_steps=4, logging_steps=2, grad_accum=1, **extra):
+def run_trainer(
+    tmp_path,
+    tokenizer,
+    corpus,
+    metric_callbacks=(),
+    max_steps=4,
+    logging_steps=2,
+    grad_accum=1,
+    report_to="none",
+    **extra,
+):
     train, validation = build_pretrain_datasets(corpus, tokenizer, SEQ, num_lanes=2)
     model = tiny_model(tokenizer)
     args = TrainingArguments(
@@ -79,7 +91,7 @@ def run_trainer(tmp_path, tokenizer, corpus, metric_callbacks=(), max_steps=4, l
         learning_rate=3e-3,
         logging_steps=logging_steps,
         save_strategy="no",
-        report_to="none",
+        report_to=report_to,
         use_cpu=True,
         remove_unused_columns=False,  # keep `shift_labels`
         disable_tqdm=True,
@@ -172,12 +184,27 @@ def test_val_bpb_equals_a_direct_computation(tmp_path, tokenizer, corpus):
     assert values[1][1] == pytest.approx(expected, rel=1e-5)
 
 
-def test_samples_are_the_models_greedy_continuations(tmp_path, tokenizer, corpus, capsys):
+def test_validation_shows_progress_only_when_asked(tokenizer, corpus, capsys):
+    _, validation = build_pretrain_datasets(corpus, tokenizer, SEQ, num_lanes=2)
+    model, token_bytes = tiny_model(tokenizer), compute_token_bytes(tokenizer)
+    quiet = evaluate_bpb(model, validation, token_bytes, eval_tokens=8 * SEQ, batch_size=2)
+    assert "val bpb" not in capsys.readouterr().err
+    shown = evaluate_bpb(model, validation, token_bytes, eval_tokens=8 * SEQ, batch_size=2, show_progress=True)
+    err = capsys.readouterr().err
+    assert "val bpb" in err and "/4 [" in err  # of 4 batches: 8 rows in batches of 2
+    assert shown == quiet
+
+
+def test_samples_are_the_models_greedy_continuations(tmp_path, tokenizer, corpus, capsys, monkeypatch):
     prompts = ["the cat sat", "a dog"]
     callback = SampleCallback(prompts=prompts, sample_every=3, max_new_tokens=5)
-    trainer, recorder, _, _ = run_trainer(tmp_path, tokenizer, corpus, [callback], max_steps=4)
-    assert [step for step, _ in logged(recorder, "samples")] == [3, 4]
-    assert "samples at step 4" in capsys.readouterr().out
+    monkeypatch.setenv("TENSORBOARD_LOGGING_DIR", str(tmp_path / "tb"))
+    trainer, recorder, _, _ = run_trainer(
+        tmp_path, tokenizer, corpus, [callback], max_steps=4, report_to="tensorboard"
+    )
+    assert [step for step, _ in callback.history] == [3, 4]
+    # Not in the Trainer's logs: the console printer would cut it to "[String too long to display ...]".
+    assert not logged(recorder, "samples")
     model = trainer.model.eval()
     final_step, completions = callback.history[-1]
     assert final_step == 4
@@ -185,11 +212,41 @@ def test_samples_are_the_models_greedy_continuations(tmp_path, tokenizer, corpus
         ids = [tokenizer.bos_token_id] + tokenizer(prompt, add_special_tokens=False)["input_ids"]
         sequence = list(ids)
         with torch.no_grad():
-            for _ in range(5):  # greedy decoding by hand, without generate()
+            for _ in range(5):  # greedy decoding by hand, without generate(), up to the next BOS
                 logits = model(input_ids=torch.tensor([sequence])).logits
-                sequence.append(int(logits[0, -1].argmax()))
+                token = int(logits[0, -1].argmax())
+                if token == tokenizer.bos_token_id:
+                    break
+                sequence.append(token)
         assert completion == tokenizer.decode(sequence[len(ids) :])
-    assert logged(recorder, "samples")[-1][1] == "\n".join(p + c for p, c in zip(prompts, completions, strict=True))
+        assert "<|bos|>" not in completion
+    printed = capsys.readouterr().out
+    assert "--- samples at step 4 (greedy; prompt | continuation) ---" in printed
+    block = printed.split("--- samples at step 4")[1].splitlines()[1:3]
+    assert block == [f"  {n}. {p} |{c}" for n, (p, c) in enumerate(zip(prompts, completions, strict=True), 1)]
+    # TensorBoard received them as a Markdown table under Text, one per sampling step.
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(tmp_path / "tb"), size_guidance={"tensors": 0})
+    events.Reload()
+    texts = events.Tensors("samples/text_summary")
+    assert [event.step for event in texts] == [3, 4]
+    table = texts[-1].tensor_proto.string_val[0].decode()
+    assert table.splitlines()[0] == "| step | prompt | completion |"
+    assert table.splitlines()[2] == "| 4 | the cat sat | " + samples_markdown_cell(completions[0]) + " |"
+
+
+def samples_markdown_cell(text):
+    return text.replace("\\", "\\\\").replace("|", "\\|").replace("\n", "<br>")
+
+
+def test_a_completion_stops_at_bos(tokenizer):
+    """A model that always predicts BOS after the prompt gives an empty completion, not '<|bos|>...'."""
+    model = tiny_model(tokenizer).eval()
+    with torch.no_grad():
+        model.lm_head.weight.zero_()
+        model.lm_head.weight[tokenizer.bos_token_id] = 1.0
+    assert greedy_completions(model, tokenizer, ["the cat"], max_new_tokens=4) == [""]
 
 
 def test_energy_is_table_power_times_time_and_costs_the_price(tmp_path, tokenizer, corpus):

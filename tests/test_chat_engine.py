@@ -14,7 +14,7 @@ from chat_helpers import chat_tokenizer, save_tiny_model
 from transformers import AutoTokenizer, LogitsProcessor, LogitsProcessorList
 
 from nanochat_hf import NanoChatHFForCausalLM
-from nanochat_hf.chat.engine import ChatEngine
+from nanochat_hf.chat.engine import ChatEngine, load_chat_model
 from nanochat_hf.cli import main as cli_main
 from nanochat_hf.errors import UserInputError
 
@@ -217,6 +217,36 @@ def test_chat_cli_interactive_multi_turn(model_dir, monkeypatch, capsys):
     assert cli_main(["chat", str(model_dir), "--max-new-tokens", "6"]) == 0
     printed = capsys.readouterr().out
     assert printed.count("Assistant: ") == 3 and "(new conversation)" in printed
+
+
+class InterruptOnFirstReplyToken(io.StringIO):
+    """A console where Ctrl-C arrives while the first reply streams (what SIGINT raises at that moment)."""
+
+    def __init__(self):
+        super().__init__()
+        self.interrupted = False
+
+    def write(self, text):
+        if not self.interrupted and self.getvalue().endswith("Assistant: ") and text:
+            self.interrupted = True
+            raise KeyboardInterrupt
+        return super().write(text)
+
+
+def test_chat_cli_ctrl_c_stops_the_reply_and_keeps_the_chat(model_dir, monkeypatch):
+    console = InterruptOnFirstReplyToken()
+    monkeypatch.setattr(sys, "stdin", io.StringIO("hello\nhow are you?\nquit\n"))
+    monkeypatch.setattr(sys, "stdout", console)
+    assert cli_main(["chat", str(model_dir), "--max-new-tokens", "6", "--temperature", "0"]) == 0
+    printed = console.getvalue()
+    assert console.interrupted
+    assert "(reply stopped; that message is not part of the conversation)" in printed
+    # The session went on: the second message got a reply, the one a fresh conversation gives it.
+    second = printed.split("(reply stopped; that message is not part of the conversation)")[1]
+    assert second.count("Assistant: ") == 1
+    engine = ChatEngine(*load_chat_model(str(model_dir), device="cpu"))
+    expected = engine.generate([{"role": "user", "content": "how are you?"}], temperature=0, max_new_tokens=6)
+    assert "Assistant: " + expected.text in second
 
 
 def test_chat_cli_errors(tmp_path, capsys):

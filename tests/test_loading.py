@@ -39,6 +39,17 @@ def test_a_local_path_that_does_not_exist_says_so(tmp_path):
             assert str(location) in str(error.value) and "Repo id must be" not in str(error.value)
 
 
+def test_a_missing_folder_under_a_local_folder_is_not_looked_up_on_the_hub(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs").mkdir()
+    with pytest.raises(UserInputError, match="runs/does-not-exist: the folder does not exist .*runs/ is a local"):
+        check_location("runs/does-not-exist", "model")
+    assert cli_main(["chat", "runs/does-not-exist", "--prompt", "hi"]) == 2
+    assert "model runs/does-not-exist: the folder does not exist" in capsys.readouterr().err
+    # Without a local `runs/`, the same text is a Hub id and goes on to the Hub.
+    assert check_location("someone/does-not-exist", "model") == "someone/does-not-exist"
+
+
 def test_a_name_neither_on_disk_nor_reachable_on_the_hub_says_both():
     # Tests run offline (HF_HUB_OFFLINE=1): a Hub id cannot be fetched.
     with pytest.raises(UserInputError, match="someone/no-such-model: no such local folder, and its config could not"):

@@ -18,9 +18,9 @@ from nanochat_hf.planning.flops import (
 )
 from nanochat_hf.planning.gpus import GIB, get_gpu
 from nanochat_hf.planning.horizon import training_horizon
+from nanochat_hf.planning.host_sum_time import host_sum_seconds
 from nanochat_hf.planning.memory import plan_memory, static_memory
 from nanochat_hf.planning.memory_modes import MEMORY_MODES, knobs_for_mode
-from nanochat_hf.planning.host_sum_time import host_sum_seconds
 from nanochat_hf.planning.plan import make_plan, plan_all_gpus
 from nanochat_hf.planning.report import README_PATH, render_gpu_table, render_plan, render_readme
 from nanochat_hf.planning.time_energy import HOST_DRAM_GBS
@@ -334,9 +334,9 @@ PINNED_PLAN_LINES = {
         "22.69 GiB -> system RAM >= 32 GiB",
         "  All modes (GiB at their micro-batch): full 30.2 GiB no, 24gb 21.9 GiB no, 12gb 10.1 GiB fits, 8gb "
         "8.9 GiB fits",
-        "    30%        30%      1.41 s           6.0 s      1.7%  305.4    10.0       1,466           440",
-        "  40% *        40%      1.06 s           4.8 s      1.8%  229.3     7.5       1,101           330",
-        "    50%        50%      0.85 s           4.1 s      1.9%  183.6     6.0         881           264",
+        "    30%        30%      1.41 s             6.0 s       368 s      1.7%  305.4    10.0       1,466           440",
+        "  40% *        40%      1.06 s             4.8 s       276 s      1.8%  229.3     7.5       1,101           330",
+        "    50%        50%      0.85 s             4.1 s       221 s      1.9%  183.6     6.0         881           264",
         "  Floor: 90.1 days at 100 % of the BF16 peak, 45.1 days at 100 % of the FP8 peak (no run is faster).",
     ],
     (
@@ -360,7 +360,7 @@ PINNED_PLAN_LINES = {
         "  training         38,146 steps x 262,144 tokens = 9,999,745,024 tokens (1e+10 tokens; 5.3 tokens/parameter)",
         "  -> fits: 22.54 of 24.00 GiB (1.46 GiB spare)",
         "  Batch: micro-batch 1 x 2,048 tokens x 1 GPU(s), 128 accumulation steps per optimizer step of 262,144 tokens",
-        "  40% *        40%      0.37 s           1.2 s      2.6%  21.7     0.7         287            29",
+        "  40% *        40%      0.37 s             1.2 s        49 s      2.6%  21.7     0.7         287            29",
     ],
     (
         "--depth",
@@ -379,7 +379,7 @@ PINNED_PLAN_LINES = {
         "  training         20,637 steps x 524,288 tokens = 10,819,731,456 tokens (ratio 10 x parameters; 10.0 "
         "tokens/parameter)",
         "  -> fits: 9.97 of 12.00 GiB (2.03 GiB spare)",
-        "  35% *        35%      1.39 s           2.5 s      1.4%  42.9     1.4         206            62",
+        "  35% *        35%      1.39 s             2.5 s       180 s      1.4%  42.9     1.4         206            62",
     ],
     ("--depth", "20", "--all-gpus"): [
         "RTX 4070                                  12 GiB      full         1 x 256                 10.2      16 GiB"

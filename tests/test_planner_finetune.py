@@ -1,11 +1,14 @@
 """Memory plan of chat fine-tuning: full, LoRA, QLoRA on a 12 GB card, checked against real peft/bitsandbytes."""
 
+import json
+
 import pytest
 import torch
 from chat_helpers import save_tiny_model
 
+from nanochat_hf.cli import main
 from nanochat_hf.errors import UserInputError
-from nanochat_hf.planning.finetune import lora_parameter_count, main, nf4_bytes, plan_finetune, render_finetune_plan
+from nanochat_hf.planning.finetune import lora_parameter_count, nf4_bytes, plan_finetune, render_finetune_plan
 from nanochat_hf.planning.flops import ModelShape
 from nanochat_hf.planning.gpus import GIB
 
@@ -63,9 +66,41 @@ def test_bad_requests():
 
 
 def test_command_line(capsys):
-    assert main(["--depth", "20", "--gpu", "rtx4070"]) == 0
+    assert main(["plan-finetune", "--depth", "20", "--gpu", "rtx4070"]) == 0
     out = capsys.readouterr().out
     assert out.count("fine-tune on rtx4070") == 3
+
+
+def test_command_line_options_and_json(capsys):
+    assert (
+        main(["plan-finetune", "--depth", "20", "--gpu", "rtx4070", "--method", "lora", "--lora-r", "8", "--json"])
+        == 0
+    )
+    plans = json.loads(capsys.readouterr().out)
+    assert [plan["method"] for plan in plans] == ["lora"]
+    assert plans[0]["trained_params"] == plan_finetune(20, "lora", lora_r=8).trained_params
+    assert plans[0]["total_bytes"] == sum(plans[0]["components"].values())
+    # A d32 full fine-tune does not fit a 12 GB card: exit status 1.
+    assert main(["plan-finetune", "--depth", "32", "--gpu", "rtx4070", "--method", "full"]) == 1
+    assert "does NOT fit" in capsys.readouterr().out
+
+
+def test_help_lists_every_option(capsys):
+    with pytest.raises(SystemExit):
+        main(["plan-finetune", "--help"])
+    out = capsys.readouterr().out
+    for flag in (
+        "--depth",
+        "--gpu",
+        "--method",
+        "--micro-batch",
+        "--sequence-len",
+        "--lora-r",
+        "--optimizer",
+        "--json",
+    ):
+        assert flag in out
+    assert "LoRA rank" in out
 
 
 def test_rl_plan_adds_the_rollouts_kv_cache_and_lora_fits_12gb():
@@ -98,6 +133,6 @@ def test_rl_kv_cache_bytes_match_the_models_cache(tmp_path):
 
 
 def test_rl_command_line(capsys):
-    assert main(["--depth", "32", "--rl", "--micro-batch", "4"]) == 0
+    assert main(["plan-finetune", "--depth", "32", "--rl", "--micro-batch", "4"]) == 0
     out = capsys.readouterr().out
     assert "rollout KV cache (16 x 512 tokens, bf16)" in out and "micro-batch 4 x 512" in out

@@ -3,6 +3,7 @@
 import importlib.util
 import json
 import os
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +14,7 @@ from helpers import REMOTE_LOAD_SCRIPT, KillAtStep, tiny_pretrain_argv
 from transformers import TrainerCallback
 
 from nanochat_hf import NanoChatHFConfig, NanoChatHFForCausalLM
+from nanochat_hf.cli import main as cli_main
 from nanochat_hf.errors import UserInputError
 from nanochat_hf.planning.flops import ModelShape, flops_per_token
 from nanochat_hf.training import NonFiniteLossError, parse_pretrain_arguments, run_pretraining
@@ -146,6 +148,7 @@ def test_dry_run_prints_the_plan_and_trains_nothing(tmp_path, tokenizer_dir, cap
     out = capsys.readouterr().out
     assert "gradient_accumulation_steps  2" in out
     assert "decided_by                   target_param_data_ratio" in out
+    assert "on the CPU" in out and "on the GPU" not in out  # a CPU run keeps its weights on the CPU
     assert not (tmp_path / "run" / "final").exists()
 
 
@@ -199,6 +202,8 @@ def test_two_processes_equal_one_process_with_double_accumulation(tmp_path, toke
     result = subprocess.run(launch, capture_output=True, text=True, timeout=600, cwd=REPO)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "processes                    2" in result.stdout
+    # DDP runs without searching for unused parameters (none exist; with one, DDP would fail the step).
+    assert "find_unused_parameters=True" not in result.stderr
     one, two = losses(tmp_path / "one"), losses(tmp_path / "two")
     assert one.keys() == two.keys() == {1, 2, 3}
     for step in one:
@@ -220,7 +225,7 @@ PINNED_DRY_RUNS = {
         "tokens/parameter)",
         "total (eager)                           10.09",
         "-> fits: 10.09 of 12.00 GiB (1.91 GiB spare)",
-        "40% *        40%      1.06 s           4.8 s      1.8%  229.3     7.5       1,101           330",
+        "40% *        40%      1.06 s             4.8 s       276 s      1.8%  229.3     7.5       1,101           330",
         "Floor: 90.1 days at 100 % of the BF16 peak, 45.1 days at 100 % of the FP8 peak (no run is faster).",
     ],
     "pretrain_d32_8xh100.yaml": [
@@ -228,14 +233,14 @@ PINNED_DRY_RUNS = {
         "gradient_accumulation_steps  32",
         "mode                         full",
         "-> fits: 66.81 of 80.00 GiB (13.19 GiB spare)",
-        "40% *        40%      0.50 s           0.2 s      1.3%  13.4     0.4         226            68",
+        "40% *        40%      0.50 s             0.2 s        16 s      1.3%  13.4     0.4         226            68",
     ],
     "pretrain_d21_rtx4070.yaml": [
         "parameters                   684,130,304",
         "flops_per_token              4,277,796,864",
         "steps                        26,097",
         "-> fits: 10.15 of 12.00 GiB (1.85 GiB spare)",
-        "40% *        31%      0.48 s           0.8 s      0.6%  37.7     1.2         181            54",
+        "40% *        31%      0.48 s             0.8 s       125 s      0.6%  37.7     1.2         181            54",
     ],
 }
 
@@ -251,6 +256,15 @@ def test_dry_runs_of_the_shipped_configs_print_the_pinned_numbers(config, tmp_pa
     for expected in PINNED_DRY_RUNS[config]:
         assert expected in lines, expected
     assert not (tmp_path / "runs").exists()
+    # The dry run names the `nanochat-hf plan` command of its plan; that command prints the same report.
+    prefix = "The same plan (every mode with this run's knobs): "
+    command = next(line[len(prefix) :] for line in lines if line.startswith(prefix))
+    dry_run_plan = lines[lines.index(next(line for line in lines if line.startswith("Plan: "))) :]
+    assert cli_main(shlex.split(command)[1:]) == 0
+    plan_lines = [line.strip() for line in capsys.readouterr().out.splitlines()]
+    all_modes = [line for line in plan_lines if line.startswith("All modes")]
+    assert len(all_modes) == 1 and all_modes[0] in dry_run_plan
+    assert plan_lines == dry_run_plan[: len(plan_lines)]
 
 
 def test_a_run_has_one_sequence_length(tmp_path, tokenizer_dir, capsys):
@@ -262,3 +276,16 @@ def test_a_run_has_one_sequence_length(tmp_path, tokenizer_dir, capsys):
     shape = ModelShape.from_config(NanoChatHFConfig.from_depth(2, vocab_size=512, sequence_len=16))
     assert f"flops_per_token              {flops_per_token(shape):,}" in out
     assert "sequence_len                 16" in out and "gradient_accumulation_steps  4" in out
+
+
+def test_a_missing_reporter_package_fails_the_dry_run(tmp_path, tokenizer_dir, monkeypatch):
+    """report_to: tensorboard without tensorboard installed: the dry run says so (the Trainer would, after set-up)."""
+    for module in ("tensorboard", "tensorboardX"):
+        monkeypatch.setitem(sys.modules, module, None)  # what find_spec reports for a package that is absent
+    argv = tiny_args(tmp_path / "run", tokenizer_dir, dry_run=True, max_steps=0, report_to="tensorboard")
+    with pytest.raises(UserInputError, match="--report_to tensorboard: its package is not installed; pip install"):
+        run(argv)
+    with pytest.raises(UserInputError, match="--report_to tensorbored: not a reporting integration"):
+        run(tiny_args(tmp_path / "run", tokenizer_dir, dry_run=True, max_steps=0, report_to="tensorbored"))
+    monkeypatch.undo()
+    run(argv)  # with tensorboard installed, the same dry run passes

@@ -156,5 +156,7 @@ def test_each_generations_optimizer_refuses_the_other_generations_model():
     gen2 = NanoChatHFForCausalLM(NanoChatHFConfig.from_depth(2, vocab_size=512, sequence_len=32, generation=2))
     with pytest.raises(UserInputError, match="generation"):
         build_gen2_training(gen1)
-    with pytest.raises(UserInputError, match="is a generation-2 nanochat .* use nanochat_hf.optim.build_gen2_optimizer"):
+    with pytest.raises(
+        UserInputError, match="is a generation-2 nanochat .* use nanochat_hf.optim.build_gen2_optimizer"
+    ):
         build_optimizer(gen2)

@@ -201,6 +201,7 @@ def test_padding_free_without_packing(tmp_path, base_dir):
         (dict(dataset_mixture="nonsense"), "unknown source"),
         (dict(model_name_or_path="/no/such/model"), "/no/such/model"),
         (dict(loss_chunk_size=0), "--loss_chunk_size"),
+        (dict(report_to="tensorbored"), "--report_to tensorbored: not a reporting integration"),
     ],
 )
 def test_bad_settings_fail_before_training(tmp_path, base_dir, overrides, message):
@@ -297,3 +298,23 @@ def test_midtrain_recipe_sets_the_mid_stage(tmp_path, base_dir, monkeypatch):
     settings = json.loads((tmp_path / "run" / "final" / "run_settings.json").read_text())
     assert settings["stage"] == "mid" and settings["data"]["trained_tokens"] == "all"
     assert settings["optimizer"]["momentum_warmup_steps"] == 300 and settings["optimizer"]["init_lr_frac"] == 1.0
+
+
+def test_lora_recipe_says_it_wrote_an_adapter_and_names_the_optimizer(tmp_path, base_dir, capsys):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("sft_recipe", REPO / "recipes" / "sft.py")
+    recipe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(recipe)
+    argv = ["--model_name_or_path", str(base_dir), "--dataset_mixture", "embedded:40", "--max_length", "64"]
+    argv += ["--max_steps", "2", "--output_dir", str(tmp_path / "run"), "--use_cpu", "true", "--bf16", "false"]
+    argv += ["--use_peft", "true", "--optimizer", "trainer", "--optim", "adamw_torch", "--report_to", "none"]
+    argv += ["--activation_checkpointing", "false", "--save_strategy", "no"]
+    assert recipe.main(argv) == 0
+    final = tmp_path / "run" / "final"
+    assert (final / "adapter_config.json").is_file()
+    printed = capsys.readouterr()
+    assert f"LoRA adapter written to {final}" in printed.out and "chat model written" not in printed.out
+    settings = json.loads((final / "run_settings.json").read_text())
+    assert settings["optimizer"]["optim"] == "adamw_torch"
+    assert "OptimizerNames" not in printed.out + printed.err

@@ -9,7 +9,7 @@ receive them; add them with `add_metric_callbacks(trainer, ...)`, which places t
 from .base import MetricsCallback, add_metric_callbacks
 from .core_eval import CoreEvalCallback
 from .energy import EnergyCallback
-from .samples import NANOCHAT_SAMPLE_PROMPTS, SampleCallback, greedy_completions
+from .samples import NANOCHAT_SAMPLE_PROMPTS, SampleCallback, greedy_completions, samples_markdown
 from .throughput import ThroughputCallback, model_flops_per_token
 from .val_bpb import ValBpbCallback, bits_per_byte, bpb_sums
 
@@ -26,5 +26,6 @@ __all__ = [
     "bits_per_byte",
     "bpb_sums",
     "greedy_completions",
+    "samples_markdown",
     "model_flops_per_token",
 ]

@@ -45,6 +45,12 @@ class MetricsCallback(TrainerCallback):
 
 
 def add_metric_callbacks(trainer, *callbacks) -> None:
-    """Add callbacks *ahead of* the printer and reporting integrations, keeping their given order."""
+    """Add callbacks *ahead of* the printer and reporting integrations, keeping their given order.
+
+    A callback with a `trainer_callbacks` attribute (the samples, which report a table to the
+    integrations themselves) gets the Trainer's live callback list there.
+    """
     for position, callback in enumerate(callbacks):
         trainer.callback_handler.callbacks.insert(position, callback)
+        if hasattr(callback, "trainer_callbacks"):
+            callback.trainer_callbacks = trainer.callback_handler.callbacks

@@ -53,8 +53,14 @@ class CoreEvalCallback(MetricsCallback):
 
     def evaluate(self, model, args) -> dict:
         autocast_dtype = torch.bfloat16 if args.bf16 else torch.float16 if args.fp16 else None
+        # A bar per task on the main process (unless the run disables tqdm): a CORE pass takes minutes.
         result = score_core(
-            model, self.prepared, self.pad_id, self.batch_size, autocast_dtype=autocast_dtype, show_progress=False
+            model,
+            self.prepared,
+            self.pad_id,
+            self.batch_size,
+            autocast_dtype=autocast_dtype,
+            show_progress=not args.disable_tqdm,
         )
         metrics = {"core_metric": result.core_metric}
         metrics.update({f"core/{label}": task.centered for label, task in result.tasks.items()})

@@ -17,6 +17,7 @@ import math
 
 import torch
 import torch.nn.functional as F
+from tqdm.auto import tqdm
 
 from nanochat_hf.callbacks.base import MetricsCallback
 from nanochat_hf.defaults import TOTAL_BATCH_SIZE
@@ -72,11 +73,14 @@ def _batched(rows, batch_size: int):
         yield {key: torch.stack([row[key] for row in chunk]) for key in ("input_ids", "shift_labels")}
 
 
-def evaluate_bpb(model, dataset, token_bytes, eval_tokens: int, batch_size: int, autocast_dtype=None) -> float:
+def evaluate_bpb(
+    model, dataset, token_bytes, eval_tokens: int, batch_size: int, autocast_dtype=None, show_progress: bool = False
+) -> float:
     """bpb over the first rows of `dataset` (this process's share of `eval_tokens`), summed over processes.
 
     `dataset` yields dicts with `input_ids` and `shift_labels` (e.g. this rank's validation
-    `PretrainDataset`); it is iterated from its start, so every call sees the same rows.
+    `PretrainDataset`); it is iterated from its start, so every call sees the same rows. With
+    `show_progress`, a bar counts the batches (pass it on one process only).
     """
     distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
     world_size = torch.distributed.get_world_size() if distributed else 1
@@ -85,13 +89,20 @@ def evaluate_bpb(model, dataset, token_bytes, eval_tokens: int, batch_size: int,
     sequence_len = first["input_ids"].numel()
     rows_per_process = max(1, math.ceil(eval_tokens / (sequence_len * world_size)))
     rows = itertools.chain([first], itertools.islice(stream, rows_per_process - 1))
+    batches = tqdm(
+        _batched(rows, batch_size),
+        total=math.ceil(rows_per_process / batch_size),
+        desc="val bpb",
+        unit="batch",
+        leave=False,
+        disable=not show_progress,
+    )
     was_training = model.training
     model.eval()
     try:
-        total_nats, total_bytes = bpb_sums(
-            model, _batched(rows, batch_size), torch.as_tensor(token_bytes), autocast_dtype
-        )
+        total_nats, total_bytes = bpb_sums(model, batches, torch.as_tensor(token_bytes), autocast_dtype)
     finally:
+        batches.close()
         model.train(was_training)
     if distributed:
         # float64 sums travel as they are (gloo and NCCL both reduce float64 and int64).
@@ -123,11 +134,14 @@ class ValBpbCallback(MetricsCallback):
         self.eval_tokens = eval_tokens
         self.batch_size = batch_size
 
-    def evaluate(self, model, args) -> float:
+    def evaluate(self, model, args, show_progress: bool = False) -> float:
         batch_size = self.batch_size or args.per_device_eval_batch_size or args.per_device_train_batch_size
         autocast_dtype = torch.bfloat16 if args.bf16 else torch.float16 if args.fp16 else None
-        return evaluate_bpb(model, self.dataset, self.token_bytes, self.eval_tokens, batch_size, autocast_dtype)
+        return evaluate_bpb(
+            model, self.dataset, self.token_bytes, self.eval_tokens, batch_size, autocast_dtype, show_progress
+        )
 
     def on_step_end(self, args, state, control, model=None, **kwargs):
         if state.global_step % self.eval_every == 0 or state.global_step >= state.max_steps:
-            self.publish({"val_bpb": self.evaluate(model, args)}, control)
+            show_progress = state.is_world_process_zero and not args.disable_tqdm
+            self.publish({"val_bpb": self.evaluate(model, args, show_progress)}, control)

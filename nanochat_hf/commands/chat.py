@@ -1,7 +1,8 @@
 """`nanochat-hf chat MODEL`: talk to a nanochat chat model, with the calculator tool, streamed.
 
 One-shot with `--prompt`, else an interactive multi-turn session (`clear` starts over, `quit` or Ctrl-D
-ends it). Tool calls appear inline as <<expression=result>>, the way GSM8K annotates them.
+ends it; Ctrl-C during a reply stops that reply and keeps the session). Tool calls appear inline as
+<<expression=result>>, the way GSM8K annotates them.
 """
 
 import sys
@@ -67,7 +68,7 @@ def run(args) -> int:
         print()
         return 0
 
-    print(f"Chatting with {args.model}. Type 'clear' to start over, 'quit' or Ctrl-D to leave.")
+    print(f"Chatting with {args.model}. Type 'clear' to start over, 'quit' or Ctrl-D to leave; Ctrl-C stops a reply.")
     messages: list[dict] = []
     first = True
     while True:
@@ -91,6 +92,10 @@ def run(args) -> int:
         except UserInputError as err:  # e.g. the conversation outgrew the context
             messages.pop()
             print(f"\n({err})")
+            continue
+        except KeyboardInterrupt:  # Ctrl-C while the reply streams: drop this turn, keep the conversation
+            messages.pop()
+            print("\n(reply stopped; that message is not part of the conversation)")
             continue
         first = False
         print()

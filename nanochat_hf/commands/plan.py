@@ -11,7 +11,7 @@ import json
 import sys
 import warnings
 
-from nanochat_hf.defaults import PARAM_DATA_RATIO, TOTAL_BATCH_SIZE
+from nanochat_hf.defaults import PARAM_DATA_RATIO, SEQUENCE_LEN, TOTAL_BATCH_SIZE, VOCAB_SIZE
 from nanochat_hf.planning.choice import not_fit_message
 from nanochat_hf.planning.horizon import GEN2_RATIO
 from nanochat_hf.planning.memory_modes import MEMORY_MODE_CHOICES, parse_knob_assignment
@@ -143,6 +143,16 @@ def register(subparsers) -> None:
     parser.add_argument(
         "--all-gpus", "--all_gpus", action="store_true", help="one line per GPU of the table instead of one plan"
     )
+    _field_flag(
+        parser, "sequence_len", type=int, default=SEQUENCE_LEN, help=f"tokens per row (default {SEQUENCE_LEN:,})"
+    )
+    parser.add_argument(
+        "--vocab-size",
+        "--vocab_size",
+        type=int,
+        default=None,
+        help=f"vocabulary (default {VOCAB_SIZE:,} for generation 1, 32,768 for 2)",
+    )
     parser.add_argument("--json", action="store_true", help="print every number as JSON")
     parser.set_defaults(func=run)
 
@@ -159,6 +169,8 @@ def run(args) -> int:
         currency=args.currency,
         host_power_w=args.host_watts,
         total_batch_size=args.total_batch_size,
+        sequence_len=args.sequence_len,
+        vocab_size=args.vocab_size,
         generation=args.generation,
     )
     if args.all_gpus:

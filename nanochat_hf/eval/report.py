@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from .. import auto_classes  # noqa: F401 (registers the model with the Auto classes; saved folders get auto_map)
 from ..atomic import write_text_atomically
 from ..configuration_nanochat_hf import NanoChatHFConfig
 from ..errors import UserInputError

@@ -20,13 +20,11 @@ prompt + max_new_tokens tokens, plus what sampling adds: the KV cache of one que
 together (num_generations x (prompt + max_new_tokens) tokens, bf16 K and V per layer) and the rollout
 buffers (token ids and masks, negligible). There is no reference model (nanochat's RL has no KL term).
 
-    python -m nanochat_hf.planning.finetune --depth 32 --gpu rtx4070
-    python -m nanochat_hf.planning.finetune --depth 32 --gpu rtx4070 --rl --num-generations 16 --max-new-tokens 256
+    nanochat-hf plan-finetune --depth 32 --gpu rtx4070
+    nanochat-hf plan-finetune --depth 32 --gpu rtx4070 --rl --num-generations 16 --max-new-tokens 256
 """
 
-import argparse
-import sys
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 from nanochat_hf.defaults import LORA_TARGET_MODULES, SEQUENCE_LEN, VOCAB_SIZE
 from nanochat_hf.errors import UserInputError
@@ -98,6 +96,14 @@ class FinetunePlan:
     @property
     def fits(self) -> bool:
         return self.total_bytes <= self.usable_bytes
+
+    def to_dict(self) -> dict:
+        return {
+            **asdict(self),
+            "total_bytes": self.total_bytes,
+            "usable_bytes": self.usable_bytes,
+            "fits": self.fits,
+        }
 
 
 def _trained_state_bytes(numel: int, weight_bytes: int, optimizer: str) -> tuple[int, int, int]:
@@ -244,44 +250,3 @@ def render_finetune_plan(plan: FinetunePlan) -> str:
         f"  {'total':<40} {plan.total_bytes / GIB:7.2f} GiB  ({verdict}: {plan.usable_bytes / GIB:.2f} GiB usable)"
     )
     return "\n".join(lines)
-
-
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description="GPU memory of full / LoRA / QLoRA chat fine-tuning of nanochat.")
-    parser.add_argument("--depth", type=int, default=32)
-    parser.add_argument("--gpu", default="rtx4070")
-    parser.add_argument("--micro-batch", type=int, default=1)
-    parser.add_argument("--sequence-len", type=int, default=SEQUENCE_LEN)
-    parser.add_argument("--lora-r", type=int, default=16)
-    parser.add_argument("--no-checkpointing", action="store_true")
-    parser.add_argument("--rl", action="store_true", help="RL (recipes/rl.py): add the rollouts' memory")
-    parser.add_argument("--num-generations", type=int, default=16, help="RL samples per question")
-    parser.add_argument("--max-new-tokens", type=int, default=256, help="RL tokens per sample")
-    parser.add_argument("--prompt-len", type=int, default=256, help="RL: the longest prompt in tokens")
-    args = parser.parse_args(argv)
-    try:
-        for method in METHODS:
-            common = {"gpu": args.gpu, "lora_r": args.lora_r, "activation_checkpointing": not args.no_checkpointing}
-            if args.rl:
-                plan = plan_rl(
-                    args.depth,
-                    method,
-                    num_generations=args.num_generations,
-                    max_new_tokens=args.max_new_tokens,
-                    prompt_len=args.prompt_len,
-                    micro_batch=args.micro_batch,
-                    **common,
-                )
-            else:
-                plan = plan_finetune(
-                    args.depth, method, micro_batch=args.micro_batch, sequence_len=args.sequence_len, **common
-                )
-            print(render_finetune_plan(plan), end="\n\n")
-    except (UserInputError, KeyError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

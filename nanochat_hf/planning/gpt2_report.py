@@ -77,9 +77,7 @@ def render_gpt2_page() -> str:
         memory = f"{g.memory_gib:g} GiB" + (f" x {g.num_gpus}" if g.num_gpus > 1 else "")
         days = _durations([x.days for x in reversed(plan.times)])
         fits = (
-            f"yes ({plan.memory.total / GIB:.1f} GiB)"
-            if plan.fits
-            else f"no: needs {plan.memory.total / GIB:.1f} GiB"
+            f"yes ({plan.memory.total / GIB:.1f} GiB)" if plan.fits else f"no: needs {plan.memory.total / GIB:.1f} GiB"
         )
         out.append(f"| {name} | {memory} | {days} | {t.energy_kwh:,.0f} | {t.cost:,.0f} | {fits} |")
     out += [

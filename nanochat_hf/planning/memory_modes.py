@@ -179,10 +179,11 @@ class MemoryKnobs:
     def offloads(self) -> bool:
         return self.master_weights == "cpu"
 
-    def describe(self) -> str:
-        """One readable line per knob group, for plan output and logs."""
+    def describe(self, accelerator: str = "GPU") -> str:
+        """One readable line per knob group, for plan output and logs; `accelerator` names where a run
+        keeps what the knobs put "on the GPU" (a CPU run: "CPU")."""
         if self.offloads:
-            weights = f"weights {_short(self.weights_dtype)} on the GPU, fp32 master copy in CPU RAM"
+            weights = f"weights {_short(self.weights_dtype)} on the {accelerator}, fp32 master copy in CPU RAM"
             grads = (
                 f"gradients streamed layer by layer ({self.grad_bucket_layers}-layer bucket) to pinned CPU RAM "
                 "and summed in fp32 there"
@@ -193,10 +194,11 @@ class MemoryKnobs:
                 )
             )
         else:
-            weights = f"weights {_short(self.weights_dtype)} (wte {_short(self.embedding_dtype)}) on the GPU"
-            grads = "gradients accumulated on the GPU in the weights' dtype"
+            weights = f"weights {_short(self.weights_dtype)} (wte {_short(self.embedding_dtype)}) on the {accelerator}"
+            grads = f"gradients accumulated on the {accelerator} in the weights' dtype"
+        location = accelerator if self.optimizer_location == "gpu" else self.optimizer_location.upper()
         state = (
-            f"optimizer state on the {self.optimizer_location.upper()}: Muon momentum {self.muon_momentum}, "
+            f"optimizer state on the {location}: Muon momentum {self.muon_momentum}, "
             f"AdamW (wte, lm_head) {self.adamw_state}" + (", paged" if self.paged_optimizer else "")
         )
         loss = (

@@ -52,6 +52,7 @@ class Plan:
     currency: str
     host_power_w: float
     notes: list[str] = field(default_factory=list)
+    knob_overrides: dict = field(default_factory=dict)  # applied to every mode, as `choose_mode` does
 
     @property
     def depth(self) -> int:
@@ -127,6 +128,7 @@ class Plan:
             "price_per_kwh": self.price_per_kwh,
             "currency": self.currency,
             "host_power_w": self.host_power_w,
+            "knob_overrides": self.knob_overrides,
             "notes": self.notes,
         }
 
@@ -296,6 +298,7 @@ def make_plan(
         + _notes(shape, gpu, choice.memory)
         + generation_notes
         + ([flush_note] if flush_note else []),
+        knob_overrides=dict(knob_overrides or {}),
     )
 
 

@@ -10,11 +10,19 @@ import sys
 from pathlib import Path
 
 from nanochat_hf.atomic import write_text_atomically
+from nanochat_hf.defaults import SEQUENCE_LEN, VOCAB_SIZE
+from nanochat_hf.planning.flops import ModelShape
 from nanochat_hf.planning.gpt2_report import GPT2_PAGE_PATH, render_gpt2_page
 from nanochat_hf.planning.gpus import GIB
 from nanochat_hf.planning.memory import ALLOCATOR_MARGIN
 from nanochat_hf.planning.plan import Plan, make_plan, plan_all_gpus
-from nanochat_hf.planning.time_energy import DAYS_PER_MONTH
+from nanochat_hf.planning.time_energy import (
+    DAYS_PER_MONTH,
+    DEFAULT_CURRENCY,
+    DEFAULT_MFU,
+    DEFAULT_MFU_BAND,
+    DEFAULT_PRICE_PER_KWH,
+)
 
 
 # The seed document's claim this planner replaces.
@@ -54,6 +62,43 @@ def _table(rows: list[list[str]], align: str) -> list[str]:
         if index == 0:
             lines.append("  ".join("-" * w for w in widths))
     return lines
+
+
+def _knob_value(value) -> str:
+    return str(value).lower() if isinstance(value, bool) or value is None else str(value)
+
+
+def _knob_flags(overrides: dict) -> str:
+    return " ".join(f"--knob {name}={_knob_value(value)}" for name, value in sorted(overrides.items()))
+
+
+def plan_command(plan: Plan) -> str | None:
+    """The `nanochat-hf plan` command that prints this same plan, or None for a shape it cannot name.
+
+    A recipe's dry run prints it under its plan: both are `make_plan` of the same inputs.
+    """
+    s, h = plan.shape, plan.horizon
+    if ModelShape.from_depth(s.n_layer, s.vocab_size, s.sequence_len) != s:
+        return None
+    parts = [f"nanochat-hf plan --depth {s.n_layer} --gpu {plan.gpu.key}"]
+    if plan.requested_mode != "auto":
+        parts.append(f"--memory-mode {plan.requested_mode}")
+    if plan.knob_overrides:
+        parts.append(_knob_flags(plan.knob_overrides))
+    parts.append(f"--target-tokens {h.tokens} --total-batch-size {h.total_batch_size}")
+    if s.vocab_size != VOCAB_SIZE:
+        parts.append(f"--vocab-size {s.vocab_size}")
+    if s.sequence_len != SEQUENCE_LEN:
+        parts.append(f"--sequence-len {s.sequence_len}")
+    if plan.price_per_kwh != DEFAULT_PRICE_PER_KWH or plan.currency != DEFAULT_CURRENCY:
+        parts.append(f"--price-per-kwh {plan.price_per_kwh:g} --currency {plan.currency}")
+    if plan.host_power_w:
+        parts.append(f"--host-watts {plan.host_power_w:g}")
+    if plan.chosen_mfu != DEFAULT_MFU:
+        parts.append(f"--mfu {plan.chosen_mfu:g}")
+    if (plan.times[0].mfu, plan.times[-1].mfu) != tuple(DEFAULT_MFU_BAND):
+        parts.append(f"--mfu-band {plan.times[0].mfu:g},{plan.times[-1].mfu:g}")
+    return " ".join(parts)
 
 
 def render_plan(plan: Plan) -> str:
@@ -114,7 +159,8 @@ def render_plan(plan: Plan) -> str:
     others = ", ".join(
         f"{name} {plan_.total / GIB:.1f} GiB {'fits' if plan_.fits else 'no'}" for name, plan_ in plan.modes.items()
     )
-    out.append(f"  All modes (GiB at their micro-batch): {others}")
+    assumed = f"; with {_knob_flags(plan.knob_overrides)}" if plan.knob_overrides else ""
+    out.append(f"  All modes (GiB at their micro-batch{assumed}): {others}")
     if not m.fits:
         out.append(f"  {plan.suggestion}")
 
@@ -128,7 +174,8 @@ def render_plan(plan: Plan) -> str:
             "MFU",
             "model MFU",
             "micro-step",
-            "optimizer step",
+            "optimizer update",
+            "whole step",
             "overhead",
             "days",
             "months",
@@ -143,6 +190,7 @@ def render_plan(plan: Plan) -> str:
                 f"{t.model_mfu:.0%}",
                 f"{t.micro_step_seconds:.2f} s",
                 f"{t.optimizer_step_seconds:.1f} s",
+                f"{t.step_seconds:,.0f} s",
                 f"{t.overhead_fraction:.1%}",
                 f"{t.days:,.1f}",
                 f"{t.months:.1f}",
@@ -150,7 +198,12 @@ def render_plan(plan: Plan) -> str:
                 f"{t.cost:,.0f}",
             ]
         )
-    out += ["  " + line for line in _table(rows, "rrrrrrrrr")]
+    out += ["  " + line for line in _table(rows, "rrrrrrrrrr")]
+    out += [
+        "  micro-step: forward + backward of one micro-batch; optimizer update: the update alone (Newton-Schulz and",
+        f"  offload work that does not overlap compute); whole step: {m.grad_accum_steps} micro-steps + the update;"
+        " overhead: update / micro-steps.",
+    ]
     floor = f"  Floor: {plan.floor_days():,.1f} days at 100 % of the BF16 peak"
     if plan.floor_days(fp8=True) is not None:
         floor += f", {plan.floor_days(fp8=True):,.1f} days at 100 % of the FP8 peak"

@@ -21,6 +21,7 @@ from ..data.pretrain import PACKINGS
 from ..defaults import PARAM_DATA_RATIO, SEQUENCE_LEN, TOTAL_BATCH_SIZE, VOCAB_SIZE
 from ..errors import UserInputError
 from ..planning.memory_modes import MEMORY_MODE_CHOICES, RECIPE_KNOBS, translate_deprecated_knobs
+from .sharded_optimizer import ShardedOptimizerArguments
 
 
 def _memory_knob_fields() -> list[tuple]:
@@ -75,7 +76,7 @@ GENERATION2_ONLY = ("scalar_lr", "muon_weight_decay", "lr_warmup_steps", "window
 
 
 @dataclass
-class PretrainArguments(MemoryKnobArguments):
+class PretrainArguments(ShardedOptimizerArguments, MemoryKnobArguments):
     """nanochat's base-training settings; unset ones take the generation's defaults (`GENERATION_DEFAULTS`)."""
 
     # ---- model
@@ -177,22 +178,6 @@ class PretrainArguments(MemoryKnobArguments):
     )
     final_lr_frac: float | None = field(
         default=None, metadata={"help": "LR multiplier reached at the last step: 0.0 (generation 1), 0.05 (2)."}
-    )
-    sharded_optimizer: str = field(
-        default="auto",
-        metadata={
-            "help": "auto | muon | replicated | adamw. Which optimizer a multi-process run uses. auto: nanochat's "
-            "Muon+AdamW replicated under DDP, sharded Muon under FSDP2 (FSDP1/DeepSpeed stop with a message); "
-            "muon: Muon+AdamW with its state sharded 1/N per process (DDP: ZeRO-2 style; FSDP2); replicated: every "
-            "DDP process keeps the whole state; adamw: the explicit AdamW-only fallback (any layout)."
-        },
-    )
-    adamw_matrix_lr: float | None = field(
-        default=None,
-        metadata={
-            "help": "Block-matrix LR of the AdamW fallback (sharded_optimizer adamw). Default 6e-4 x (d/768)^-0.5: "
-            "AdamW steps every weight by ~its LR, Muon at 0.02 by ~0.02/sqrt(d), so Muon's LR is far too high."
-        },
     )
 
     # ---- memory (the knob fields come from MemoryKnobArguments; `nanochat-hf plan` shows what each mode costs)

@@ -56,10 +56,12 @@ class MemorySetup:
     choice: ModeChoice | None = None  # on a GPU
     micro_batch: int | None = None  # set when the planner chose it
     notes: list[str] = field(default_factory=list)
+    device_type: str = "cuda"  # where the run trains: "cpu" runs say "on the CPU"
 
     def describe(self) -> dict:
         """The run-settings section (printed, and written into the model card)."""
-        settings = {"mode": self.mode, "requested": self.requested_mode, "knobs": self.knobs.describe()}
+        accelerator = "GPU" if self.device_type == "cuda" else self.device_type.upper()
+        settings = {"mode": self.mode, "requested": self.requested_mode, "knobs": self.knobs.describe(accelerator)}
         if self.choice is not None:
             memory = self.choice.memory
             settings["planned_gpu_gib"] = round(memory.total / GIB, 2)
@@ -115,9 +117,7 @@ def resolve_memory_setup(
     total_batch_size = total_batch_size if total_batch_size is not None else args.total_batch_size
 
     def choose(knob_overrides: dict) -> ModeChoice:
-        choice = choose_mode(
-            shape, gpu, requested, knob_overrides, total_batch_size=total_batch_size // world_size
-        )
+        choice = choose_mode(shape, gpu, requested, knob_overrides, total_batch_size=total_batch_size // world_size)
         require_fit(choice)
         return choice
 
@@ -163,7 +163,7 @@ def resolve_memory_setup(
         notes.append(f"micro-batch {micro_batch} chosen by the planner (the largest that fits)")
     if choice is not None:
         notes += [note for note in choice.notes if note.startswith("memory mode auto")]
-    setup = MemorySetup(args.memory_mode, mode, knobs, choice, micro_batch, notes)
+    setup = MemorySetup(args.memory_mode, mode, knobs, choice, micro_batch, notes, training_args.device.type)
     for note in notes:
         logger.info("memory: %s", note)
     return setup

@@ -49,7 +49,10 @@ nanochat-hf chat PATH_OR_REPO --prompt "What is 12*34?"
 from transformers import pipeline
 chat = pipeline("text-generation", model="PATH_OR_REPO", trust_remote_code=True)
 print(chat([{"role": "user", "content": "Hi!"}])[0]["generated_text"][-1]["content"])
-```"""
+```
+
+The plain pipeline does not run the calculator tool (a tool call's answer is never fed back); with
+nanochat-hf installed, `pipeline_class=nanochat_hf.chat.tool_pipeline.NanoChatToolPipeline` adds the tool loop."""
 
 
 def flatten_settings(settings: dict, prefix: str = "") -> list[tuple[str, object]]:

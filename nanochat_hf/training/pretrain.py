@@ -19,24 +19,23 @@ from transformers import TrainingArguments, set_seed
 from ..callbacks import EnergyCallback, SampleCallback, ThroughputCallback, ValBpbCallback, add_metric_callbacks
 from ..callbacks.core_eval import CoreEvalCallback
 from ..configuration_nanochat_hf import NanoChatHFConfig
+from ..cpu_threads import set_cpu_threads
 from ..data.pretrain import DEFAULT_PACKING, build_pretrain_datasets, load_data_state
 from ..errors import UserInputError
 from ..loading import check_vocabulary, open_config, open_model, open_tokenizer
 from ..modeling_nanochat_hf import NanoChatHFForCausalLM
-from ..optim.scaling_gen2 import Gen2Settings
 from ..optim.setup_gen2 import Gen2Training, build_gen2_training
 from ..planning.flops import ModelShape, flops_per_token
-from ..planning.gpus import resolve_gpu
 from ..planning.horizon import Horizon, gradient_accumulation_steps, plan_horizon
-from ..planning.plan import make_plan
-from ..planning.report import render_plan
-from ..planning.time_energy import DEFAULT_PRICE_PER_KWH
 from ..tokenizer import TokenizerTrainingArguments, compute_token_bytes, load_token_bytes, train_tokenizer_from_source
 from ..tokenizer.token_bytes import TOKEN_BYTES_FILENAME
 from .arguments import PretrainArguments
 from .checkpoints import prepare_output_dir, resolve_resume_checkpoint
 from .memory import MemorySetup, check_fp8_support, enable_fp8, knob_overrides, resolve_memory_setup
+from .pretrain_gen2 import describe_gen2_optimizer, gen2_settings, horizon_of_gen2_plan
 from .pretrain_trainer import CHECKPOINT_FILES, NanoChatPretrainer
+from .reporting import check_reporters
+from .run_printout import print_hardware_plan, print_settings
 
 
 logger = logging.getLogger(__name__)
@@ -67,7 +66,9 @@ def resolve_model_config(args: PretrainArguments, vocab_size: int) -> NanoChatHF
     try:
         shape = dict(vocab_size=vocab_size, sequence_len=args.sequence_len, generation=args.generation)
         if args.window_pattern is not None:
-            depth = args.depth if args.depth is not None else NanoChatHFConfig.from_preset(args.preset, **shape).n_layer
+            depth = (
+                args.depth if args.depth is not None else NanoChatHFConfig.from_preset(args.preset, **shape).n_layer
+            )
             if len(args.window_pattern) > depth:
                 raise UserInputError(
                     f"--window_pattern {args.window_pattern!r} has {len(args.window_pattern)} letters for a "
@@ -84,42 +85,6 @@ def resolve_model_config(args: PretrainArguments, vocab_size: int) -> NanoChatHF
 def resolve_packing(args: PretrainArguments, config: NanoChatHFConfig) -> str:
     """The row packing: as set, or (auto) the model generation's own, nanochat's streaming rows for generation 1."""
     return DEFAULT_PACKING[getattr(config, "generation", 1)] if args.packing == "auto" else args.packing
-
-
-def gen2_settings(args: PretrainArguments, training_args: TrainingArguments) -> Gen2Settings:
-    """Generation 2's optimizer and horizon settings from the recipe (`max_steps` > 0 fixes the updates)."""
-    return Gen2Settings(
-        target_param_data_ratio=args.target_param_data_ratio,
-        total_batch_size=args.total_batch_size,
-        num_iterations=training_args.max_steps if training_args.max_steps > 0 else -1,
-        matrix_lr=args.matrix_lr,
-        embedding_lr=args.embedding_lr,
-        unembedding_lr=args.unembedding_lr,
-        scalar_lr=args.scalar_lr,
-        weight_decay=args.muon_weight_decay,
-        warmup_steps=args.lr_warmup_steps,
-        warmdown_ratio=args.warmdown_ratio,
-        final_lr_frac=args.final_lr_frac,
-    )
-
-
-def gen2_horizon(training: Gen2Training, num_params: int, flops: int) -> Horizon:
-    """Generation 2's plan as the run's Horizon (its total batch, updates and what decided them)."""
-    plan = training.plan
-    source = {"num_iterations": "max_steps"}.get(plan.horizon_source, plan.horizon_source)
-    target = {
-        "max_steps": plan.num_iterations,
-        "target_flops": training.settings.target_flops,
-        "target_param_data_ratio": training.settings.target_param_data_ratio,
-    }[source]
-    return Horizon(
-        num_params=num_params,
-        total_batch_size=plan.total_batch_size,
-        steps=plan.num_iterations,
-        source=source,
-        target=target,
-        flops_per_token=flops,
-    )
 
 
 def run_shape(args: PretrainArguments, config: NanoChatHFConfig) -> ModelShape:
@@ -207,6 +172,10 @@ def settle_training_args(
     training_args.ignore_data_skip = True  # the data position is restored from the checkpoint, not replayed
     training_args.dataloader_num_workers = 0  # tokenization runs in-process (the Rust tokenizer is parallel)
     training_args.eval_strategy = "no"  # evaluation runs through ValBpbCallback (bits per byte)
+    if training_args.ddp_find_unused_parameters is None:
+        # Every parameter takes part in every forward pass, so DDP need not search for unused ones (the
+        # search costs a graph walk per step, and warns on every multi-process run when it finds none).
+        training_args.ddp_find_unused_parameters = False
     if memory.knobs.activation_checkpointing == "block" and not training_args.activation_checkpointing:
         # The Trainer enables it at train() through the model's own activation_checkpointing_enable.
         training_args.activation_checkpointing = training_args.gradient_checkpointing = True
@@ -275,55 +244,7 @@ def describe_optimizer(args: PretrainArguments, training_args, gen2: Gen2Trainin
             "final_lr_frac": args.final_lr_frac,
             "max_grad_norm": training_args.max_grad_norm,
         }
-    plan, settings = gen2.plan, gen2.settings
-    return {
-        "kind": "generation 2 MuonAdamW (Polar Express, NorMuon, cautious weight decay)",
-        **{f"{name}_lr": round(lr, 8) for name, lr in plan.group_lrs.items()},
-        "batch_lr_scale": round(plan.batch_lr_scale, 6),
-        "muon_weight_decay": round(plan.weight_decay, 6),
-        "scaling_params": plan.scaling_params,
-        "warmup_steps": settings.warmup_steps,
-        "warmdown_ratio": settings.warmdown_ratio,
-        "final_lr_frac": settings.final_lr_frac,
-        "max_grad_norm": 0.0,
-    }
-
-
-def print_settings(settings: dict) -> None:
-    print("Resolved pretraining settings:")
-    for section, values in settings.items():
-        if isinstance(values, dict):
-            print(f"  {section}:")
-            for key, value in values.items():
-                shown = f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) else value
-                if isinstance(value, float) and value > 1e6:
-                    shown = f"{value:.4e}"
-                print(f"    {key:<28} {shown}")
-        else:
-            print(f"  {section:<30} {values}")
-
-
-def print_hardware_plan(args: PretrainArguments, shape: ModelShape, horizon: Horizon, knobs: dict) -> None:
-    """The planner's full report (memory, time, energy) for this run on the named or detected GPU."""
-    gpu = resolve_gpu(args.gpu)
-    if gpu is None or not gpu.listed:
-        found = "No GPU detected" if gpu is None else f"The GPU {gpu.name!r} is not in the GPU table"
-        print(f"\n{found} and no --gpu given: for memory and time estimates run e.g.")
-        print(f"  nanochat-hf plan --depth {shape.n_layer} --gpu rtx4070")
-        return
-    plan = make_plan(
-        shape.n_layer,
-        gpu=gpu,
-        memory_mode=args.memory_mode,
-        knob_overrides=knobs,
-        shape=shape,
-        target_tokens=horizon.tokens,
-        total_batch_size=horizon.total_batch_size,
-        price_per_kwh=args.price_per_kwh if args.price_per_kwh is not None else DEFAULT_PRICE_PER_KWH,
-        currency=args.currency,
-    )
-    print()
-    print(render_plan(plan))
+    return describe_gen2_optimizer(gen2)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -337,6 +258,7 @@ def run_pretraining(args: PretrainArguments, training_args: TrainingArguments, e
     """
     if training_args.output_dir is None:
         raise UserInputError("--output_dir is required")
+    check_reporters(training_args.report_to)  # a missing tensorboard fails here, dry runs included
     dry_run = getattr(training_args, "dry_run", False)
     world_size, rank = training_args.world_size, training_args.process_index
     set_seed(training_args.seed)
@@ -368,12 +290,17 @@ def run_pretraining(args: PretrainArguments, training_args: TrainingArguments, e
                 "Trainer for now; generation 2 trains on one process or with DDP (replicated state)"
             )
         gen2 = build_gen2_training(meta_model, gen2_settings(args, training_args))
-        horizon = gen2_horizon(gen2, num_params, flops_per_token(shape))
+        horizon = horizon_of_gen2_plan(gen2, num_params, flops_per_token(shape))
     del meta_model
     total_batch_size = horizon.total_batch_size if gen2 is not None else args.total_batch_size
     # Memory mode and knobs: a mode that cannot fit the GPU, or FP8 where it cannot run, fails here.
     memory = resolve_memory_setup(
-        args, training_args, shape, world_size=world_size, generation=config.generation, total_batch_size=total_batch_size
+        args,
+        training_args,
+        shape,
+        world_size=world_size,
+        generation=config.generation,
+        total_batch_size=total_batch_size,
     )
     if args.fp8 and not dry_run:  # a dry run plans for the training machine, which may not be this one
         check_fp8_support(training_args.device)
@@ -407,6 +334,8 @@ def run_pretraining(args: PretrainArguments, training_args: TrainingArguments, e
         else:
             print_hardware_plan(args, shape, horizon, knob_overrides(args, training_args))
         return None
+    if training_args.device.type == "cpu":
+        set_cpu_threads(world_size, announce=print if rank == 0 else logger.info)
 
     # Open the data before building anything large: a bad path or a missing column fails here.
     train_dataset, val_dataset = build_pretrain_datasets(

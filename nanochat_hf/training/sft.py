@@ -39,11 +39,13 @@ from ..chat.adapters import write_base_fingerprint
 from ..chat.datasets import load_mixture, read_words_file
 from ..chat.generation import configure_chat_generation
 from ..chat.tokenizer_check import check_chat_tokenizer
+from ..cpu_threads import set_cpu_threads
 from ..defaults import LORA_TARGET_MODULES
 from ..errors import UserInputError
 from ..loading import check_vocabulary, open_config, open_model, open_tokenizer
 from .checkpoints import prepare_output_dir, resolve_resume_checkpoint
 from .model_card import chat_model_card
+from .reporting import check_reporters
 from .sft_arguments import ChatTrainingArguments
 from .stage import NanoChatTrainerMixin
 
@@ -173,7 +175,8 @@ def describe(args, training_args, model_args, optimizer: str, config, max_length
             }
         )
     else:
-        settings["optimizer"].update({"optim": str(training_args.optim), "learning_rate": training_args.learning_rate})
+        optim = getattr(training_args.optim, "value", training_args.optim)  # "adamw_torch", not OptimizerNames.X
+        settings["optimizer"].update({"optim": str(optim), "learning_rate": training_args.learning_rate})
     if model_args.use_peft:
         settings["lora"] = {
             "r": model_args.lora_r,
@@ -181,6 +184,17 @@ def describe(args, training_args, model_args, optimizer: str, config, max_length
             "targets": targets if isinstance(targets := model_args.lora_target_modules, str) else sorted(targets),
         }
     return settings
+
+
+def written_message(final_dir) -> str:
+    """What a finished run wrote: a full chat model, or a LoRA adapter (and what to do with it)."""
+    final_dir = Path(final_dir)
+    if (final_dir / "adapter_config.json").is_file():
+        return (
+            f"LoRA adapter written to {final_dir} (chat with it: nanochat-hf chat {final_dir}; a full model: "
+            f"nanochat-hf merge-lora {final_dir} MERGED_FOLDER)"
+        )
+    return f"chat model written to {final_dir} (chat with it: nanochat-hf chat {final_dir})"
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -191,6 +205,10 @@ def settle_training_args(training_args) -> None:
     """Every SFTConfig value the run decides, set here and nowhere else, before the trainer is built."""
     # The labels are already nanochat's mask (see the module docstring); trl must not re-render.
     training_args.assistant_only_loss = False
+    if training_args.ddp_find_unused_parameters is None:
+        # Every trained parameter (the model's, or LoRA's on every targeted Linear) is used by every forward
+        # pass; frozen ones are no concern of DDP's. Searching for unused ones only costs time and warns.
+        training_args.ddp_find_unused_parameters = False
     if training_args.padding_free and not training_args.packing:
         training_args.max_length = None  # rows are truncated to max_length already; trl refuses it otherwise
 
@@ -199,6 +217,7 @@ def run_sft(args: ChatTrainingArguments, training_args, model_args=None, extra_c
     """Midtrain or SFT a nanochat model; returns the final folder (a full chat model, or a LoRA adapter)."""
     model_args = model_args if model_args is not None else ModelConfig()
     optimizer = check_settings(args, training_args, model_args)
+    check_reporters(training_args.report_to)
     final_dir = Path(training_args.output_dir) / FINAL_DIRNAME
     resume = resolve_resume_checkpoint(training_args.resume_from_checkpoint, training_args.output_dir)
     if final_dir.exists():
@@ -232,6 +251,8 @@ def run_sft(args: ChatTrainingArguments, training_args, model_args=None, extra_c
     peft_config = peft_config_for(model_args)  # fills in nanochat's LoRA target modules when none are given
     settings = describe(args, training_args, model_args, optimizer, config, max_length, len(train_dataset))
 
+    if training_args.device.type == "cpu":
+        set_cpu_threads(training_args.world_size, announce=print if training_args.process_index == 0 else logger.info)
     model = load_model(model_args, training_args, tokenizer)
     if args.loss_chunk_size:
         if not hasattr(model, "loss_chunk_size"):

@@ -20,6 +20,7 @@ from trl import ModelConfig, SFTConfig
 
 from ..errors import UserInputError
 from .arguments import parse_recipe_arguments
+from .sharded_optimizer import ShardedOptimizerArguments
 
 
 STAGE_DEFAULTS = {
@@ -30,7 +31,7 @@ OPTIMIZER_CHOICES = ("auto", "nanochat", "trainer")
 
 
 @dataclass
-class ChatTrainingArguments:
+class ChatTrainingArguments(ShardedOptimizerArguments):
     stage: str = field(default="sft", metadata={"help": "'mid' (midtraining) or 'sft'; sets the defaults below."})
     tokenizer_name_or_path: str | None = field(
         default=None, metadata={"help": "Tokenizer folder or Hub id (default: the model's own)."}
@@ -65,22 +66,6 @@ class ChatTrainingArguments:
         default=0.2, metadata={"help": "AdamW LR of wte before init_lr_frac and (d/768)^-0.5."}
     )
     unembedding_lr: float = field(default=0.004, metadata={"help": "AdamW LR of lm_head, likewise."})
-    sharded_optimizer: str = field(
-        default="auto",
-        metadata={
-            "help": "auto | muon | replicated | adamw. Which optimizer a multi-process run uses. auto: nanochat's "
-            "Muon+AdamW replicated under DDP, sharded Muon under FSDP2 (FSDP1/DeepSpeed stop with a message); "
-            "muon: Muon+AdamW with its state sharded 1/N per process (DDP: ZeRO-2 style; FSDP2); replicated: every "
-            "DDP process keeps the whole state; adamw: the explicit AdamW-only fallback (any layout)."
-        },
-    )
-    adamw_matrix_lr: float | None = field(
-        default=None,
-        metadata={
-            "help": "Block-matrix LR of the AdamW fallback (sharded_optimizer adamw). Default 6e-4 x (d/768)^-0.5: "
-            "AdamW steps every weight by ~its LR, Muon at 0.02 by ~0.02/sqrt(d), so Muon's LR is far too high."
-        },
-    )
     warmdown_ratio: float | None = field(default=None, metadata={"help": "Fraction of steps of linear LR decay."})
     momentum_warmup_steps: int | None = field(
         default=None, metadata={"help": "Muon momentum 0.85 -> 0.95 over this many steps (0: constant 0.95)."}

@@ -22,6 +22,7 @@ processes is refused with that message.
 
 import logging
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -50,6 +51,28 @@ ADAMW_FALLBACK_REASON = (
     f"{ADAMW_FALLBACK_MATRIX_LR} x (d/{LR_REFERENCE_DIM})^-0.5 (GPT-2 small's AdamW LR at d = 768)"
 )
 SHARD_FILE = "optimizer.rank{rank}-of-{world_size}.pt"
+
+
+@dataclass
+class ShardedOptimizerArguments:
+    """The recipe fields that choose a multi-process run's optimizer (pretraining and SFT configs)."""
+
+    sharded_optimizer: str = field(
+        default="auto",
+        metadata={
+            "help": "auto | muon | replicated | adamw. Which optimizer a multi-process run uses. auto: nanochat's "
+            "Muon+AdamW replicated under DDP, sharded Muon under FSDP2 (FSDP1/DeepSpeed stop with a message); "
+            "muon: Muon+AdamW with its state sharded 1/N per process (DDP: ZeRO-2 style; FSDP2); replicated: every "
+            "DDP process keeps the whole state; adamw: the explicit AdamW-only fallback (any layout)."
+        },
+    )
+    adamw_matrix_lr: float | None = field(
+        default=None,
+        metadata={
+            "help": "Block-matrix LR of the AdamW fallback (sharded_optimizer adamw). Default 6e-4 x (d/768)^-0.5: "
+            "AdamW steps every weight by ~its LR, Muon at 0.02 by ~0.02/sqrt(d), so Muon's LR is far too high."
+        },
+    )
 
 
 def distributed_layout(trainer) -> str:
