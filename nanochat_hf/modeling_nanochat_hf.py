@@ -84,7 +84,8 @@ class NanoChatHFRotaryEmbedding(nn.Module):
 
     With `rotary_dtype="bfloat16"` (generation 1's default) nanochat rounds its precomputed tables to
     bfloat16, and so does this module: it stores the rounded tables (non-persistent buffers, covering
-    `ROTARY_TABLE_FACTOR * sequence_len` positions) and gathers rows by `position_ids`. Computing the angles
+    `ROTARY_TABLE_FACTOR * sequence_len` positions; later positions are computed) and gathers rows by
+    `position_ids`. Computing the angles
     on the fly and rounding them would not survive `torch.compile`, whose code generation drops a
     float32 -> bfloat16 -> float32 round trip; a stored table is data, so compiled and eager numerics agree.
 
@@ -140,13 +141,17 @@ class NanoChatHFRotaryEmbedding(nn.Module):
 
     @dynamic_rope_update
     def forward(self, x: torch.Tensor, position_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.uses_table:
-            # Positions past the table (ROTARY_TABLE_FACTOR x sequence_len) raise an index error.
-            return self.cos_table[position_ids].to(x.dtype), self.sin_table[position_ids].to(x.dtype)
         inv_freq = self.inv_freq.to(device=x.device, dtype=torch.float32)
         angles = position_ids.to(torch.float32)[..., None] * inv_freq  # (B, T, head_dim/2)
         cos = (angles.cos() * self.attention_scaling).to(self.table_dtype).to(x.dtype)
         sin = (angles.sin() * self.attention_scaling).to(self.table_dtype).to(x.dtype)
+        if self.uses_table:
+            # Rows of the stored table; positions past it (ROTARY_TABLE_FACTOR x sequence_len) keep the values
+            # computed above (the same in eager; under torch.compile without the bfloat16 rounding).
+            inside = (position_ids < self.table_len)[..., None]
+            rows = position_ids.clamp(max=self.table_len - 1)
+            cos = torch.where(inside, self.cos_table[rows].to(x.dtype), cos)
+            sin = torch.where(inside, self.sin_table[rows].to(x.dtype), sin)
         return cos, sin
 
 

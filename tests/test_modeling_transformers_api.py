@@ -231,7 +231,8 @@ builtins.input = no_prompt
 folder = sys.argv[1]
 from transformers import PreTrainedTokenizerFast
 print("bare", type(PreTrainedTokenizerFast.from_pretrained(folder)).__name__)
-import nanochat_hf  # registers model_type nanochat_hf, so AutoConfig reads config.json without remote code
+import nanochat_hf
+nanochat_hf.register_auto_classes()  # model_type nanochat_hf known: AutoConfig reads config.json without remote code
 from transformers import AutoTokenizer
 print("auto", type(AutoTokenizer.from_pretrained(folder)).__name__)
 """
@@ -293,3 +294,14 @@ def test_lora_all_linear_adapts_the_blocks_and_not_the_head(generation):
     gates = {name for name in all_linear - preset}
     assert all(name.endswith(("ve_gate", "smear_gate")) for name in gates)
     assert bool(gates) == (generation == 2)
+
+
+def test_positions_past_the_rotary_table_are_computed_and_rounded():
+    model = tiny_model()
+    rotary = model.transformer.rotary_emb
+    positions = torch.tensor([[rotary.table_len - 1, rotary.table_len, rotary.table_len + 7]])
+    cos, sin = rotary(torch.zeros(1, dtype=torch.float32), positions)
+    inv_freq = 1.0 / (model.config.rope_theta ** (torch.arange(0, 8, 2, dtype=torch.float32) / 8))
+    angles = positions[0].float()[:, None] * inv_freq
+    torch.testing.assert_close(cos[0], angles.cos().to(torch.bfloat16).float(), atol=0, rtol=0)
+    torch.testing.assert_close(sin[0], angles.sin().to(torch.bfloat16).float(), atol=0, rtol=0)
