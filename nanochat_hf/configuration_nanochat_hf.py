@@ -121,6 +121,15 @@ class NanoChatHFConfig(PretrainedConfig):
         qk_scale (`float`, *optional*): q and k are multiplied by it after QK-norm (1.0 or 1.2).
         pad_vocab_size_to (`int`, *optional*): table rows are `vocab_size` rounded up to a multiple of it
             (1 or 64); logits are sliced back to `vocab_size` before the soft-cap.
+        rope_parameters (`dict`, *optional*): transformers' RoPE parameters, for context extension, e.g.
+            `{"rope_type": "yarn", "factor": 4.0}` ("linear", "dynamic", "yarn", ... as transformers'
+            `ROPE_INIT_FUNCTIONS` provide). Unset: `{"rope_type": "default", "rope_theta": rope_theta}`,
+            nanochat's rotary. A `rope_theta` given here wins over the argument.
+
+    Tensor parallelism (`from_pretrained(..., tp_plan="auto")`): `base_model_tp_plan` shards the attention
+    heads (c_q/c_k/c_v column-wise, c_proj row-wise) and the MLP (c_fc column-wise, c_proj row-wise); the LM
+    head is split over the vocabulary and gathered. A config with value embeddings (generation 2) has no plan:
+    the per-head gates and embeddings are not sharded with the heads.
     """
 
     model_type = "nanochat_hf"
@@ -133,6 +142,15 @@ class NanoChatHFConfig(PretrainedConfig):
         "max_position_embeddings": "sequence_len",
         # Generic code (trl's fused LM-head loss, transformers' built-in NanoChat) reads the soft-cap here.
         "final_logit_softcapping": "softcap",
+    }
+    # Keys are relative to the trunk (`transformer.`); see the class docstring.
+    base_model_tp_plan = {
+        "h.*.attn.c_q": "colwise",
+        "h.*.attn.c_k": "colwise",
+        "h.*.attn.c_v": "colwise",
+        "h.*.attn.c_proj": "rowwise",
+        "h.*.mlp.c_fc": "colwise",
+        "h.*.mlp.c_proj": "rowwise",
     }
 
     def __init__(
@@ -156,6 +174,7 @@ class NanoChatHFConfig(PretrainedConfig):
         backout: bool | None = None,
         qk_scale: float | None = None,
         pad_vocab_size_to: int | None = None,
+        rope_parameters: dict | None = None,
         use_cache: bool = True,
         bos_token_id: int | None = None,
         eos_token_id: int | list[int] | None = None,
@@ -191,6 +210,13 @@ class NanoChatHFConfig(PretrainedConfig):
             setattr(self, name, GENERATION_DEFAULTS[generation][name] if value is None else value)
         self._validate_shape()
         self._validate_generation2()
+        if rope_parameters is not None and not isinstance(rope_parameters, dict):
+            raise ValueError(
+                f"NanoChatHFConfig: `rope_parameters` must be a dict such as {{'rope_type': 'linear', 'factor': 2.0}}, "
+                f"got {rope_parameters!r}"
+            )
+        # transformers' PretrainedConfig fills in `rope_type` ("default") and `rope_theta` (ours) and validates.
+        self.rope_parameters = dict(rope_parameters) if rope_parameters else None
         super().__init__(
             bos_token_id=bos_token_id,
             eos_token_id=eos_token_id,
@@ -198,6 +224,9 @@ class NanoChatHFConfig(PretrainedConfig):
             tie_word_embeddings=tie_word_embeddings,
             **kwargs,
         )
+        self.rope_theta = self.rope_parameters["rope_theta"]
+        if self.value_embeddings:
+            self.base_model_tp_plan = None
 
     def _validate_shape(self):
         for name in ("vocab_size", "sequence_len", "n_layer", "n_embd", "n_head", "n_kv_head", "head_dim"):

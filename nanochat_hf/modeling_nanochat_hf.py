@@ -33,6 +33,7 @@ The generation-2 scalars and tables live in the trunk (`transformer.resid_lambda
 ...); nanochat keeps them at the top level, the converter moves them.
 """
 
+import copy
 import math
 from collections.abc import Callable
 
@@ -46,7 +47,13 @@ from transformers.generation import GenerationMixin
 from transformers.masking_utils import create_causal_mask, sliding_window_overlay
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
+from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS, dynamic_rope_update
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, PreTrainedModel, slice_logits_to_keep
+from transformers.processing_utils import Unpack
+from transformers.utils import TransformersKwargs
+from transformers.utils.deprecation import deprecate_kwarg
+from transformers.utils.generic import can_return_tuple
+from transformers.utils.output_capturing import capture_outputs
 
 from .configuration_nanochat_hf import SMEAR_GATE_CHANNELS, VE_GATE_CHANNELS, NanoChatHFConfig
 
@@ -68,28 +75,83 @@ def gen2_initialised(module: nn.Module, kind: str) -> nn.Module:
     return module
 
 
+# Positions the stored rotary tables cover, as a multiple of `sequence_len` (nanochat precomputes 10x).
+ROTARY_TABLE_FACTOR = 10
+
+
 class NanoChatHFRotaryEmbedding(nn.Module):
     """cos/sin of the rotary angles for given positions.
 
-    The angles are computed in float32 from `position_ids` on every call (cheap: B x T x head_dim/2)
-    rather than read from a cached table. That gives the same values as nanochat's precomputed table,
-    works for any positions (left padding, packed sequences) and leaves no buffer to re-initialise when
-    the model is built on the meta device by `from_pretrained`.
+    With `rotary_dtype="bfloat16"` (generation 1's default) nanochat rounds its precomputed tables to
+    bfloat16, and so does this module: it stores the rounded tables (non-persistent buffers, covering
+    `ROTARY_TABLE_FACTOR * sequence_len` positions; later positions are computed) and gathers rows by
+    `position_ids`. Computing the angles
+    on the fly and rounding them would not survive `torch.compile`, whose code generation drops a
+    float32 -> bfloat16 -> float32 round trip; a stored table is data, so compiled and eager numerics agree.
+
+    With `rotary_dtype="float32"` (generation 2) and for dynamic RoPE scaling (whose frequencies depend on
+    the sequence length) the angles are computed in float32 from `position_ids` on every call.
+
+    `config.rope_parameters["rope_type"]` selects the frequencies: "default" (nanochat's), or "linear",
+    "dynamic", "yarn", ... through transformers' `ROPE_INIT_FUNCTIONS` (their attention factor scales cos/sin).
     """
 
     def __init__(self, config: NanoChatHFConfig):
         super().__init__()
+        self.config = config
         self.head_dim = config.head_dim
-        self.base = config.rope_theta
+        # `rope_parameters` holds the base (the config keeps `rope_theta` equal to it).
+        self.base = (config.rope_parameters or {}).get("rope_theta", config.rope_theta)
         # nanochat rounds its tables to bfloat16; the rotation itself then runs in the activation dtype.
         self.table_dtype = getattr(torch, config.rotary_dtype)
+        self.rope_type = (config.rope_parameters or {}).get("rope_type", "default")
+        self.max_seq_len_cached = self.original_max_seq_len = config.sequence_len
+        inv_freq, self.attention_scaling = self.compute_inv_freq()
+        self.inv_freq = nn.Buffer(inv_freq, persistent=False)
+        self.original_inv_freq = nn.Buffer(inv_freq.clone(), persistent=False)
+        self.uses_table = self.table_dtype != torch.float32 and "dynamic" not in self.rope_type
+        self.table_len = ROTARY_TABLE_FACTOR * config.sequence_len if self.uses_table else 0
+        cos, sin = self.compute_tables()
+        self.cos_table = nn.Buffer(cos, persistent=False)
+        self.sin_table = nn.Buffer(sin, persistent=False)
 
+    def compute_inv_freq(self, device=None) -> tuple[torch.Tensor, float]:
+        if self.rope_type == "default":
+            channels = torch.arange(0, self.head_dim, 2, dtype=torch.float32, device=device)
+            return 1.0 / (self.base ** (channels / self.head_dim)), 1.0
+        return ROPE_INIT_FUNCTIONS[self.rope_type](self.config, device)
+
+    def compute_tables(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The rounded (table_len, head_dim/2) cos/sin tables (empty when angles are computed on the fly)."""
+        positions = torch.arange(self.table_len, dtype=torch.float32, device=self.inv_freq.device)
+        angles = positions[:, None] * self.inv_freq.float()[None]
+        cos = (angles.cos() * self.attention_scaling).to(self.table_dtype)
+        sin = (angles.sin() * self.attention_scaling).to(self.table_dtype)
+        return cos, sin
+
+    @torch.no_grad()
+    def reset_buffers(self) -> None:
+        """Recompute the non-persistent buffers (after `from_pretrained` built the model on the meta device)."""
+        inv_freq, self.attention_scaling = self.compute_inv_freq(device=self.inv_freq.device)
+        init.copy_(self.inv_freq, inv_freq)
+        init.copy_(self.original_inv_freq, inv_freq)
+        cos, sin = self.compute_tables()
+        init.copy_(self.cos_table, cos)
+        init.copy_(self.sin_table, sin)
+
+    @dynamic_rope_update
     def forward(self, x: torch.Tensor, position_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        channels = torch.arange(0, self.head_dim, 2, dtype=torch.float32, device=x.device)
-        inv_freq = 1.0 / (self.base ** (channels / self.head_dim))
+        inv_freq = self.inv_freq.to(device=x.device, dtype=torch.float32)
         angles = position_ids.to(torch.float32)[..., None] * inv_freq  # (B, T, head_dim/2)
-        cos = angles.cos().to(self.table_dtype).to(x.dtype)
-        sin = angles.sin().to(self.table_dtype).to(x.dtype)
+        cos = (angles.cos() * self.attention_scaling).to(self.table_dtype).to(x.dtype)
+        sin = (angles.sin() * self.attention_scaling).to(self.table_dtype).to(x.dtype)
+        if self.uses_table:
+            # Rows of the stored table; positions past it (ROTARY_TABLE_FACTOR x sequence_len) keep the values
+            # computed above (the same in eager; under torch.compile without the bfloat16 rounding).
+            inside = (position_ids < self.table_len)[..., None]
+            rows = position_ids.clamp(max=self.table_len - 1)
+            cos = torch.where(inside, self.cos_table[rows].to(x.dtype), cos)
+            sin = torch.where(inside, self.sin_table[rows].to(x.dtype), sin)
         return cos, sin
 
 
@@ -178,13 +240,14 @@ class NanoChatHFAttention(nn.Module):
         **kwargs,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         batch, seq_len, _ = hidden_states.shape
-        q = self.c_q(hidden_states).view(batch, seq_len, self.n_head, self.head_dim).transpose(1, 2)
-        k = self.c_k(hidden_states).view(batch, seq_len, self.n_kv_head, self.head_dim).transpose(1, 2)
-        v = self.c_v(hidden_states).view(batch, seq_len, self.n_kv_head, self.head_dim)
+        # Heads as -1: under tensor parallelism each rank holds a slice of them.
+        q = self.c_q(hidden_states).view(batch, seq_len, -1, self.head_dim).transpose(1, 2)
+        k = self.c_k(hidden_states).view(batch, seq_len, -1, self.head_dim).transpose(1, 2)
+        v = self.c_v(hidden_states).view(batch, seq_len, -1, self.head_dim)
         if self.ve_gate is not None:
             # Value residual: one gate in (0, 3) per kv head, from the first 12 channels of the block input.
             gate = 3 * torch.sigmoid(self.ve_gate(hidden_states[..., :VE_GATE_CHANNELS]))
-            v = v + gate.unsqueeze(-1) * value_embedding.view(batch, seq_len, self.n_kv_head, self.head_dim)
+            v = v + gate.unsqueeze(-1) * value_embedding.view(batch, seq_len, -1, self.head_dim)
         v = v.transpose(1, 2)
 
         # Rotary first, then QK-norm (nanochat's order; the norm sees the rotated vectors).
@@ -200,6 +263,10 @@ class NanoChatHFAttention(nn.Module):
         attention_interface: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(
             self.config._attn_implementation, eager_attention_forward
         )
+        if kwargs.get("output_attentions"):
+            # Only the eager path materialises the weights (sdpa/flash/flex return None for them), so a call that
+            # asks for them runs eager; the trunk then builds eager masks (`_attention_masks`).
+            attention_interface = eager_attention_forward
         if self.sliding_window is not None:
             # Read by the flash-attention paths; sdpa, eager and flex get the window through the mask.
             kwargs["sliding_window"] = self.sliding_window
@@ -233,12 +300,19 @@ class NanoChatHFBlock(GradientCheckpointingLayer):
         self,
         hidden_states: torch.Tensor,
         value_embedding: torch.Tensor | None = None,
+        x0: torch.Tensor | None = None,
+        resid_lambda: torch.Tensor | None = None,
+        x0_lambda: torch.Tensor | None = None,
         position_embeddings: tuple[torch.Tensor, torch.Tensor] | None = None,
         attention_mask: torch.Tensor | None = None,
         cache: Cache | None = None,
         **kwargs,
     ) -> torch.Tensor:
-        # `value_embedding` is positional so that gradient checkpointing passes its gradient through.
+        # Tensors that need gradients are positional so that gradient checkpointing passes them through.
+        if resid_lambda is not None:
+            # Generation 2's layer scalars, applied here so that the block's input (recorded as a hidden state
+            # by transformers' output capturing) is the previous block's output, not the mixture.
+            hidden_states = resid_lambda * hidden_states + x0_lambda * x0
         attn_out, _ = self.attn(
             rms_norm(hidden_states, self.eps),
             position_embeddings=position_embeddings,
@@ -263,6 +337,9 @@ class NanoChatHFPreTrainedModel(PreTrainedModel):
     _supports_flex_attn = True
     _supports_attention_backend = True
     _can_compile_fullgraph = True
+    # What transformers' output capturing records: each block's output as a hidden state (the first block's
+    # input too), each attention's weights (eager attention; see `NanoChatHFAttention`).
+    _can_record_outputs = {"hidden_states": NanoChatHFBlock, "attentions": NanoChatHFAttention}
 
     def save_pretrained(self, save_directory, *args, **kwargs):
         # transformers adds only the saved class to `auto_map`; name the trunk and the LM head both, so
@@ -294,6 +371,9 @@ class NanoChatHFPreTrainedModel(PreTrainedModel):
         down to 1.05 and x0_lambdas from 0.20 down to 0.05 linearly over the layers; smear_lambda 0;
         backout_lambda 0.2.
         """
+        if isinstance(module, NanoChatHFRotaryEmbedding):
+            module.reset_buffers()
+            return
         if self.config.generation == 2:
             self._init_generation2(module)
             return
@@ -374,13 +454,21 @@ class NanoChatHFModel(NanoChatHFPreTrainedModel):
     def set_input_embeddings(self, value: nn.Embedding) -> None:
         self.wte = value
 
-    def _attention_masks(self, inputs_embeds, attention_mask, cache, position_ids) -> dict:
-        """One mask per distinct window (None = plain causal), built by transformers for the attention backend."""
+    def _attention_masks(self, inputs_embeds, attention_mask, cache, position_ids, output_attentions=False) -> dict:
+        """One mask per distinct window (None = plain causal), built by transformers for the attention backend.
+
+        With `output_attentions` the attention runs eager (the one path that returns its weights), so the
+        masks are built for eager too.
+        """
+        config = self.config
+        if output_attentions and config._attn_implementation != "eager":
+            config = copy.copy(config)
+            config._attn_implementation = "eager"
         masks = {}
         for window_left in {block.attn.window_left for block in self.h}:
             overlay = None if window_left is None else sliding_window_overlay(window_left + 1)
             masks[window_left] = create_causal_mask(
-                config=self.config,
+                config=config,
                 inputs_embeds=inputs_embeds,
                 attention_mask=attention_mask,
                 cache=cache,
@@ -418,6 +506,9 @@ class NanoChatHFModel(NanoChatHFPreTrainedModel):
             return torch.cat([embedded[:, :1], smeared], dim=1)
         return smeared
 
+    # `past_key_values` is the name before transformers 5.24; transformers warns for it and passes it as `cache`.
+    @deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")
+    @capture_outputs
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
@@ -426,11 +517,10 @@ class NanoChatHFModel(NanoChatHFPreTrainedModel):
         cache: Cache | None = None,
         inputs_embeds: torch.Tensor | None = None,
         use_cache: bool | None = None,
-        output_hidden_states: bool | None = None,
-        **kwargs,
+        **kwargs: Unpack[TransformersKwargs],
     ) -> BaseModelOutputWithPast:
-        # Callers written for transformers < 5 still say `past_key_values`.
-        cache = kwargs.pop("past_key_values", cache)
+        """`output_hidden_states` (True, or the indices to keep), `output_attentions` and `return_dict` are
+        handled by transformers' `capture_outputs` (hooks on the blocks and attentions)."""
         kwargs.pop("cache_position", None)
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("NanoChatHFModel: pass exactly one of `input_ids` or `inputs_embeds`")
@@ -438,8 +528,6 @@ class NanoChatHFModel(NanoChatHFPreTrainedModel):
             raise ValueError(
                 "NanoChatHFModel: value embeddings look up token ids; pass `input_ids`, not `inputs_embeds`"
             )
-        if output_hidden_states is None:
-            output_hidden_states = self.config.output_hidden_states
         if use_cache is None:
             use_cache = self.config.use_cache and not self.training
         if inputs_embeds is None:
@@ -451,7 +539,9 @@ class NanoChatHFModel(NanoChatHFPreTrainedModel):
             position_ids = torch.arange(past_seen, past_seen + inputs_embeds.shape[1], device=inputs_embeds.device)
             position_ids = position_ids.unsqueeze(0).expand(inputs_embeds.shape[0], -1)
 
-        masks = self._attention_masks(inputs_embeds, attention_mask, cache, position_ids)
+        masks = self._attention_masks(
+            inputs_embeds, attention_mask, cache, position_ids, output_attentions=bool(kwargs.get("output_attentions"))
+        )
         position_embeddings = self.rotary_emb(inputs_embeds, position_ids)
 
         hidden_states = rms_norm(inputs_embeds, self.config.rms_norm_eps)  # norm right after the embedding
@@ -459,16 +549,18 @@ class NanoChatHFModel(NanoChatHFPreTrainedModel):
             hidden_states = self._smear(hidden_states, attention_mask, cache, past_seen)
         x0 = hidden_states
         backout = None
-        all_hidden_states = [hidden_states] if output_hidden_states else None
         for i, block in enumerate(self.h):
+            lambdas = (None, None)
             if self.resid_lambdas is not None:
-                hidden_states = self.resid_lambdas[i] * hidden_states + self.x0_lambdas[i] * x0
+                lambdas = (self.resid_lambdas[i], self.x0_lambdas[i])
             value_embedding = None
             if str(i) in self.value_embeds:
                 value_embedding = self.value_embeds[str(i)](input_ids).to(hidden_states.dtype)
             hidden_states = block(
                 hidden_states,
                 value_embedding,
+                x0 if self.resid_lambdas is not None else None,
+                *lambdas,
                 position_embeddings=position_embeddings,
                 attention_mask=masks[block.attn.window_left],
                 cache=cache,
@@ -476,18 +568,11 @@ class NanoChatHFModel(NanoChatHFPreTrainedModel):
             )
             if self.backout_lambda is not None and i == self.config.backout_layer:
                 backout = hidden_states
-            if output_hidden_states:
-                all_hidden_states.append(hidden_states)
         if backout is not None:
             hidden_states = hidden_states - self.backout_lambda.to(hidden_states.dtype) * backout
         hidden_states = rms_norm(hidden_states, self.config.rms_norm_eps)
-        if output_hidden_states:
-            all_hidden_states[-1] = hidden_states
-        return BaseModelOutputWithPast(
-            last_hidden_state=hidden_states,
-            cache=cache if use_cache else None,
-            hidden_states=tuple(all_hidden_states) if output_hidden_states else None,
-        )
+        # capture_outputs replaces the last recorded hidden state with this one (after backout and the norm).
+        return BaseModelOutputWithPast(last_hidden_state=hidden_states, cache=cache if use_cache else None)
 
 
 def chunked_softcap_cross_entropy(
@@ -548,6 +633,10 @@ class NanoChatHFForCausalLM(NanoChatHFPreTrainedModel, GenerationMixin):
     saved during a chunked run must not make a later user's training forward drop its logits.
     """
 
+    # Tensor parallelism: the vocabulary-sharded head gathers its logits; pipeline stage: hidden states in, logits out.
+    _tp_plan = {"lm_head": "colwise_gather_output"}
+    _pp_plan = {"lm_head": (["hidden_states"], ["logits"])}
+
     def __init__(self, config: NanoChatHFConfig):
         super().__init__(config)
         self.transformer = NanoChatHFModel(config)
@@ -580,6 +669,8 @@ class NanoChatHFForCausalLM(NanoChatHFPreTrainedModel, GenerationMixin):
             logits = logits[..., : self.config.vocab_size]
         return logits
 
+    @deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")
+    @can_return_tuple
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
@@ -590,7 +681,7 @@ class NanoChatHFForCausalLM(NanoChatHFPreTrainedModel, GenerationMixin):
         labels: torch.LongTensor | None = None,
         use_cache: bool | None = None,
         logits_to_keep: int | torch.Tensor = 0,
-        **kwargs,
+        **kwargs: Unpack[TransformersKwargs],
     ) -> CausalLMOutputWithPast:
         r"""
         labels (`torch.LongTensor` of shape `(batch, seq_len)`, *optional*):
@@ -609,6 +700,7 @@ class NanoChatHFForCausalLM(NanoChatHFPreTrainedModel, GenerationMixin):
             cache=cache,
             inputs_embeds=inputs_embeds,
             use_cache=use_cache,
+            return_dict=True,  # whatever config.return_dict says; this forward makes the tuple
             **kwargs,
         )
         hidden_states = slice_logits_to_keep(outputs.last_hidden_state, logits_to_keep)
@@ -629,6 +721,7 @@ class NanoChatHFForCausalLM(NanoChatHFPreTrainedModel, GenerationMixin):
             logits=logits,
             cache=outputs.cache,
             hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
         )
 
 

@@ -100,17 +100,20 @@ def test_backout_subtracts_the_residual_after_block_half_depth(n_layer):
 
 def test_resid_and_x0_lambdas_mix_before_every_block():
     model = gen2_model(seed=4)
-    inputs = []
+    # The block mixes its input first; the attention sees norm(mixture). hidden_states[i] is block i's input
+    # before the mixing (the previous block's output; x0 for block 0).
+    attention_inputs = []
     for block in model.transformer.h:
-        block.register_forward_pre_hook(lambda module, args: inputs.append(args[0]))
+        block.attn.register_forward_pre_hook(lambda module, args: attention_inputs.append(args[0]))
     ids = torch.randint(0, 200, (1, 6), generator=torch.Generator().manual_seed(3))
     with torch.no_grad():
         out = model(ids, output_hidden_states=True)
     trunk, x0 = model.transformer, out.hidden_states[0]
-    for i, block_input in enumerate(inputs):
+    assert len(attention_inputs) == len(trunk.h)
+    for i, attention_input in enumerate(attention_inputs):
         previous = out.hidden_states[i]
-        expected = trunk.resid_lambdas[i] * previous + trunk.x0_lambdas[i] * x0
-        torch.testing.assert_close(block_input, expected, atol=1e-6, rtol=0)
+        expected = norm(trunk.resid_lambdas[i] * previous + trunk.x0_lambdas[i] * x0)
+        torch.testing.assert_close(attention_input, expected, atol=1e-5, rtol=0)
 
 
 def test_value_embedding_enters_v_through_its_gate():
