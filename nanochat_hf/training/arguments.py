@@ -286,8 +286,12 @@ class PretrainTrainingArguments(TrainingArguments):
         super().__post_init__()
 
 
-def parse_recipe_arguments(dataclass_types, argv: list[str], default_config: str | None = None):
-    """The dataclasses of a recipe from `--config file.yaml` (or `default_config`) plus `--key value` overrides."""
+def parse_recipe_arguments(
+    dataclass_types, argv: list[str], default_config: str | None = None, refused_by: str | None = None
+):
+    """The dataclasses of a recipe from `--config file.yaml` (or `default_config`) plus `--key value` overrides.
+
+    `refused_by` prefixes what the dataclasses themselves refuse while they are built (e.g. "GRPO settings")."""
     argv = list(argv)
     if default_config is not None and "--config" not in argv:
         argv = ["--config", default_config, *argv]
@@ -303,7 +307,8 @@ def parse_recipe_arguments(dataclass_types, argv: list[str], default_config: str
     except (ValueError, TypeError) as err:  # unknown keys or flags, values TrainingArguments refuses
         if isinstance(err, UserInputError):
             raise
-        raise UserInputError(" ".join(str(err).split()) or type(err).__name__) from None
+        message = " ".join(str(err).split()) or type(err).__name__
+        raise UserInputError(f"{refused_by}: {message}" if refused_by else message) from None
     check_recipe_settings(*parsed)
     return parsed
 

@@ -152,9 +152,7 @@ class RLArguments:
 
 def parse_rl_arguments(argv: list[str], default_config: str | None = None):
     """(RLArguments, NanoChatGRPOConfig, ModelConfig) from `--config file.yaml` plus `--key value` overrides."""
-    try:
-        return parse_recipe_arguments((RLArguments, NanoChatGRPOConfig, ModelConfig), argv, default_config)
-    except ValueError as err:  # GRPOConfig checks its batch arithmetic while it is built
-        if isinstance(err, UserInputError):
-            raise
-        raise UserInputError(f"GRPO settings: {err}") from None
+    # GRPOConfig checks its batch arithmetic while it is built: its refusals are named as such.
+    return parse_recipe_arguments(
+        (RLArguments, NanoChatGRPOConfig, ModelConfig), argv, default_config, refused_by="GRPO settings"
+    )
