@@ -1,5 +1,9 @@
 """Small builders shared by the tests (real components only, no stand-ins)."""
 
+import subprocess
+import sys
+from pathlib import Path
+
 import torch
 import torch.nn.functional as F
 from transformers import TrainerCallback
@@ -208,3 +212,22 @@ def intercept_hub_uploads(monkeypatch) -> dict:
     monkeypatch.setattr(huggingface_hub.HfApi, "create_repo", fake_create_repo)
     monkeypatch.setattr(huggingface_hub.HfApi, "create_commit", fake_create_commit)
     return uploaded
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def launch_pretraining_on_two_processes(argv, timeout: int = 900) -> subprocess.CompletedProcess:
+    """`accelerate launch` of recipes/pretrain.py with 2 CPU processes (gloo); fails the test if the run fails."""
+    command = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--config_file",
+        str(REPO / "accelerate_configs" / "cpu_2proc.yaml"),
+        str(REPO / "recipes" / "pretrain.py"),
+        *argv,
+    ]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=timeout, cwd=REPO)
+    assert result.returncode == 0, result.stderr[-4000:]
+    return result

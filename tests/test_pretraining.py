@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import REMOTE_LOAD_SCRIPT, KillAtStep, tiny_pretrain_argv
+from helpers import REMOTE_LOAD_SCRIPT, KillAtStep, launch_pretraining_on_two_processes, tiny_pretrain_argv
 from transformers import TrainerCallback
 
 from nanochat_hf import NanoChatHFConfig, NanoChatHFForCausalLM
@@ -190,17 +190,8 @@ def test_two_processes_equal_one_process_with_double_accumulation(tmp_path, toke
     """accelerate launch with 2 CPU processes (gloo) against 1 process: the same rows, the same losses."""
     common = dict(max_steps=3, per_device_train_batch_size=8)
     run(tiny_args(tmp_path / "one", tokenizer_dir, **common))  # accumulation 4
-    launch = [
-        sys.executable,
-        "-m",
-        "accelerate.commands.launch",
-        "--config_file",
-        str(REPO / "accelerate_configs" / "cpu_2proc.yaml"),
-        str(REPO / "recipes" / "pretrain.py"),
-        *tiny_args(tmp_path / "two", tokenizer_dir, **common),  # accumulation 2 on each of 2 processes
-    ]
-    result = subprocess.run(launch, capture_output=True, text=True, timeout=600, cwd=REPO)
-    assert result.returncode == 0, result.stderr[-3000:]
+    # accumulation 2 on each of 2 processes
+    result = launch_pretraining_on_two_processes(tiny_args(tmp_path / "two", tokenizer_dir, **common), timeout=600)
     assert "processes                    2" in result.stdout
     # DDP runs without searching for unused parameters (none exist; with one, DDP would fail the step).
     assert "find_unused_parameters=True" not in result.stderr

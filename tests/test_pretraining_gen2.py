@@ -1,12 +1,10 @@
 """The generation-2 (2026) pretraining recipe through the Trainer: plan, optimizer, schedule, data, resume, DDP."""
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from helpers import KillAtStep, tiny_pretrain_argv
+from helpers import KillAtStep, launch_pretraining_on_two_processes, tiny_pretrain_argv
 from transformers import TrainerCallback
 
 from nanochat_hf import NanoChatHFConfig, NanoChatHFForCausalLM
@@ -108,17 +106,8 @@ def test_kill_and_resume_reproduces_the_uninterrupted_losses(tmp_path, tokenizer
 def test_two_processes_equal_one_process_with_double_accumulation(tmp_path, tokenizer_dir):
     common = dict(max_steps=3, per_device_train_batch_size=8)
     run(gen2_argv(tmp_path / "one", tokenizer_dir, **common))  # accumulation 4
-    launch = [
-        sys.executable,
-        "-m",
-        "accelerate.commands.launch",
-        "--config_file",
-        str(REPO / "accelerate_configs" / "cpu_2proc.yaml"),
-        str(REPO / "recipes" / "pretrain.py"),
-        *gen2_argv(tmp_path / "two", tokenizer_dir, **common),  # accumulation 2 on each of 2 processes
-    ]
-    result = subprocess.run(launch, capture_output=True, text=True, timeout=600, cwd=REPO)
-    assert result.returncode == 0, result.stderr[-3000:]
+    # accumulation 2 on each of 2 processes
+    launch_pretraining_on_two_processes(gen2_argv(tmp_path / "two", tokenizer_dir, **common), timeout=600)
     one, two = losses(tmp_path / "one"), losses(tmp_path / "two")
     assert one.keys() == two.keys() == {1, 2, 3}
     for step in one:

@@ -4,13 +4,11 @@ fallback, and the sharded optimizer's per-process checkpoints through the real T
 import json
 import logging
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
-from helpers import tiny_pretrain_argv
+from helpers import launch_pretraining_on_two_processes, tiny_pretrain_argv
 from transformers import TrainerCallback
 
 from nanochat_hf.errors import UserInputError
@@ -96,21 +94,6 @@ def losses(output_dir) -> dict[int, float]:
     return {entry["step"]: entry["loss"] for entry in state["log_history"] if "loss" in entry}
 
 
-def launch_two(argv) -> subprocess.CompletedProcess:
-    command = [
-        sys.executable,
-        "-m",
-        "accelerate.commands.launch",
-        "--config_file",
-        str(REPO / "accelerate_configs" / "cpu_2proc.yaml"),
-        str(REPO / "recipes" / "pretrain.py"),
-        *argv,
-    ]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=900, cwd=REPO)
-    assert result.returncode == 0, result.stderr[-4000:]
-    return result
-
-
 def test_sharded_ddp_pretraining_checkpoints_per_process_and_resumes(tmp_path, tokenizer_dir):
     """2 processes with the ZeRO-2-style sharded Muon through the Trainer: the losses of 1 process with double
     accumulation; each checkpoint holds one optimizer file per process; a resume reproduces the losses."""
@@ -118,7 +101,7 @@ def test_sharded_ddp_pretraining_checkpoints_per_process_and_resumes(tmp_path, t
     args, training_args = parse_pretrain_arguments(tiny_pretrain_argv(tmp_path / "one", tokenizer_dir, **common))
     run_pretraining(args, training_args)
     two = tmp_path / "two"
-    launch_two(tiny_pretrain_argv(two, tokenizer_dir, sharded_optimizer="muon", **common))
+    launch_pretraining_on_two_processes(tiny_pretrain_argv(two, tokenizer_dir, sharded_optimizer="muon", **common))
     one, straight = losses(tmp_path / "one"), losses(two)
     assert one.keys() == straight.keys() == {1, 2, 3, 4}
     for step in one:
@@ -133,7 +116,7 @@ def test_sharded_ddp_pretraining_checkpoints_per_process_and_resumes(tmp_path, t
     # As after a kill during step 3: the later checkpoint and the final folder are gone.
     shutil.rmtree(two / "checkpoint-4")
     shutil.rmtree(two / "final")
-    launch_two(
+    launch_pretraining_on_two_processes(
         tiny_pretrain_argv(two, tokenizer_dir, sharded_optimizer="muon", resume_from_checkpoint="last", **common)
     )
     resumed = losses(two)
