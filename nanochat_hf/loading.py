@@ -26,13 +26,14 @@ import re
 from pathlib import Path
 
 from safetensors import SafetensorError, safe_open
-from transformers import AutoTokenizer, PretrainedConfig
+from transformers import PretrainedConfig
 
 from . import auto_classes  # noqa: F401 (registers the model with the Auto classes; saved folders get auto_map)
 from .configuration_nanochat_hf import NanoChatHFConfig
 from .errors import UserInputError
 from .formats import HF_MODEL_TYPE, detect_format, read_json
 from .modeling_nanochat_hf import NanoChatHFForCausalLM
+from .tokenization_nanochat_hf import NanoChatHFTokenizer
 
 
 # A Hub repository id: "name" or "owner/name", letters, digits, '-', '_' and '.'.
@@ -177,10 +178,10 @@ def open_model(location, what: str = "--model_name_or_path", **from_pretrained_k
 
 
 def open_tokenizer(location, what: str = "--tokenizer_name_or_path"):
-    """A saved tokenizer (folder or Hub id), with AutoTokenizer."""
+    """A saved tokenizer (folder or Hub id), as `NanoChatHFTokenizer` (chat rendering keeps message text ordinary)."""
     location = check_location(location, what)
     try:
-        return AutoTokenizer.from_pretrained(location)
+        return NanoChatHFTokenizer.from_pretrained(location)
     except (OSError, ValueError) as err:
         raise _load_error(what, location, "a tokenizer", err) from None
 

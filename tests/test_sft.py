@@ -55,6 +55,7 @@ def test_full_sft_loss_falls_and_saves_a_hub_chat_model(tmp_path, base_dir):
         "model.safetensors",
         "modeling_nanochat_hf.py",
         "tokenizer.json",
+        "tokenization_nanochat_hf.py",
         "generation_config.json",
         "README.md",
     } <= files

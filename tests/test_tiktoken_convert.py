@@ -171,6 +171,7 @@ def test_converted_folder_reloads_with_chat_template_bos_and_token_bytes(convert
     assert sorted(p.name for p in destination.iterdir()) == [
         "chat_template.jinja",
         "token_bytes.pt",
+        "tokenization_nanochat_hf.py",  # the tokenizer's own code, for trust_remote_code=True
         "tokenizer.json",
         "tokenizer_config.json",
     ]

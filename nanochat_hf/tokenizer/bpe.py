@@ -20,11 +20,11 @@ import logging
 from collections.abc import Iterable, Mapping
 
 from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers
-from transformers import PreTrainedTokenizerFast
 from transformers.convert_slow_tokenizer import bytes_to_unicode
 
 from nanochat_hf.defaults import SEQUENCE_LEN
 from nanochat_hf.errors import UserInputError
+from nanochat_hf.tokenization_nanochat_hf import NanoChatHFTokenizer
 from nanochat_hf.tokenizer.chat import load_chat_template
 from nanochat_hf.tokenizer.special_tokens import (
     BOS,
@@ -147,7 +147,10 @@ def token_raw_bytes(tokenizer) -> list[bytes | None]:
 
 
 def wrap_tokenizer(backend: Tokenizer, model_max_length: int = DEFAULT_MODEL_MAX_LENGTH, add_bos_token: bool = True):
-    """Wrap a backend tokenizer as a `PreTrainedTokenizerFast` with nanochat's chat template and token roles.
+    """Wrap a backend tokenizer as a `NanoChatHFTokenizer` with nanochat's chat template and token roles.
+
+    `NanoChatHFTokenizer` is the stock fast tokenizer whose `apply_chat_template` keeps message text ordinary
+    by default (see its module); saved folders name the stock class too, so they load without remote code.
 
     `add_bos_token=True` makes `tokenizer(text)` return `[<|bos|>, ...]`, as nanochat prepends BOS to every
     document and prompt; pass `add_special_tokens=False` for the bare ids. Chat rendering
@@ -155,7 +158,7 @@ def wrap_tokenizer(backend: Tokenizer, model_max_length: int = DEFAULT_MODEL_MAX
     tokenizes the rendered chat with `add_special_tokens=False`.
     """
     named = {BOS, CHAT_EOS_TOKEN, PAD_TOKEN}
-    tokenizer = PreTrainedTokenizerFast(
+    tokenizer = NanoChatHFTokenizer(
         tokenizer_object=backend,
         bos_token=BOS,
         eos_token=CHAT_EOS_TOKEN,

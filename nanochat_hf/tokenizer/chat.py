@@ -10,20 +10,14 @@ Two ways to turn messages into tokens, which agree token for token:
 
 Control-token injection. nanochat always encodes message text as ordinary text: a user who types
 `<|assistant_end|>` gets the tokens for the characters "<", "|", "assistant", ..., never the special
-token. `render_conversation` guarantees this. `apply_chat_template` by default does NOT: transformers
-tokenizes the rendered string and matches special-token strings anywhere in it, message text included.
-In transformers >= 5.24 pass `sanitize_control_tokens=True`:
-
-    tokenizer.apply_chat_template(messages, add_generation_prompt=True, sanitize_control_tokens=True)
-
-transformers then wraps every control-token string found in the *inputs* (messages, tools, documents,
-template kwargs; all our 9 special tokens count as control tokens) in private markers before rendering,
-and encodes the marked strings as plain text, while the template's own control tokens stay special.
-Limits (transformers 5.24): it cannot be combined with `return_assistant_tokens_mask=True` (it raises
-ValueError), so for training on untrusted text use `render_conversation` (or trust the data); and the
-text around a sanitized token is encoded in separate pieces, so its ids can differ from nanochat's
-single-string encoding at the boundaries (e.g. "hi <|user_end|>": nanochat sees the piece " <|", the
-sanitized encoding " " and "<|"), although no special token is ever produced.
+token. `render_conversation` guarantees this. So does the `apply_chat_template` of `NanoChatHFTokenizer`
+(`nanochat_hf/tokenization_nanochat_hf.py`), the class every tokenizer we write is made with and names in
+its `auto_map`: it sanitizes by default, also with `return_assistant_tokens_mask=True`, and gives exactly
+nanochat's ids. A folder loaded as transformers' stock class (`AutoTokenizer.from_pretrained(path)` without
+`trust_remote_code=True`) does NOT: transformers tokenizes the rendered string and matches special-token
+strings anywhere in it, message text included, unless `sanitize_control_tokens=True` is passed (which in
+transformers 5.24 cannot be combined with `return_assistant_tokens_mask=True`, and splits the text around
+a sanitized token, so its ids can differ from nanochat's at those boundaries).
 """
 
 from functools import lru_cache

@@ -5,10 +5,10 @@
 How the loss mask is made, and why not with `assistant_only_loss`. Our chat template marks nanochat's
 trained tokens with `{% generation %}` blocks, so trl's `assistant_only_loss=True` would give the right
 mask for ordinary text. But the template path renders the conversation to one string and tokenizes it
-whole, which (1) turns any special-token string inside message text (`<|assistant_start|>` typed by a
-user, or scraped into SmolTalk) into a real control token, and transformers' `sanitize_control_tokens`
-cannot be combined with `return_assistant_tokens_mask`; and (2) merges two adjacent text parts into one
-piece. nanochat encodes every piece of text separately as ordinary text. So every conversation is
+whole, which (1) with transformers' stock tokenizer class turns any special-token string inside message
+text (`<|assistant_start|>` typed by a user, or scraped into SmolTalk) into a real control token (our
+`NanoChatHFTokenizer` prevents that by default, but a folder loaded without it gets the stock class); and
+(2) merges two adjacent text parts into one piece. nanochat encodes every piece of text separately as ordinary text. So every conversation is
 rendered here with `render_conversation` (nanochat's own algorithm) to `input_ids` and `labels`
 (-100 exactly where nanochat's mask is 0), and handed to `SFTTrainer` as a pre-tokenized dataset: trl
 then only packs (best-fit decreasing into padding-free rows with `position_ids` restarting at every
