@@ -184,62 +184,79 @@ class NanoChatHFTokenizer(PreTrainedTokenizerFast):
         Unmarked control tokens were written by the template: they become their ids. Between two of them the
         text (marked tokens as plain characters, markers dropped) is one piece, encoded as ordinary text.
         """
-        ids: list[int] = []
-        offsets: list[tuple[int, int]] = []
-        piece: list[str] = []
-        # (start in the piece, start in `text`) of each run of characters that went into the piece
-        runs: list[tuple[int, int]] = []
-        piece_length = 0
+        # First cut the chat into items: a control-token id with its span, or a piece of text given as the
+        # runs of characters it is made of, each with its start in `text` (to map token offsets back).
+        items: list = []
+        runs: list[tuple[str, int]] = []
 
-        def add_text(chunk: str, start_in_text: int):
-            nonlocal piece_length
-            if chunk:
-                runs.append((piece_length, start_in_text))
-                piece.append(chunk)
-                piece_length += len(chunk)
-
-        def flush():
-            nonlocal piece_length
-            if piece:
-                encoding = self._encode_ordinary("".join(piece))
-                run_starts = [run[0] for run in runs]
-
-                def to_text(position: int) -> int:
-                    run = runs[max(0, bisect.bisect_right(run_starts, position) - 1)]
-                    return run[1] + position - run[0]
-
-                ids.extend(encoding.ids)
-                offsets.extend((to_text(start), to_text(max(start, end - 1)) + 1) for start, end in encoding.offsets)
-            piece.clear()
-            runs.clear()
-            piece_length = 0
+        def end_piece():
+            if runs:
+                items.append(list(runs))
+                runs.clear()
 
         marked_re = re.compile(
             f"{_MARK_START}({control_re.pattern}){_MARK_END}|[{_MARK_START}{_MARK_END}]|{control_re.pattern}"
         )
         position = 0
         for match in marked_re.finditer(text):
-            add_text(text[position : match.start()], position)
+            if match.start() > position:
+                runs.append((text[position : match.start()], position))
             if match.group(1) is not None:  # a control token from the inputs: plain text
-                add_text(match.group(1), match.start(1))
+                runs.append((match.group(1), match.start(1)))
             elif match.group(0) not in (_MARK_START, _MARK_END):  # the template's own control token
-                flush()
-                ids.append(self.convert_tokens_to_ids(match.group(0)))
-                offsets.append((match.start(), match.end()))
+                end_piece()
+                items.append((self.convert_tokens_to_ids(match.group(0)), (match.start(), match.end())))
             position = match.end()
-        add_text(text[position:], position)
-        flush()
+        if position < len(text):
+            runs.append((text[position:], position))
+        end_piece()
+
+        pieces = [item for item in items if isinstance(item, list)]
+        encodings = iter(
+            self._ordinary_backend().encode_batch(
+                ["".join(run for run, _ in piece) for piece in pieces], add_special_tokens=False
+            )
+        )
+        ids: list[int] = []
+        offsets: list[tuple[int, int]] = []
+        for item in items:
+            if isinstance(item, tuple):
+                ids.append(item[0])
+                offsets.append(item[1])
+                continue
+            encoding = next(encodings)
+            run_starts, length = [], 0
+            for run, _ in item:
+                run_starts.append(length)
+                length += len(run)
+
+            def to_text(position: int, item=item, run_starts=run_starts) -> int:
+                index = max(0, bisect.bisect_right(run_starts, position) - 1)
+                return item[index][1] + position - run_starts[index]
+
+            ids.extend(encoding.ids)
+            offsets.extend((to_text(start), to_text(max(start, end - 1)) + 1) for start, end in encoding.offsets)
         return ids, offsets
 
-    def _encode_ordinary(self, text: str):
-        """nanochat's `encode_ordinary`: no control token is matched, whatever the text contains."""
-        backend = self.backend_tokenizer
-        saved = backend.encode_special_tokens
-        backend.encode_special_tokens = True
-        try:
-            return backend.encode(text, add_special_tokens=False)
-        finally:
-            backend.encode_special_tokens = saved
+    def _ordinary_backend(self):
+        """A copy of the backend that matches no added token at all: nanochat's `encode_ordinary`.
+
+        A copy, not the shared backend with its `encode_special_tokens` switched on for the call, so that a
+        concurrent ordinary call (which sets that switch per call) can never make this one match control tokens.
+        Rebuilt when tokens are added.
+        """
+        size = len(self.added_tokens_decoder)
+        cached = getattr(self, "_ordinary_cache", None)
+        if cached is None or cached[0] != size:
+            spec = json.loads(self.backend_tokenizer.to_str())
+            for token in spec.get("added_tokens", []):
+                token["special"] = True  # encode_special_tokens skips special tokens only
+            backend = type(self.backend_tokenizer).from_str(json.dumps(spec))
+            backend.encode_special_tokens = True
+            backend.no_padding()
+            backend.no_truncation()
+            cached = self._ordinary_cache = (size, backend)
+        return cached[1]
 
 
 def _as_batch(conversation) -> tuple[list, bool]:

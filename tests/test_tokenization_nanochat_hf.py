@@ -276,3 +276,13 @@ def test_pipeline_from_the_hub_copy_keeps_message_text_ordinary(folder, tokenize
     prompt = nanochat_render(encoding, messages)[0] + [encoding.encode_single_token("<|assistant_start|>")]
     assert loaded["ids"][: len(prompt)] == prompt
     assert len(loaded["ids"]) == len(prompt) + 3
+
+
+def test_sanitizing_leaves_the_shared_backend_as_it_was(tokenizer):
+    # Ordinary calls still match control tokens (transformers' default), before and after a sanitized render:
+    # the sanitized encoding runs on a copy, so it never flips a switch another thread's call relies on.
+    bos = tokenizer.convert_tokens_to_ids("<|bos|>")
+    assert tokenizer("<|bos|>", add_special_tokens=False)["input_ids"] == [bos]
+    tokenizer.apply_chat_template(HOSTILE, return_dict=False)
+    assert tokenizer.backend_tokenizer.encode_special_tokens is False
+    assert tokenizer("<|bos|>", add_special_tokens=False)["input_ids"] == [bos]
