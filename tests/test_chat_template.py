@@ -2,7 +2,13 @@
 
 import jinja2
 import pytest
-from chat_cases import CONVERSATIONS, GSM8K_STYLE, INJECTION, nanochat_render
+from chat_cases import (
+    CONVERSATIONS,
+    GSM8K_STYLE,
+    INJECTION,
+    assert_trl_trains_what_render_conversation_trains,
+    nanochat_render,
+)
 from transformers import AutoTokenizer
 
 from nanochat_hf.embedded_corpus import iter_embedded_documents
@@ -238,10 +244,7 @@ def test_template_file_is_what_the_tokenizer_carries(tokenizer):
 def test_trl_assistant_only_loss_labels_equal_render_conversation(tokenizer, tmp_path):
     # The point of the {% generation %} blocks: trl's SFTTrainer(assistant_only_loss=True) must train
     # exactly nanochat's tokens.
-    trl = pytest.importorskip("trl")
-    from datasets import Dataset
-
-    from nanochat_hf import NanoChatHFConfig, NanoChatHFForCausalLM
+    pytest.importorskip("trl")
 
     def parts(text):
         return [{"type": "text", "text": text}]
@@ -254,25 +257,4 @@ def test_trl_assistant_only_loss_labels_equal_render_conversation(tokenizer, tmp
         ],
         [{"role": "user", "content": parts("Hello!")}, {"role": "assistant", "content": parts("Hi there.")}],
     ]
-    config = NanoChatHFConfig(n_layer=1, n_embd=32, n_head=2, n_kv_head=2, vocab_size=len(tokenizer), sequence_len=256)
-    args = trl.SFTConfig(
-        output_dir=str(tmp_path),
-        assistant_only_loss=True,
-        max_length=256,
-        use_cpu=True,
-        bf16=False,
-        activation_checkpointing=False,
-        report_to=[],
-    )
-    trainer = trl.SFTTrainer(
-        model=NanoChatHFForCausalLM(config),
-        args=args,
-        train_dataset=Dataset.from_list([{"messages": c} for c in conversations]),
-        processing_class=tokenizer,
-    )
-    for row, messages in zip(trainer.train_dataset, conversations, strict=True):
-        input_ids, labels = render_conversation(tokenizer, messages)
-        assert row["input_ids"] == input_ids
-        assert row.get("labels", None) == labels or row.get("assistant_masks") == [
-            int(t != IGNORE_INDEX) for t in labels
-        ]
+    assert_trl_trains_what_render_conversation_trains(tokenizer, conversations, tmp_path)

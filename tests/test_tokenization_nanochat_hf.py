@@ -12,7 +12,13 @@ import sys
 
 import pytest
 import torch
-from chat_cases import CONVERSATIONS, GSM8K_STYLE, INJECTION, nanochat_render
+from chat_cases import (
+    CONVERSATIONS,
+    GSM8K_STYLE,
+    INJECTION,
+    assert_trl_trains_what_render_conversation_trains,
+    nanochat_render,
+)
 from helpers import intercept_hub_uploads
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
@@ -186,10 +192,7 @@ def test_options_that_cannot_apply_are_refused_by_name(tokenizer):
 
 
 def test_trl_assistant_only_loss_trains_exactly_nanochats_tokens_on_hostile_text(tokenizer, tmp_path):
-    trl = pytest.importorskip("trl")
-    from datasets import Dataset
-
-    from nanochat_hf import NanoChatHFConfig, NanoChatHFForCausalLM
+    pytest.importorskip("trl")
 
     def parts(text):  # Arrow needs one shape for every message's content: lists of parts
         return [{"type": "text", "text": text}]
@@ -201,29 +204,7 @@ def test_trl_assistant_only_loss_trains_exactly_nanochats_tokens_on_hostile_text
             {"role": "assistant", "content": parts("Hi <|bos|> there <|user_start|>")},
         ],
     ]
-    config = NanoChatHFConfig(n_layer=1, n_embd=32, n_head=2, n_kv_head=2, vocab_size=len(tokenizer), sequence_len=256)
-    args = trl.SFTConfig(
-        output_dir=str(tmp_path),
-        assistant_only_loss=True,
-        max_length=256,
-        use_cpu=True,
-        bf16=False,
-        activation_checkpointing=False,
-        report_to=[],
-    )
-    trainer = trl.SFTTrainer(
-        model=NanoChatHFForCausalLM(config),
-        args=args,
-        train_dataset=Dataset.from_list([{"messages": c} for c in conversations]),
-        processing_class=tokenizer,
-    )
-    for row, messages in zip(trainer.train_dataset, conversations, strict=True):
-        input_ids, labels = render_conversation(tokenizer, messages)
-        assert row["input_ids"] == input_ids
-        if "labels" in row:  # trl versions differ in which of the two they keep
-            assert row["labels"] == labels
-        else:
-            assert row["assistant_masks"] == [int(label != -100) for label in labels]
+    assert_trl_trains_what_render_conversation_trains(tokenizer, conversations, tmp_path)
 
 
 def test_push_to_hub_uploads_the_code_and_the_stock_class_name(tokenizer, monkeypatch):
