@@ -126,3 +126,31 @@ def assert_trl_trains_what_render_conversation_trains(tokenizer, conversations, 
             assert row["labels"] == labels
         else:
             assert row["assistant_masks"] == [int(label != -100) for label in labels]
+
+
+def write_chat_tokenizer(folder):
+    """Train a small nanochat tokenizer (English, Chinese, emoji, the embedded corpus) and save it to `folder`."""
+    from nanochat_hf.embedded_corpus import iter_embedded_documents
+    from nanochat_hf.tokenizer import compute_token_bytes, save_tokenizer_folder, train_tokenizer
+
+    texts = ["Let me compute 12+30 = 42. The answer is #### 42.", "你好，世界！😀"] * 20
+    trained = train_tokenizer(
+        [*texts, *iter_embedded_documents(max_docs=300)], vocab_size=500, max_chars=200_000, show_progress=False
+    )
+    save_tokenizer_folder(trained, folder, token_bytes=compute_token_bytes(trained))
+    return folder
+
+
+def tiktoken_reference(tokenizer):
+    """tiktoken with the same vocabulary: the reference encoder nanochat itself would use."""
+    import tiktoken
+
+    from nanochat_hf.tokenizer import SPECIAL_TOKENS, SPLIT_PATTERN, mergeable_ranks_from_tokenizer
+
+    ranks = mergeable_ranks_from_tokenizer(tokenizer)
+    return tiktoken.Encoding(
+        name="rustbpe",
+        pat_str=SPLIT_PATTERN,
+        mergeable_ranks=ranks,
+        special_tokens={token: len(ranks) + i for i, token in enumerate(SPECIAL_TOKENS)},
+    )

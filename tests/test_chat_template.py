@@ -8,23 +8,19 @@ from chat_cases import (
     INJECTION,
     assert_trl_trains_what_render_conversation_trains,
     nanochat_render,
+    tiktoken_reference,
+    write_chat_tokenizer,
 )
 from transformers import AutoTokenizer
 
-from nanochat_hf.embedded_corpus import iter_embedded_documents
 from nanochat_hf.errors import UserInputError
 from nanochat_hf.tokenizer import (
     IGNORE_INDEX,
     SPECIAL_TOKENS,
-    SPLIT_PATTERN,
-    compute_token_bytes,
     load_chat_template,
-    mergeable_ranks_from_tokenizer,
     render_conversation,
     render_conversation_with_mask,
     render_for_completion,
-    save_tokenizer_folder,
-    train_tokenizer,
 )
 
 
@@ -34,25 +30,12 @@ tiktoken = pytest.importorskip("tiktoken")
 @pytest.fixture(scope="module")
 def tokenizer(tmp_path_factory):
     """A small trained tokenizer, saved and reloaded the way users get it."""
-    texts = ["Let me compute 12+30 = 42. The answer is #### 42.", "你好，世界！😀"] * 20
-    trained = train_tokenizer(
-        [*texts, *iter_embedded_documents(max_docs=300)], vocab_size=500, max_chars=200_000, show_progress=False
-    )
-    folder = tmp_path_factory.mktemp("chat") / "tokenizer"
-    save_tokenizer_folder(trained, folder, token_bytes=compute_token_bytes(trained))
-    return AutoTokenizer.from_pretrained(folder)
+    return AutoTokenizer.from_pretrained(write_chat_tokenizer(tmp_path_factory.mktemp("chat") / "tokenizer"))
 
 
 @pytest.fixture(scope="module")
 def encoding(tokenizer):
-    """tiktoken with the same vocabulary: the reference encoder nanochat itself would use."""
-    ranks = mergeable_ranks_from_tokenizer(tokenizer)
-    return tiktoken.Encoding(
-        name="rustbpe",
-        pat_str=SPLIT_PATTERN,
-        mergeable_ranks=ranks,
-        special_tokens={token: len(ranks) + i for i, token in enumerate(SPECIAL_TOKENS)},
-    )
+    return tiktoken_reference(tokenizer)
 
 
 @pytest.mark.parametrize("name", sorted(CONVERSATIONS))

@@ -18,20 +18,16 @@ from chat_cases import (
     INJECTION,
     assert_trl_trains_what_render_conversation_trains,
     nanochat_render,
+    tiktoken_reference,
+    write_chat_tokenizer,
 )
 from helpers import intercept_hub_uploads
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
-from nanochat_hf.embedded_corpus import iter_embedded_documents
 from nanochat_hf.tokenization_nanochat_hf import NanoChatHFTokenizer
 from nanochat_hf.tokenizer import (
     SPECIAL_TOKENS,
-    SPLIT_PATTERN,
-    compute_token_bytes,
-    mergeable_ranks_from_tokenizer,
     render_conversation,
-    save_tokenizer_folder,
-    train_tokenizer,
 )
 
 
@@ -60,13 +56,7 @@ CASES = {**CONVERSATIONS, "hostile": HOSTILE}
 
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory):
-    texts = ["Let me compute 12+30 = 42. The answer is #### 42.", "你好，世界！😀"] * 20
-    trained = train_tokenizer(
-        [*texts, *iter_embedded_documents(max_docs=300)], vocab_size=500, max_chars=200_000, show_progress=False
-    )
-    folder = tmp_path_factory.mktemp("tok") / "tokenizer"
-    save_tokenizer_folder(trained, folder, token_bytes=compute_token_bytes(trained))
-    return folder
+    return write_chat_tokenizer(tmp_path_factory.mktemp("tok") / "tokenizer")
 
 
 @pytest.fixture(scope="module")
@@ -81,13 +71,7 @@ def stock(folder):
 
 @pytest.fixture(scope="module")
 def encoding(tokenizer):
-    ranks = mergeable_ranks_from_tokenizer(tokenizer)
-    return tiktoken.Encoding(
-        name="rustbpe",
-        pat_str=SPLIT_PATTERN,
-        mergeable_ranks=ranks,
-        special_tokens={token: len(ranks) + i for i, token in enumerate(SPECIAL_TOKENS)},
-    )
+    return tiktoken_reference(tokenizer)
 
 
 def structural_ids(tokenizer, ids):
