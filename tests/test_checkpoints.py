@@ -26,6 +26,7 @@ from helpers import tiny_pretrain_argv
 from safetensors import safe_open
 
 from nanochat_hf.errors import UserInputError
+from nanochat_hf.folder_manifest import write_manifest
 from nanochat_hf.training import last_good_checkpoint, parse_pretrain_arguments, run_pretraining
 from nanochat_hf.training.checkpoints import (
     checkpoint_problem,
@@ -36,7 +37,6 @@ from nanochat_hf.training.checkpoints import (
     resolve_resume_checkpoint,
     rotate_checkpoints,
     staging_path,
-    write_manifest,
 )
 from nanochat_hf.training.pretrain_trainer import CHECKPOINT_FILES
 from nanochat_hf.training.sft import run_sft

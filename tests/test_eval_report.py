@@ -111,6 +111,19 @@ def test_report_of_a_checkpoint_and_errors(run_dir, tmp_path):
         find_checkpoint_folder(tmp_path)
 
 
+def test_report_keeps_a_published_folder_complete(run_dir):
+    # The report rewrites README.md and adds report.md and plots in a folder whose manifest lists every file's
+    # size; the folder must still be judged complete (else the quickstart redoes a finished stage).
+    from nanochat_hf.folder_manifest import MANIFEST_FILENAME
+    from nanochat_hf.training.checkpoints import final_problem
+
+    assert cli_main(["report", str(run_dir)]) == 0
+    final = run_dir / "final"
+    assert final_problem(final) is None
+    listed = json.loads((final / MANIFEST_FILENAME).read_text())
+    assert listed["README.md"] == (final / "README.md").stat().st_size and "report.md" in listed
+
+
 def test_embed_report_between_markers():
     card = embed_report("---\nx: 1\n---\n# Card\n", "# Report\n## Part\ntext")
     assert card.endswith(f"{CARD_BEGIN}\n## Report\n### Part\ntext\n{CARD_END}\n")

@@ -20,6 +20,7 @@ from .. import auto_classes  # noqa: F401 (registers the model with the Auto cla
 from ..atomic import write_text_atomically
 from ..configuration_nanochat_hf import NanoChatHFConfig
 from ..errors import UserInputError
+from ..folder_manifest import record_rewritten_files
 from ..modeling_nanochat_hf import NanoChatHFForCausalLM
 from .plots import PLOTTED, plot_training_curves
 from .published import GPT2_CORE, NO_NUMBERS_NOTE, PUBLISHED_CHAT, PUBLISHED_CORE
@@ -337,6 +338,7 @@ def write_report(run_dir) -> Path:
     write_text_atomically(card_path, embed_report(card, report))
     for written in (path, card_path):
         written.chmod(0o644)  # written through a private temporary file
+    record_rewritten_files(folder, ["README.md", REPORT_FILENAME, *(stem + ".png" for stem, _ in PLOTTED.values())])
     return path
 
 

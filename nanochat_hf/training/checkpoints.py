@@ -29,6 +29,7 @@ from pathlib import Path
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from ..errors import UserInputError
+from ..folder_manifest import MANIFEST_FILENAME, manifest_problem
 
 
 logger = logging.getLogger(__name__)
@@ -41,7 +42,6 @@ DELETING_SUFFIX = ".deleting"
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "adapter_model.safetensors", "pytorch_model.bin")
 CONFIG_FILES = ("config.json", "adapter_config.json")
 TRAINING_STATE_FILES = ("optimizer.pt", "scheduler.pt")
-MANIFEST_FILENAME = "checkpoint_files.json"
 INCOMPLETE_PREFIX = "incomplete-"
 SUPERSEDED_PREFIX = "superseded-"
 
@@ -49,42 +49,6 @@ SUPERSEDED_PREFIX = "superseded-"
 def folder_size(folder) -> int:
     """Bytes of every file under `folder`."""
     return sum(p.stat().st_size for p in Path(folder).rglob("*") if p.is_file())
-
-
-def write_manifest(folder) -> Path:
-    """Record the size of every file of a fully written `folder` (before it is published)."""
-    folder = Path(folder)
-    sizes = {
-        p.relative_to(folder).as_posix(): p.stat().st_size
-        for p in sorted(folder.rglob("*"))
-        if p.is_file() and p.name != MANIFEST_FILENAME
-    }
-    path = folder / MANIFEST_FILENAME
-    with open(path, "w", encoding="utf-8") as f:
-        json.dump(sizes, f, indent=1)
-        f.flush()
-        os.fsync(f.fileno())
-    return path
-
-
-def manifest_problem(folder: Path) -> str | None:
-    """None when every file the manifest lists is there at its recorded size (or there is no manifest)."""
-    path = Path(folder) / MANIFEST_FILENAME
-    if not path.exists():
-        return None
-    try:
-        sizes = json.loads(path.read_text(encoding="utf-8"))
-        if not isinstance(sizes, dict):
-            raise ValueError("not an object")
-    except (OSError, ValueError):
-        return f"unreadable {MANIFEST_FILENAME}"
-    for name, size in sizes.items():
-        file = Path(folder) / name
-        if not file.is_file():
-            return f"missing {name}"
-        if file.stat().st_size != size:
-            return f"{name} has {file.stat().st_size} bytes, {size} were written"
-    return None
 
 
 def staging_path(destination) -> Path:

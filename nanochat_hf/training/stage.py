@@ -39,6 +39,7 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from ..atomic import is_disk_full
 from ..errors import UserInputError
+from ..folder_manifest import write_manifest
 from ..optim import build_optimizer, get_nanochat_schedule
 from ..optim.scaling_gen2 import Gen2Settings
 from ..optim.setup_gen2 import Gen2Training, build_gen2_training
@@ -49,7 +50,6 @@ from .checkpoints import (
     rotate_checkpoints,
     set_aside_newer,
     staging_path,
-    write_manifest,
 )
 from .model_card import write_model_card
 from .save_guards import (
