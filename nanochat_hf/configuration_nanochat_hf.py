@@ -1,7 +1,7 @@
 """Configuration of the nanochat GPT: generation 1 (the released d32, the default) and generation 2 (2026).
 
 This file is copied next to every checkpoint this package saves, so it must stand alone: it imports
-only the standard library and transformers.
+only the standard library, transformers and the tokenizer's file beside it (see the import below).
 
 nanochat has one free knob, the depth. Everything else follows from it:
 
@@ -22,6 +22,13 @@ unset take their generation's value, so `generation=2` alone is nanochat's 2026 
 import math
 
 from transformers import PretrainedConfig
+
+# Not used here. Saving a config copies this file *and its relative imports* next to it, so this import puts
+# the tokenizer's code in every folder a model is saved to. Our tokenizer_config.json names that code in
+# `auto_map` (for `trust_remote_code=True`). A tokenizer loaded without remote code is transformers' stock
+# class: saving it keeps `auto_map` but copies no code, and a folder that names a missing file cannot be
+# loaded with `trust_remote_code=True` (lm-eval, vLLM and our own model loading all pass it).
+from .tokenization_nanochat_hf import NanoChatHFTokenizer  # noqa: F401
 
 
 # float32 machine epsilon. nanochat calls `F.rms_norm` without an epsilon; PyTorch then computes in

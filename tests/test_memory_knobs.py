@@ -199,7 +199,9 @@ def test_offload_engine_with_8bit_momentum_runs_and_tracks_full_momentum():
     train_steps(quantized_model, quantized, 5)
     name = "transformer.h.0.mlp.c_fc.weight"
     moved = (full.master_weights()[name] - start[name]).norm()
-    assert (quantized.master_weights()[name] - full.master_weights()[name]).norm() <= 0.05 * moved
+    # Measured ≈ 0.047 of the distance moved on one CPU, 0.051 on another (bitsandbytes' rounding differs
+    # by kernel); training on other data instead lands ≈ 1.4 away. A tenth separates the two cleanly.
+    assert (quantized.master_weights()[name] - full.master_weights()[name]).norm() <= 0.1 * moved
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -239,8 +239,9 @@ print("auto", type(AutoTokenizer.from_pretrained(folder)).__name__)
 
 
 def test_the_tokenizer_of_a_saved_folder_loads_without_the_remote_code_prompt(tmp_path):
-    """The prompt comes from config.json's auto_map (AutoTokenizer reads the model config first); the
-    tokenizer files themselves name no code."""
+    """tokenizer_config.json names the stock class (loads without code, no prompt) and our class in auto_map
+    (for trust_remote_code=True). The stock class, saved beside a model, keeps auto_map and copies no code:
+    the model's own files carry the tokenizer's code, so the folder still loads with trust_remote_code=True."""
     import json
     import os
     import subprocess
@@ -253,7 +254,12 @@ def test_the_tokenizer_of_a_saved_folder_loads_without_the_remote_code_prompt(tm
     model = tiny_model(vocab_size=300)
     model.save_pretrained(tmp_path / "model")
     AutoTokenizer.from_pretrained(tmp_path / "tok").save_pretrained(tmp_path / "model")
-    assert "auto_map" not in json.loads((tmp_path / "model" / "tokenizer_config.json").read_text())
+    tokenizer_config = json.loads((tmp_path / "model" / "tokenizer_config.json").read_text())
+    assert tokenizer_config["tokenizer_class"] == "TokenizersBackend"
+    module = tokenizer_config["auto_map"]["AutoTokenizer"][0].split(".")[0]
+    assert (tmp_path / "model" / f"{module}.py").is_file()
+    remote = AutoTokenizer.from_pretrained(tmp_path / "model", trust_remote_code=True)
+    assert type(remote).__name__ == "NanoChatHFTokenizer"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": os.pathsep.join(sys.path)}
     done = subprocess.run(
         [sys.executable, "-c", LOAD_TOKENIZER_WITHOUT_PROMPT, str(tmp_path / "model")],

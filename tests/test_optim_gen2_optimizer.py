@@ -62,7 +62,10 @@ def reference_muon(p, g, buf, v, *, lr, mu, wd, beta2=0.9):
     y = y * torch.linalg.matrix_norm(x) / torch.linalg.matrix_norm(y)
     lr_eff = lr * math.sqrt(max(1.0, rows / cols))
     decay = (y * p) >= 0
-    return p - lr_eff * y - lr_eff * wd * p * decay
+    # Where the update is ~0 its sign (and so the cautious mask) is rounding: another CPU's matmul kernels
+    # may decide the other way. The second result bounds what such an entry may differ by.
+    undecided = y.abs() < 1e-4 * y.abs().max()
+    return p - lr_eff * y - lr_eff * wd * p * decay, lr_eff * wd * p.abs() * undecided
 
 
 def reference_adamw(p, g, m, v, t, *, lr, betas, wd, eps=1e-10):
@@ -90,6 +93,7 @@ def test_three_updates_equal_the_rules_written_out():
     start = {name: p.detach().clone() for name, p in names.items()}
     expected = dict(start)
     buffers = {name: (torch.zeros_like(p), None) for name, p in names.items()}
+    slack = {name: torch.zeros_like(p) for name, p in names.items()}
     # Schedules from the formulas: N = 3, warm-down round(0.65·3) = 2 updates starting at update 1.
     lr_multipliers = [1.0, 1.0, 0.5 + 0.5 * 0.05]
     momenta = [0.85, 0.97, 0.97 * 0.5 + 0.90 * 0.5]
@@ -104,9 +108,10 @@ def test_three_updates_equal_the_rules_written_out():
                     rows, cols = param.shape
                     v = torch.zeros(rows, 1) if rows >= cols else torch.zeros(1, cols)
                     buffers[name] = (buf, v)
-                expected[name] = reference_muon(
+                expected[name], undecided = reference_muon(
                     expected[name], grad, buf, v, lr=0.02 * bls * lr_multipliers[it], mu=momenta[it], wd=decays[it]
                 )
+                slack[name] += undecided
             else:
                 lr, betas, group_wd = adam
                 m, v = buffers[name]
@@ -125,10 +130,9 @@ def test_three_updates_equal_the_rules_written_out():
                 )
     for name, param in names.items():
         assert (expected[name] - start[name]).abs().max() > 1e-4, name  # every tensor really moved
-        assert torch.allclose(param, expected[name], rtol=1e-5, atol=2e-6), (
-            name,
-            (param - expected[name]).abs().max(),
-        )
+        assert (slack[name] > 0).float().mean() < 0.01, name  # the slack covers few entries
+        tolerance = 2e-6 + 1e-5 * expected[name].abs() + slack[name]
+        assert ((param - expected[name]).abs() <= tolerance).all(), (name, (param - expected[name]).abs().max())
 
 
 def test_adamw_math_is_float32_for_bf16_parameters_with_bf16_state():

@@ -108,8 +108,12 @@ def test_mean_reward_rises_and_the_result_is_a_chat_model(tmp_path, toy):
     assert settings["stage"] == "rl" and settings["sampling"]["num_generations"] == 8
     assert "(RL)" in (final / "README.md").read_text()
     chat_model, tokenizer = load_chat_model(str(final), device="cpu")
-    reply = ChatEngine(chat_model, tokenizer).generate([{"role": "user", "content": QUESTIONS[0]}], temperature=0)
-    assert reply.finished and final_answer(reply.text) == REWARDED_DIGIT
+    # Within the rollouts' 16 tokens. Whether the reply then stops is not asserted: as in nanochat, a rollout
+    # cut at the length limit is still rewarded, so 30 steps at the full LR may trade the end token for
+    # repeats of the answer (it did on one CPU and not on another).
+    question = [{"role": "user", "content": QUESTIONS[0]}]
+    reply = ChatEngine(chat_model, tokenizer).generate(question, temperature=0, max_new_tokens=16)
+    assert final_answer(reply.text) == REWARDED_DIGIT, reply.text
 
 
 def test_rl_learning_rates_and_schedule_are_nanochats(tmp_path, toy):
