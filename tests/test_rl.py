@@ -116,10 +116,12 @@ def test_mean_reward_rises_and_the_result_is_a_chat_model(tmp_path, toy):
     assert final_answer(reply.text) == REWARDED_DIGIT, reply.text
 
 
-def test_rl_learning_rates_and_schedule_are_nanochats(tmp_path, toy):
+def test_rl_learning_rates_and_schedule_are_nanochats(tmp_path, toy, monkeypatch, capsys):
     model, dataset = toy
     capture = Capture()
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
     run_rl(*rl_args(tmp_path / "run", model, dataset, max_steps=4), extra_callbacks=[capture])
+    assert "CPU threads: 1 (OMP_NUM_THREADS)" in capsys.readouterr().out  # chosen like every CPU stage
     scale = (64 / 768) ** -0.5  # AdamW LRs scale with the model width (d = 64)
     expected = {"muon": 0.02 * 0.05, "embedding": 0.2 * 0.05 * scale, "unembedding": 0.004 * 0.05 * scale}
     optimizer = getattr(capture.first_step["optimizer"], "optimizer", capture.first_step["optimizer"])
