@@ -1,6 +1,7 @@
 """Chat SFT of a tiny generation-2 model: nanochat 2026's single stage (inherited settings, gen-2 optimizer, schedule)."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -15,6 +16,7 @@ from nanochat_hf.optim.setup_gen2 import build_gen2_training
 from nanochat_hf.training.sft import run_sft
 
 
+REPO = Path(__file__).resolve().parents[1]
 # What the (pretend) pretraining run recorded: other values than nanochat's fallbacks, so inheritance shows.
 PRETRAINED_BATCH = {"micro_batch": 2, "tokens_per_step": 2 * 256 * 2, "processes": 1}
 PRETRAINED_LRS = {"matrix_lr": 0.04, "embedding_lr": 0.6, "unembedding_lr": 0.016, "scalar_lr": 0.5, "smear_lr": 0.2}
@@ -161,3 +163,28 @@ def test_other_generations_settings_are_refused(
     with pytest.raises(UserInputError, match=message.replace("(", r"\(").replace("*", r"\*")) as caught:
         run_sft(*gen2_args(tmp_path / "run", base, conversations_file, **overrides))
     assert not (tmp_path / "run").exists(), caught.value
+
+
+@pytest.mark.parametrize("name", ["sft_gpt2_8xh100", "sft_gpt2_cpu_quickstart"])
+def test_generation2_configs_are_nanochat_2026_settings(name):
+    from nanochat_hf.training.sft_arguments import parse_chat_arguments
+    from nanochat_hf.training.sft_gen2 import check_generation_fields
+
+    config = str(REPO / "recipes" / "configs" / f"{name}.yaml")
+    args, training_args, _ = parse_chat_arguments(["--config", config, "--use_cpu", "true", "--bf16", "false"])
+    check_generation_fields(args, 2, name)
+    # nothing of nanochat 2026's schedule or inherited batch is overridden; one pass over the mixture
+    assert not args.explicit_fields & {"init_lr_frac", "warmdown_ratio", "matrix_lr", "total_batch_size"}
+    assert (training_args.max_steps, training_args.num_train_epochs, training_args.packing) == (-1, 1, True)
+
+
+def test_cpu_quickstart_config_trains_a_generation2_model(tmp_path, pretrain_run):
+    from nanochat_hf.training.sft_arguments import parse_chat_arguments
+
+    config = str(REPO / "recipes" / "configs" / "sft_gpt2_cpu_quickstart.yaml")
+    overrides = ["--model_name_or_path", str(pretrain_run / "final"), "--output_dir", str(tmp_path / "run")]
+    final = run_sft(
+        *parse_chat_arguments(["--config", config, *overrides, "--max_steps", "2", "--disable_tqdm", "true"])
+    )
+    settings = json.loads((final / "run_settings.json").read_text())
+    assert settings["model"]["generation"] == 2 and settings["optimizer"]["init_lr_frac"] == 0.8
