@@ -4,7 +4,8 @@ Generation 1 fine-tunes in two stages (midtraining, then SFT at 0.02 x the LRs).
 stage straight from the base checkpoint:
 
 - **Inherited from pretraining** (the base folder's `run_settings.json`, as nanochat reads its checkpoint's
-  meta data): the row length (`max_length` = the model's `sequence_len`), the rows per process per
+  meta data): the row length (`max_length` = the model's `sequence_len` unless the recipe gives another
+  value than SFTConfig's default 1024), the rows per process per
   micro-step (`device_batch_size`, else 32), the tokens per update (`total_batch_size`, else 524,288) and
   the un-scaled LRs matrix / embedding / unembedding (else 0.02 / 0.3 / 0.004). A field set in the recipe
   wins. The batch-size LR scale of pretraining is not applied (nanochat passes the raw LRs); AdamW LRs
