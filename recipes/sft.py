@@ -1,9 +1,15 @@
-"""Supervised fine-tuning of a nanochat model into a chat model with trl's SFTTrainer (nanochat generation 1).
+"""Supervised fine-tuning of a nanochat model into a chat model with trl's SFTTrainer.
+
+A generation-1 model follows nanochat generation 1 (after recipes/midtrain.py); a generation-2 base model
+gets nanochat 2026's single stage (its mixture, settings inherited from pretraining, the generation-2 optimizer).
 
     python recipes/sft.py --config recipes/configs/sft_cpu_quickstart.yaml
     accelerate launch --config_file accelerate_configs/multi_gpu.yaml recipes/sft.py \
         --config recipes/configs/sft_d32_8xh100.yaml
     python recipes/sft.py --config recipes/configs/sft_d32_qlora_rtx4070.yaml     # one 12 GB GPU
+    python recipes/sft.py --config recipes/configs/sft_gpt2_cpu_quickstart.yaml   # generation 2, CPU
+    accelerate launch --config_file accelerate_configs/multi_gpu.yaml recipes/sft.py \
+        --config recipes/configs/sft_gpt2_8xh100.yaml                           # generation 2 (d24), 8 x H100
 
 Any YAML field (nanochat_hf.training.sft_arguments.ChatTrainingArguments, trl.SFTConfig, trl.ModelConfig) can be overridden
 on the command line: `--model_name_or_path runs/d20-mid/final --max_steps 100`.

@@ -56,6 +56,7 @@ def describe_gen2_optimizer(gen2: Gen2Training) -> dict:
     return {
         "kind": "generation 2 MuonAdamW (Polar Express, NorMuon, cautious weight decay)",
         **{f"{name}_lr": round(lr, 8) for name, lr in plan.group_lrs.items()},
+        "unscaled_lrs": settings.base_lrs(),  # the recipe's LRs before the batch and width scales (SFT inherits them)
         "batch_lr_scale": round(plan.batch_lr_scale, 6),
         "muon_weight_decay": round(plan.weight_decay, 6),
         "scaling_params": plan.scaling_params,

@@ -22,7 +22,9 @@ otherwise compute its own fused LM-head loss, which knows the soft-cap only thro
 Optimizer: nanochat's Muon + AdamW with the stage's LR multiplier and schedule for full fine-tunes
 (`optimizer: nanochat`), or the Trainer's own (`optimizer: trainer`: `optim: adamw_torch`,
 `paged_adamw_8bit`, ...), which LoRA/QLoRA use (their adapter matrices are not nanochat's parameters).
-The optimizer plumbing, model cards, atomic checkpoints and the final folder are the shared stage's
+A generation-2 base model gets nanochat 2026's single stage instead (`sft_gen2.py`): its mixture, the
+settings inherited from pretraining, the generation-2 MuonAdamW and its SFT schedule, the warm start from
+the pretraining optimizer. The optimizer plumbing, model cards, atomic checkpoints and the final folder are the shared stage's
 (`stage.py`), as for pretraining.
 """
 
@@ -33,7 +35,7 @@ from pathlib import Path
 import torch
 from accelerate import PartialState
 from transformers import Trainer, set_seed
-from trl import ModelConfig, SFTTrainer, get_peft_config, get_quantization_config
+from trl import ModelConfig, SFTConfig, SFTTrainer, get_peft_config, get_quantization_config
 
 from ..chat.adapters import write_base_fingerprint
 from ..chat.datasets import load_mixture, read_words_file
@@ -47,12 +49,22 @@ from .checkpoints import prepare_output_dir, resolve_resume_checkpoint
 from .model_card import chat_model_card
 from .reporting import check_reporters
 from .sft_arguments import ChatTrainingArguments
+from .sft_gen2 import (
+    check_generation_fields,
+    describe_gen2_sft,
+    gen2_sft_settings,
+    resolve_base_optimizer,
+    settle_gen2_arguments,
+    settle_gen2_batch,
+    warm_start,
+)
 from .stage import NanoChatTrainerMixin
 
 
 logger = logging.getLogger(__name__)
 
 FINAL_DIRNAME = "final"
+SFT_DEFAULT_MAX_LENGTH = SFTConfig.__dataclass_fields__["max_length"].default
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -60,7 +72,26 @@ FINAL_DIRNAME = "final"
 
 
 class NanoChatSFTTrainer(NanoChatTrainerMixin, SFTTrainer):
-    """`SFTTrainer` with nanochat's optimizer/schedule (when given) and the model's own soft-capped loss."""
+    """`SFTTrainer` with nanochat's optimizer/schedule (when given) and the model's own soft-capped loss.
+
+    `base_optimizer`: a pretraining `optimizer.pt` whose moments warm-start the generation-2 optimizer.
+    """
+
+    def __init__(self, *args, base_optimizer=None, **kwargs):
+        self.base_optimizer = base_optimizer
+        super().__init__(*args, **kwargs)
+
+    def create_optimizer(self, model=None):
+        settings = self.gen2_settings
+        if settings is None or self.optimizer is not None:
+            return super().create_optimizer(model)
+        if settings.num_iterations <= 0:
+            # One pass over the mixture: the Trainer knows its updates once training starts.
+            settings.num_iterations = self.state.max_steps
+        optimizer = super().create_optimizer(model)
+        if self.base_optimizer is not None:
+            warm_start(optimizer, self.base_optimizer)
+        return optimizer
 
     @property
     def is_adapter(self) -> bool:
@@ -143,12 +174,16 @@ def check_settings(args: ChatTrainingArguments, training_args, model_args) -> st
 
 def resolve_max_length(training_args, config) -> int:
     max_length = training_args.max_length or config.sequence_len
+    if getattr(config, "generation", 1) == 2 and max_length == SFT_DEFAULT_MAX_LENGTH:
+        max_length = config.sequence_len  # nanochat 2026 inherits the pretraining row length
     if max_length > config.sequence_len:
         raise UserInputError(f"--max_length {max_length} is beyond the model's sequence_len {config.sequence_len}")
     return max_length
 
 
-def describe(args, training_args, model_args, optimizer: str, config, max_length: int, num_rows: int) -> dict:
+def describe(
+    args, training_args, model_args, optimizer: str, config, max_length: int, num_rows: int, gen2=None
+) -> dict:
     settings = {
         "stage": args.stage,
         "base_model": model_args.model_name_or_path,
@@ -163,7 +198,12 @@ def describe(args, training_args, model_args, optimizer: str, config, max_length
         "method": "qlora" if model_args.load_in_4bit else "lora" if model_args.use_peft else "full",
         "optimizer": {"name": optimizer},
     }
-    if optimizer == "nanochat":
+    if gen2 is not None:
+        settings["model"]["generation"] = 2
+        settings["batch"] = gen2["batch"]
+    if optimizer == "nanochat" and gen2 is not None:
+        settings["optimizer"] = describe_gen2_sft(args, config.n_embd, gen2["sources"], gen2["warm_start"])
+    elif optimizer == "nanochat":
         settings["optimizer"].update(
             {
                 "init_lr_frac": args.init_lr_frac,
@@ -231,7 +271,27 @@ def run_sft(args: ChatTrainingArguments, training_args, model_args=None, extra_c
         tokenizer = load_chat_tokenizer(model_args.model_name_or_path, "--model_name_or_path")
     config = open_config(model_args.model_name_or_path)
     check_vocabulary(len(tokenizer), config, model_args.model_name_or_path)
+    generation = getattr(config, "generation", 1)
+    check_generation_fields(args, generation, model_args.model_name_or_path)
     max_length = resolve_max_length(training_args, config)
+    gen2 = None  # generation 2's inherited settings and warm start
+    if generation == 2:
+        sources = settle_gen2_arguments(args, model_args.model_name_or_path)
+        accumulation = settle_gen2_batch(args, training_args, max_length)
+        base_optimizer = None
+        if optimizer == "nanochat" and resume is None:  # a resumed run loads its own optimizer state
+            base_optimizer = resolve_base_optimizer(args.load_optimizer, model_args.model_name_or_path)
+        gen2 = {
+            "sources": sources,
+            "warm_start": base_optimizer,
+            "batch": {
+                "total_batch_size": args.total_batch_size,
+                "device_batch_size": args.device_batch_size,
+                "gradient_accumulation_steps": accumulation,
+                "processes": training_args.world_size,
+                "sources": {k: sources[k] for k in ("total_batch_size", "device_batch_size")},
+            },
+        }
     words = read_words_file(args.spelling_words_file) if args.spelling_words_file else None
     mixture_kwargs = {
         "max_length": max_length,
@@ -249,7 +309,7 @@ def run_sft(args: ChatTrainingArguments, training_args, model_args=None, extra_c
 
     settle_training_args(training_args)
     peft_config = peft_config_for(model_args)  # fills in nanochat's LoRA target modules when none are given
-    settings = describe(args, training_args, model_args, optimizer, config, max_length, len(train_dataset))
+    settings = describe(args, training_args, model_args, optimizer, config, max_length, len(train_dataset), gen2)
 
     if training_args.device.type == "cpu":
         set_cpu_threads(training_args.world_size, announce=print if training_args.process_index == 0 else logger.info)
@@ -258,8 +318,10 @@ def run_sft(args: ChatTrainingArguments, training_args, model_args=None, extra_c
         if not hasattr(model, "loss_chunk_size"):
             raise UserInputError("--loss_chunk_size: this version of the model code has no chunked loss")
         model.loss_chunk_size = args.loss_chunk_size
-    optimizer_settings = schedule_settings = None
-    if optimizer == "nanochat":
+    optimizer_settings = schedule_settings = gen2_settings = None
+    if optimizer == "nanochat" and gen2 is not None:
+        gen2_settings = gen2_sft_settings(args)
+    elif optimizer == "nanochat":
         optimizer_settings = {
             "matrix_lr": args.matrix_lr * args.init_lr_frac,
             "embedding_lr": args.embedding_lr * args.init_lr_frac,
@@ -279,6 +341,9 @@ def run_sft(args: ChatTrainingArguments, training_args, model_args=None, extra_c
         peft_config=peft_config,
         optimizer_settings=optimizer_settings,
         schedule_settings=schedule_settings,
+        gen2_settings=gen2_settings,
+        gen2_total_batch_size=args.total_batch_size if gen2_settings is not None else None,
+        base_optimizer=gen2["warm_start"] if gen2 is not None else None,
         run_settings=settings,
     )
     for callback in extra_callbacks:

@@ -12,6 +12,12 @@ The two stages follow nanochat generation 1 (`scripts/mid_train.py` and `scripts
 | `sft` | nanochat's mask (assistant) | 0.02 | 1 - step/steps (linear to 0) | 0.95, constant |
 
 Any of them can be overridden; unset (None) fields take the stage's value.
+
+A generation-2 base model (nanochat 2026) gets nanochat 2026's single stage instead (`scripts/chat_sft.py`,
+see `sft_gen2.py`): `stage: sft` only, LRs inherited from pretraining x 0.8, LR 1.0 for the first half and
+linear to 0 over the second, Muon momentum 0.85 -> 0.95 over 300 updates, the mixture SmolTalk + MMLU x3 +
+GSM8K x4, and the fields marked "generation 2" below. Generation 1 refuses those fields, and generation 2
+refuses `stage: mid` and the sharded optimizers, before anything is loaded.
 """
 
 from dataclasses import dataclass, field
@@ -28,6 +34,22 @@ STAGE_DEFAULTS = {
     "sft": {"init_lr_frac": 0.02, "warmdown_ratio": 1.0, "momentum_warmup_steps": 0, "train_on_all_tokens": False},
 }
 OPTIMIZER_CHOICES = ("auto", "nanochat", "trainer")
+# Generation 1's base LRs (both stages); generation 2 inherits its own from the pretraining run.
+GEN1_BASE_LRS = {"matrix_lr": 0.02, "embedding_lr": 0.2, "unembedding_lr": 0.004}
+# Fields only generation 2's recipe reads (None = its default); generation 1 refuses them.
+GEN2_ONLY_FIELDS = (
+    "warmup_ratio",
+    "final_lr_frac",
+    "scalar_lr",
+    "device_batch_size",
+    "total_batch_size",
+    "mmlu_epochs",
+    "gsm8k_epochs",
+    "load_optimizer",
+)
+# Fields whose unset (None) value each generation fills with its own default.
+GENERATION_FILLED_FIELDS = (*STAGE_DEFAULTS["sft"], *GEN1_BASE_LRS, "dataset_mixture")
+GEN1_DEFAULT_MIXTURE = ("embedded",)
 
 
 @dataclass
@@ -38,9 +60,12 @@ class ChatTrainingArguments(ShardedOptimizerArguments):
     )
 
     # ---- data
-    dataset_mixture: list[str] = field(
-        default_factory=lambda: ["embedded"],
-        metadata={"help": "Entries SOURCE[:SPLIT_OR_SIZE][*REPEAT], e.g. gsm8k, smoltalk:train[:10000], identity*2."},
+    dataset_mixture: list[str] | None = field(
+        default=None,
+        metadata={
+            "help": "Entries SOURCE[:SPLIT_OR_SIZE][*REPEAT], e.g. gsm8k, smoltalk:train[:10000], identity*2. "
+            "Default: embedded (generation 1); smoltalk:train, mmlu*mmlu_epochs, gsm8k*gsm8k_epochs (generation 2)."
+        },
     )
     eval_dataset_mixture: list[str] | None = field(default=None, metadata={"help": "Entries for evaluation."})
     mixture_seed: int = field(default=42, metadata={"help": "Shuffle seed of the mixture (nanochat: 42)."})
@@ -61,14 +86,45 @@ class ChatTrainingArguments(ShardedOptimizerArguments):
         },
     )
     init_lr_frac: float | None = field(default=None, metadata={"help": "Multiplier of nanochat's base LRs."})
-    matrix_lr: float = field(default=0.02, metadata={"help": "Muon LR of the block matrices before init_lr_frac."})
-    embedding_lr: float = field(
-        default=0.2, metadata={"help": "AdamW LR of wte before init_lr_frac and (d/768)^-0.5."}
+    matrix_lr: float | None = field(
+        default=None,
+        metadata={"help": "Muon LR of the block matrices before init_lr_frac (generation 1: 0.02; 2: pretraining's)."},
     )
-    unembedding_lr: float = field(default=0.004, metadata={"help": "AdamW LR of lm_head, likewise."})
+    embedding_lr: float | None = field(
+        default=None,
+        metadata={"help": "AdamW LR of wte before init_lr_frac and (d/768)^-0.5 (gen. 1: 0.2; 2: pretraining's)."},
+    )
+    unembedding_lr: float | None = field(
+        default=None, metadata={"help": "AdamW LR of lm_head, likewise (generation 1: 0.004; 2: pretraining's)."}
+    )
     warmdown_ratio: float | None = field(default=None, metadata={"help": "Fraction of steps of linear LR decay."})
     momentum_warmup_steps: int | None = field(
         default=None, metadata={"help": "Muon momentum 0.85 -> 0.95 over this many steps (0: constant 0.95)."}
+    )
+
+    # ---- generation 2 only (nanochat 2026's chat_sft.py; None = its default)
+    warmup_ratio: float | None = field(default=None, metadata={"help": "Generation 2: LR warm-up fraction (0)."})
+    final_lr_frac: float | None = field(
+        default=None, metadata={"help": "Generation 2: last LR as a fraction of the initial one (0)."}
+    )
+    scalar_lr: float | None = field(
+        default=None, metadata={"help": "Generation 2: LR of resid/x0 lambdas before init_lr_frac (0.5)."}
+    )
+    device_batch_size: int | None = field(
+        default=None,
+        metadata={"help": "Generation 2: rows per process per micro-step (default: the pretraining run's)."},
+    )
+    total_batch_size: int | None = field(
+        default=None, metadata={"help": "Generation 2: tokens per update (default: the pretraining run's)."}
+    )
+    mmlu_epochs: int | None = field(default=None, metadata={"help": "Generation 2: MMLU repeats in the mixture (3)."})
+    gsm8k_epochs: int | None = field(default=None, metadata={"help": "Generation 2: GSM8K repeats (4)."})
+    load_optimizer: str | None = field(
+        default=None,
+        metadata={
+            "help": "Generation 2: warm-start the optimizer's moments from a pretraining checkpoint folder (its "
+            "optimizer.pt); auto (default) = the newest checkpoint-N beside the base model folder, none = fresh."
+        },
     )
 
     # ---- memory
@@ -87,9 +143,15 @@ class ChatTrainingArguments(ShardedOptimizerArguments):
             raise UserInputError(f"--optimizer {self.optimizer!r}: expected one of {OPTIMIZER_CHOICES}")
         if isinstance(self.dataset_mixture, str):
             self.dataset_mixture = [self.dataset_mixture]
-        for key, value in STAGE_DEFAULTS[self.stage].items():
+        # What the recipe set itself: generation 2 replaces only the rest with its own defaults (`sft_gen2.py`).
+        self.explicit_fields = frozenset(
+            key for key in (*GENERATION_FILLED_FIELDS, *GEN2_ONLY_FIELDS) if getattr(self, key) is not None
+        )
+        for key, value in {**STAGE_DEFAULTS[self.stage], **GEN1_BASE_LRS}.items():
             if getattr(self, key) is None:
                 setattr(self, key, value)
+        if self.dataset_mixture is None:
+            self.dataset_mixture = list(GEN1_DEFAULT_MIXTURE)
         if self.init_lr_frac <= 0:
             raise UserInputError(f"--init_lr_frac must be positive, got {self.init_lr_frac}")
         if self.loss_chunk_size is not None and self.loss_chunk_size <= 0:
