@@ -134,6 +134,12 @@ def test_bad_generation2_settings_fail_before_training(tmp_path, tokenizer_dir, 
     assert not (tmp_path / "run" / "final").exists()
 
 
+def test_fp8_on_the_cpu_is_refused_before_any_work(tmp_path, tokenizer_dir):
+    with pytest.raises(UserInputError, match=r"^--fp8 needs a CUDA GPU with compute capability >= 8\.9.*on the CPU"):
+        run(gen2_argv(tmp_path / "run", tokenizer_dir, fp8="true"))
+    assert not (tmp_path / "run").exists()  # no folder, no model, no data opened
+
+
 def test_continuing_a_model_of_the_other_generation_is_refused(tmp_path, tokenizer_dir):
     run(tiny_pretrain_argv(tmp_path / "gen1", tokenizer_dir, max_steps=1))
     with pytest.raises(UserInputError, match="is a generation-1 model; set --generation 1"):
