@@ -357,7 +357,8 @@ def run_pretraining(args: PretrainArguments, training_args: TrainingArguments, e
     core_callback = build_core_callback(args, tokenizer)  # the bundle is checked before the model is built
     model = build_model(args, config, tokenizer)
     if args.fp8:
-        enable_fp8(model)
+        converted = enable_fp8(model)
+        logger.info("fp8: %d Linear layers train with FP8 matmuls: %s", len(converted), ", ".join(converted))
     if training_args.process_index == 0:
         print_settings(settings)
 
