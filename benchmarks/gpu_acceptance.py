@@ -49,11 +49,11 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from nanochat_hf import NanoChatHFConfig, NanoChatHFForCausalLM  # noqa: E402
+from nanochat_hf.fp8 import enable_fp8  # noqa: E402
 from nanochat_hf.optim import build_optimizer  # noqa: E402
 from nanochat_hf.optim.setup_gen2 import build_gen2_training  # noqa: E402
 from nanochat_hf.planning.flops import ModelShape, flops_per_token  # noqa: E402
 from nanochat_hf.planning.gpus import resolve_gpu  # noqa: E402
-from nanochat_hf.training.memory import enable_fp8  # noqa: E402
 
 
 # nanochat's published MFU: d32 generation 1 on 8xH100 (run1000.sh's report).

@@ -28,6 +28,7 @@ from transformers import AutoTokenizer, TrainerCallback
 from nanochat_hf import NanoChatHFConfig, NanoChatHFForCausalLM
 from nanochat_hf.data import build_pretrain_datasets
 from nanochat_hf.errors import UserInputError
+from nanochat_hf.fp8 import check_fp8_support
 from nanochat_hf.optim import nanochat_param_groups
 from nanochat_hf.optim.memory_efficient import MemoryEfficientMuonAdamW
 from nanochat_hf.optim.muon_adamw import NanoChatMuonAdamW
@@ -47,7 +48,7 @@ from nanochat_hf.training import (
     parse_pretrain_arguments,
     run_pretraining,
 )
-from nanochat_hf.training.memory import check_fp8_support, resolve_memory_setup
+from nanochat_hf.training.memory import resolve_memory_setup
 from nanochat_hf.training.pretrain import settle_training_args
 
 

@@ -1,9 +1,11 @@
 """The generation-2 (2026) pretraining recipe through the Trainer: plan, optimizer, schedule, data, resume, DDP."""
 
 import json
+import math
 from pathlib import Path
 
 import pytest
+import torch
 from helpers import KillAtStep, launch_pretraining_on_two_processes, tiny_pretrain_argv
 from transformers import TrainerCallback
 
@@ -132,6 +134,25 @@ def test_bad_generation2_settings_fail_before_training(tmp_path, tokenizer_dir, 
     with pytest.raises((UserInputError, ValueError), match=message):
         run(gen2_argv(tmp_path / "run", tokenizer_dir, **overrides))
     assert not (tmp_path / "run" / "final").exists()
+
+
+def test_fp8_on_the_cpu_is_refused_before_any_work(tmp_path, tokenizer_dir):
+    with pytest.raises(UserInputError, match=r"^--fp8 needs a CUDA GPU with compute capability >= 8\.9.*on the CPU"):
+        run(gen2_argv(tmp_path / "run", tokenizer_dir, fp8="true"))
+    assert not (tmp_path / "run").exists()  # no folder, no model, no data opened
+
+
+@pytest.mark.gpu
+def test_fp8_recipe_run_on_an_fp8_gpu(tmp_path, tokenizer_dir):
+    """The recipe on compute capability >= 8.9: FP8 training with validation and samples (in bf16) between."""
+    if torch.cuda.get_device_capability() < (8, 9):
+        pytest.skip("no FP8 tensor cores on this GPU")
+    pytest.importorskip("torchao")
+    settings = dict(fp8="true", use_cpu="false", bf16="true", max_steps=6, eval_every=3, eval_tokens=1024)
+    run(gen2_argv(tmp_path / "run", tokenizer_dir, sample_every=3, **settings))
+    steps = losses(tmp_path / "run")
+    assert len(steps) == 6 and all(math.isfinite(loss) for loss in steps.values())
+    assert [e["step"] for e in log_history(tmp_path / "run") if "val_bpb" in e] == [3, 6]
 
 
 def test_continuing_a_model_of_the_other_generation_is_refused(tmp_path, tokenizer_dir):

@@ -14,6 +14,7 @@ import torch
 from nanochat_hf.callbacks.base import MetricsCallback
 from nanochat_hf.eval.bundle import EvalBundle, load_bundle
 from nanochat_hf.eval.core import bos_token_id, prepare_core, score_core
+from nanochat_hf.fp8 import fp8_disabled
 
 
 logger = logging.getLogger(__name__)
@@ -54,14 +55,15 @@ class CoreEvalCallback(MetricsCallback):
     def evaluate(self, model, args) -> dict:
         autocast_dtype = torch.bfloat16 if args.bf16 else torch.float16 if args.fp16 else None
         # A bar per task on the main process (unless the run disables tqdm): a CORE pass takes minutes.
-        result = score_core(
-            model,
-            self.prepared,
-            self.pad_id,
-            self.batch_size,
-            autocast_dtype=autocast_dtype,
-            show_progress=not args.disable_tqdm,
-        )
+        with fp8_disabled(model):  # CORE in bf16, as nanochat evaluates an FP8 run
+            result = score_core(
+                model,
+                self.prepared,
+                self.pad_id,
+                self.batch_size,
+                autocast_dtype=autocast_dtype,
+                show_progress=not args.disable_tqdm,
+            )
         metrics = {"core_metric": result.core_metric}
         metrics.update({f"core/{label}": task.centered for label, task in result.tasks.items()})
         logger.info("step CORE %.4f (%s)", result.core_metric, ", ".join(f"{k} {v:.3f}" for k, v in metrics.items()))

@@ -17,6 +17,8 @@ import torch
 from tqdm.auto import tqdm
 from transformers import TrainerCallback
 
+from nanochat_hf.fp8 import fp8_disabled
+
 
 NANOCHAT_SAMPLE_EVERY = 2000
 # nanochat's fixed sample prompts (scripts/base_train.py): short openings whose right continuation is
@@ -137,10 +139,11 @@ class SampleCallback(TrainerCallback):
         model.eval()
         completions = []
         try:
-            for number, prompt in enumerate(self.prompts, start=1):  # each line as soon as it is generated
-                completion = greedy_completions(model, tokenizer, [prompt], self.max_new_tokens, autocast_dtype)[0]
-                completions.append(completion)
-                tqdm.write(sample_line(number, prompt, completion))
+            with fp8_disabled(model):  # samples in bf16, as nanochat generates during an FP8 run
+                for number, prompt in enumerate(self.prompts, start=1):  # each line as soon as it is generated
+                    completion = greedy_completions(model, tokenizer, [prompt], self.max_new_tokens, autocast_dtype)
+                    completions.append(completion[0])
+                    tqdm.write(sample_line(number, prompt, completion[0]))
         finally:
             model.train(was_training)
         self.history.append((state.global_step, completions))

@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 
 from nanochat_hf.callbacks.base import MetricsCallback
 from nanochat_hf.defaults import TOTAL_BATCH_SIZE
+from nanochat_hf.fp8 import fp8_disabled
 
 
 NANOCHAT_EVAL_EVERY = 250
@@ -137,9 +138,10 @@ class ValBpbCallback(MetricsCallback):
     def evaluate(self, model, args, show_progress: bool = False) -> float:
         batch_size = self.batch_size or args.per_device_eval_batch_size or args.per_device_train_batch_size
         autocast_dtype = torch.bfloat16 if args.bf16 else torch.float16 if args.fp16 else None
-        return evaluate_bpb(
-            model, self.dataset, self.token_bytes, self.eval_tokens, batch_size, autocast_dtype, show_progress
-        )
+        with fp8_disabled(model):  # validation in bf16, as nanochat evaluates an FP8 run
+            return evaluate_bpb(
+                model, self.dataset, self.token_bytes, self.eval_tokens, batch_size, autocast_dtype, show_progress
+            )
 
     def on_step_end(self, args, state, control, model=None, **kwargs):
         if state.global_step % self.eval_every == 0 or state.global_step >= state.max_steps:

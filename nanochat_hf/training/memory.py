@@ -7,7 +7,8 @@ Order of work (`run_pretraining` calls these before anything large is built):
    micro-batch and a mode that does not fit is refused, with its numbers and the nearest mode that does.
    When the config does not give `per_device_train_batch_size`, the planner's micro-batch (the largest that
    fits) is used. Only the memory decision is computed here: no time, energy or report.
-2. `check_fp8_support` (when `fp8: true`): compute capability >= 8.9 and torchao, else a clear error.
+2. `check_fp8_support` (when `fp8: true`, `nanochat_hf.fp8`): compute capability >= 8.9 and torchao, else a
+   clear error.
 3. `NanoChatPretrainer(memory_knobs=...)` applies the knobs to the model (`apply_model_knobs`) and picks the
    optimizer (`build_memory_optimizer`): the offloading engine (`optim/offload.py`) for modes that keep the
    master weights in CPU RAM, `MemoryEfficientMuonAdamW` for 8-bit state on the GPU, nanochat's
@@ -23,12 +24,10 @@ Three knobs are not recipe fields of their own, because the run decides them:
 """
 
 import dataclasses
-import importlib.util
 import logging
 from dataclasses import dataclass, field
 
 import torch
-from accelerate.utils.ao import convert_model_to_fp8_ao
 
 from ..errors import UserInputError
 from ..optim import nanochat_param_groups
@@ -42,8 +41,6 @@ from ..planning.memory_modes import MemoryKnobs, knobs_for_mode
 
 
 logger = logging.getLogger(__name__)
-
-FP8_MIN_CAPABILITY = (8, 9)
 
 
 @dataclass
@@ -205,42 +202,3 @@ def build_memory_optimizer(model, knobs: MemoryKnobs, training_args, optimizer_s
             paged=knobs.paged_optimizer,
         )
     return None
-
-
-# ---------------------------------------------------------------------------------------------------------
-# FP8
-
-
-def check_fp8_support(device: torch.device) -> None:
-    """FP8 matmuls need FP8 tensor cores (compute capability >= 8.9: RTX 40xx, H100) and torchao."""
-    device = torch.device(device)
-    if device.type != "cuda":
-        raise UserInputError(
-            f"--fp8 needs a CUDA GPU with compute capability >= {'.'.join(map(str, FP8_MIN_CAPABILITY))} "
-            f"(FP8 tensor cores: RTX 40xx, H100 and newer); this run is on the {device.type.upper()}, which has none"
-        )
-    index = device.index if device.index is not None else torch.cuda.current_device()
-    capability = torch.cuda.get_device_capability(index)
-    if capability < FP8_MIN_CAPABILITY:
-        raise UserInputError(
-            f"--fp8 needs compute capability >= {'.'.join(map(str, FP8_MIN_CAPABILITY))}; "
-            f"{torch.cuda.get_device_name(index)} (cuda:{index}) has {capability[0]}.{capability[1]} and no FP8 "
-            "tensor cores. Train in bf16 (drop --fp8)"
-        )
-    if importlib.util.find_spec("torchao") is None:
-        raise UserInputError("--fp8 uses torchao's float8 training through accelerate: pip install torchao")
-
-
-def fp8_module_filter(module, fqn: str) -> bool:
-    """Which Linear layers get FP8 matmuls: the block matrices (dims divisible by 16, as torchao's kernels
-    need); lm_head stays bf16, as accelerate and nanochat keep the output layer in high precision."""
-    if not isinstance(module, torch.nn.Linear):
-        return True  # containers: keep descending
-    if fqn.endswith("lm_head"):
-        return False
-    return module.in_features % 16 == 0 and module.out_features % 16 == 0
-
-
-def enable_fp8(model) -> None:
-    """Swap the block Linears for torchao's Float8Linear (accelerate's `convert_model_to_fp8_ao`)."""
-    convert_model_to_fp8_ao(model, module_filter_func=fp8_module_filter)

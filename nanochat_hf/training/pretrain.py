@@ -22,6 +22,7 @@ from ..configuration_nanochat_hf import NanoChatHFConfig
 from ..cpu_threads import set_cpu_threads
 from ..data.pretrain import DEFAULT_PACKING, build_pretrain_datasets, load_data_state
 from ..errors import UserInputError
+from ..fp8 import check_fp8_support, enable_fp8
 from ..loading import check_config_size, check_vocabulary, open_config, open_model, open_tokenizer
 from ..modeling_nanochat_hf import NanoChatHFForCausalLM
 from ..optim.setup_gen2 import Gen2Training, build_gen2_training
@@ -31,7 +32,7 @@ from ..tokenizer import TokenizerTrainingArguments, compute_token_bytes, load_to
 from ..tokenizer.token_bytes import TOKEN_BYTES_FILENAME
 from .arguments import PretrainArguments
 from .checkpoints import prepare_output_dir, resolve_resume_checkpoint
-from .memory import MemorySetup, check_fp8_support, enable_fp8, knob_overrides, resolve_memory_setup
+from .memory import MemorySetup, knob_overrides, resolve_memory_setup
 from .pretrain_gen2 import describe_gen2_optimizer, gen2_settings, horizon_of_gen2_plan
 from .pretrain_trainer import CHECKPOINT_FILES, NanoChatPretrainer
 from .reporting import check_reporters
@@ -356,7 +357,8 @@ def run_pretraining(args: PretrainArguments, training_args: TrainingArguments, e
     core_callback = build_core_callback(args, tokenizer)  # the bundle is checked before the model is built
     model = build_model(args, config, tokenizer)
     if args.fp8:
-        enable_fp8(model)
+        converted = enable_fp8(model)
+        logger.info("fp8: %d Linear layers train with FP8 matmuls: %s", len(converted), ", ".join(converted))
     if training_args.process_index == 0:
         print_settings(settings)
 
