@@ -29,7 +29,7 @@ MODEL_CLASSES = (
 )
 __all__ = [*MODEL_CLASSES, "register_auto_classes"]
 
-quiet.silence_unused_bitsandbytes_warning()
+quiet.silence_unused_kernel_notices()
 
 
 def register_auto_classes() -> None:

@@ -73,10 +73,46 @@ def test_plan_json_cites_only_files_of_the_repository(capsys):
 
 
 def test_the_unused_bitsandbytes_kernel_warning_is_dropped_and_others_pass(caplog):
-    quiet.silence_unused_bitsandbytes_warning()
+    quiet.silence_unused_kernel_notices()
     logger = logging.getLogger(quiet.BITSANDBYTES_CPU_LOGGER)
     with caplog.at_level(logging.WARNING, logger=quiet.BITSANDBYTES_CPU_LOGGER):
         logger.warning(quiet.UNUSED_KERNEL_MESSAGE + ": %s. Please make sure ...", "No module named 'kernels'")
         logger.warning("something else went wrong")
     assert [record.getMessage() for record in caplog.records] == ["something else went wrong"]
     assert quiet.DROPPED[-1].startswith(quiet.UNUSED_KERNEL_MESSAGE)
+
+
+class Collect(logging.Handler):
+    def __init__(self):
+        super().__init__(logging.WARNING)
+        self.messages = []
+
+    def emit(self, record):
+        self.messages.append(record.getMessage())
+
+
+def test_torchaos_unused_kernel_notices_are_dropped_and_its_other_messages_pass():
+    """torch's own loggers do not propagate to the root: the handler sits on each logger."""
+    quiet.silence_unused_kernel_notices()
+    torchao, pytree = logging.getLogger(quiet.TORCHAO_LOGGER), logging.getLogger(quiet.PYTREE_LOGGER)
+    collect = Collect()
+    torchao.addHandler(collect)
+    pytree.addHandler(collect)
+    try:
+        torchao.warning("Failed to load /site-packages/torchao/_C_mxfp8.abi3.so: Could not load this library")
+        torchao.warning("Failed to load the model")  # not one of its kernel files: shown
+        pytree.warning(
+            "%s is an Enum subclass and is now natively supported by torch.compile as an opaque value type.", "E"
+        )
+        pytree.warning("a pytree problem")
+    finally:
+        torchao.removeHandler(collect)
+        pytree.removeHandler(collect)
+    assert collect.messages == ["Failed to load the model", "a pytree problem"]
+
+
+def test_importing_the_models_with_torchao_installed_prints_nothing():
+    pytest.importorskip("torchao")
+    script = "import nanochat_hf\nfrom transformers import PreTrainedModel\nimport torchao\n"
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and done.stdout + done.stderr == "", done.stderr
