@@ -26,6 +26,7 @@ from transformers import LogitsProcessor, LogitsProcessorList, StoppingCriteria,
 
 from ..errors import UserInputError
 from ..tokenizer.special_tokens import ASSISTANT_END, BOS, OUTPUT_END, OUTPUT_START, PYTHON_END
+from .processor_chain import chain_processors
 from .reply import AssistantReply, ChatEvent, ReplyBuilder
 
 
@@ -59,6 +60,8 @@ class _RowsWatcher(StoppingCriteria):
         self.encode_text = encode_text
         self.should_stop = should_stop
         self.stop_tokens = (special[ASSISTANT_END], special[BOS])
+        self.python_end = special[PYTHON_END]
+        self.done = None  # the last answer, rebuilt only when a row ends
 
     def _observe(self, row: _Row, token: int) -> None:
         row.produced += 1
@@ -69,7 +72,7 @@ class _RowsWatcher(StoppingCriteria):
             if token in self.stop_tokens:
                 row.done = row.finished = True
                 return
-            if token == self.special[PYTHON_END] and row.builder.kind == "python":
+            if token == self.python_end and row.builder.kind == "python":
                 result, _ = self.tool(row.builder.tool_call())
                 forced = [self.special[OUTPUT_START], *self.encode_text(result), self.special[OUTPUT_END]]
                 row.builder.tool_output(result, forced)
@@ -79,14 +82,19 @@ class _RowsWatcher(StoppingCriteria):
 
     def __call__(self, input_ids: torch.LongTensor, scores, **kwargs) -> torch.BoolTensor:
         tokens = input_ids[:, -1].tolist()
+        changed = self.done is None
         for index, row in enumerate(self.rows):
-            if not row.done:
-                self._observe(row, tokens[index])
+            if row.done:
+                continue
+            self._observe(row, tokens[index])
             if not row.done and self.should_stop is not None and self.should_stop(index):
                 row.done = True
             if row.done:
                 row.close(index, self.on_reply)
-        return torch.tensor([row.done for row in self.rows], dtype=torch.bool, device=input_ids.device)
+                changed = True
+        if changed:
+            self.done = torch.tensor([row.done for row in self.rows], dtype=torch.bool, device=input_ids.device)
+        return self.done
 
 
 class _RowsSampler(LogitsProcessor):
@@ -185,7 +193,9 @@ def generate_rows(
     config.return_dict_in_generate = False
     config.max_new_tokens = max(row.budget for row in rows)
     watcher = _RowsWatcher(rows, engine.special, engine.tool, engine.encode_text, should_stop, on_reply)
-    processors = LogitsProcessorList([*generate_kwargs.pop("logits_processor", []), _RowsSampler(rows)])
+    processors = LogitsProcessorList(
+        chain_processors([*generate_kwargs.pop("logits_processor", []), _RowsSampler(rows)])
+    )
     criteria = StoppingCriteriaList([*generate_kwargs.pop("stopping_criteria", []), watcher])
     engine.model.generate(
         input_ids=input_ids,

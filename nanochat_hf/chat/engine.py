@@ -37,6 +37,7 @@ from .adapters import load_adapter_model, resolve_adapter_base
 from .batching import generate_rows
 from .calculator import run_calculator
 from .generation import DEFAULT_MAX_NEW_TOKENS, DEFAULT_TEMPERATURE, DEFAULT_TOP_K
+from .processor_chain import chain_processors
 from .reply import AssistantReply, ChatEvent, ReplyBuilder
 from .tokenizer_check import check_chat_tokenizer
 
@@ -162,6 +163,8 @@ class ChatEngine:
                 f"the conversation is {len(ids)} tokens, the model's context is {context}; start a new conversation"
             )
         budget = max_new_tokens if context is None else min(max_new_tokens, context - len(ids))
+        if "logits_processor" in generate_kwargs:
+            generate_kwargs["logits_processor"] = chain_processors(generate_kwargs["logits_processor"])
         if seed is not None:
             torch.manual_seed(seed)
         generation_config = self._generation_config(temperature, top_k)

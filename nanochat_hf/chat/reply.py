@@ -53,7 +53,11 @@ class ReplyBuilder:
     def __init__(self, tokenizer, special: dict[str, int], on_event):
         self.tokenizer = tokenizer
         self.special = special
+        self.streaming = on_event is not None  # without a listener, each part is decoded once, when it closes
         self.on_event = on_event or (lambda event: None)
+        self.end_tokens = (special[ASSISTANT_END], special[BOS])
+        self.python_start = special[PYTHON_START]
+        self.python_end = special[PYTHON_END]
         self.reply = AssistantReply()
         self.kind = "text"
         self.part_tokens: list[int] = []
@@ -74,16 +78,18 @@ class ReplyBuilder:
     def sampled(self, token: int) -> None:
         self.reply.token_ids.append(token)
         self.reply.sampled_mask.append(1)
-        if token in (self.special[ASSISTANT_END], self.special[BOS]):
+        if token in self.end_tokens:
             return
-        if token == self.special[PYTHON_START]:
+        if token == self.python_start:
             self._flush()
             self.kind = "python"
             self.on_event(ChatEvent("python", ""))
             return
-        if token == self.special[PYTHON_END] and self.kind == "python":
+        if token == self.python_end and self.kind == "python":
             return  # the engine closes the call when generate() stops on it
         self.part_tokens.append(token)
+        if not self.streaming:
+            return
         text = self._decode(self.part_tokens)
         if not text.endswith("\ufffd") and len(text) > self.emitted:  # hold back a half-decoded character
             self.on_event(ChatEvent(self.kind, text[self.emitted :]))
