@@ -37,7 +37,7 @@ from .adapters import load_adapter_model, resolve_adapter_base
 from .batching import generate_rows
 from .calculator import run_calculator
 from .generation import DEFAULT_MAX_NEW_TOKENS, DEFAULT_TEMPERATURE, DEFAULT_TOP_K
-from .processor_chain import chain_processors
+from .processor_chain import ProcessorChain, TemperatureTopK, chain_processors
 from .reply import AssistantReply, ChatEvent, ReplyBuilder
 from .tokenizer_check import check_chat_tokenizer
 
@@ -163,11 +163,17 @@ class ChatEngine:
                 f"the conversation is {len(ids)} tokens, the model's context is {context}; start a new conversation"
             )
         budget = max_new_tokens if context is None else min(max_new_tokens, context - len(ids))
-        if "logits_processor" in generate_kwargs:
-            generate_kwargs["logits_processor"] = chain_processors(generate_kwargs["logits_processor"])
         if seed is not None:
             torch.manual_seed(seed)
         generation_config = self._generation_config(temperature, top_k)
+        processors = chain_processors(generate_kwargs.pop("logits_processor", []))
+        if generation_config.do_sample and all(isinstance(processor, ProcessorChain) for processor in processors):
+            # generate() applies the caller's processors, then its temperature and top-k warpers: here the
+            # warpers join the caller's processors in one chain (the same operations in the same order).
+            processors = [ProcessorChain([*processors, TemperatureTopK(temperature, top_k)])]
+            generation_config.temperature, generation_config.top_k = 1.0, 0
+        if processors:
+            generate_kwargs["logits_processor"] = processors
         device = next(self.model.parameters()).device
         builder = ReplyBuilder(self.tokenizer, self.special, on_event)
         stop_tokens = (self.special[ASSISTANT_END], self.special[BOS])

@@ -9,6 +9,7 @@ one signature look-up per step instead of one per processor.
 
 import inspect
 
+import torch
 from transformers import LogitsProcessor, LogitsProcessorList
 
 from ..errors import UserInputError
@@ -22,6 +23,18 @@ def _takes_only_ids_and_scores(processor) -> bool:
     return len(parameters) == 2
 
 
+def _flatten(processors) -> list:
+    flat = []
+    for processor in processors:
+        if isinstance(processor, ProcessorChain):
+            flat.extend(processor.processors)
+        elif isinstance(processor, LogitsProcessorList):
+            flat.extend(_flatten(processor))
+        else:
+            flat.append(processor)
+    return flat
+
+
 def is_transformers_processor(processor) -> bool:
     """A processor class of transformers itself: `generate()` may build one of the same type from its
     config and then uses the caller's instead, so such processors stay in the plain list."""
@@ -29,16 +42,14 @@ def is_transformers_processor(processor) -> bool:
 
 
 class ProcessorChain(LogitsProcessor):
-    """Applies `processors` in order (a `LogitsProcessorList` inside is flattened).
+    """Applies `processors` in order (a `LogitsProcessorList` or chain inside is flattened).
 
     Raises `UserInputError` naming `logits_processor` for a processor that is not callable as
     `processor(input_ids, scores)`.
     """
 
     def __init__(self, processors):
-        flat = []
-        for processor in processors:
-            flat.extend(processor if isinstance(processor, LogitsProcessorList) else [processor])
+        flat = _flatten(processors)
         for processor in flat:
             if not callable(processor) or not _takes_only_ids_and_scores(processor):
                 raise UserInputError(
@@ -54,11 +65,26 @@ class ProcessorChain(LogitsProcessor):
 
 
 def chain_processors(processors) -> list:
-    """`processors` as one `ProcessorChain` (in a list, for `generate()`), or unchanged when one of them is
-    transformers' own (see `is_transformers_processor`) or there is at most one."""
-    flat = []
-    for processor in processors:
-        flat.extend(processor if isinstance(processor, LogitsProcessorList) else [processor])
-    if len(flat) <= 1 or any(is_transformers_processor(processor) for processor in flat):
+    """`processors` as one `ProcessorChain` (in a list, for `generate()`), or unchanged (flattened) when there
+    are none or one of them is transformers' own (see `is_transformers_processor`)."""
+    flat = _flatten(processors)
+    if not flat or any(is_transformers_processor(processor) for processor in flat):
         return list(flat)
     return [ProcessorChain(flat)]
+
+
+class TemperatureTopK(LogitsProcessor):
+    """transformers' `TemperatureLogitsWarper` then `TopKLogitsWarper` (the same operations, so the same
+    scores), as one processor that a `ProcessorChain` can hold; `top_k` 0 or None keeps every token."""
+
+    def __init__(self, temperature: float, top_k: int | None):
+        self.temperature = temperature
+        self.top_k = top_k or 0
+
+    def __call__(self, input_ids, scores):
+        if self.temperature != 1.0:
+            scores = scores / self.temperature
+        if self.top_k:
+            top_k = min(self.top_k, scores.size(-1))
+            scores = scores.masked_fill(scores < torch.topk(scores, top_k)[0][..., -1, None], -float("inf"))
+        return scores
