@@ -112,9 +112,10 @@ class _RowsSampler(LogitsProcessor):
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         if self.group_indices is None:
             self.group_indices = {key: torch.tensor(rows, device=scores.device) for key, rows in self.groups.items()}
-        chosen = torch.empty(scores.shape[0], dtype=torch.long, device=scores.device)
+        single = len(self.group_indices) == 1  # every row shares its settings: no gathering, no scattering
+        chosen = None if single else torch.empty(scores.shape[0], dtype=torch.long, device=scores.device)
         for (temperature, top_k), rows in self.group_indices.items():
-            logits = scores if len(self.group_indices) == 1 else scores.index_select(0, rows)
+            logits = scores if single else scores.index_select(0, rows)
             if temperature == 0:
                 tokens = logits.argmax(dim=-1)
             elif 0 < top_k < logits.shape[-1]:
@@ -123,7 +124,10 @@ class _RowsSampler(LogitsProcessor):
                 tokens = indices.gather(1, draw).squeeze(1)
             else:
                 tokens = torch.multinomial(torch.softmax(logits / temperature, dim=-1), 1).squeeze(1)
-            chosen[rows] = tokens
+            if single:
+                chosen = tokens
+            else:
+                chosen[rows] = tokens
         forced = [(index, row.forced[0]) for index, row in enumerate(self.rows) if row.forced]
         if forced:
             index, token = zip(*forced, strict=True)
