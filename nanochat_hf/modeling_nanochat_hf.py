@@ -669,6 +669,17 @@ class NanoChatHFForCausalLM(NanoChatHFPreTrainedModel, GenerationMixin):
             logits = logits[..., : self.config.vocab_size]
         return logits
 
+    def _prepare_position_ids_for_generation(self, inputs_tensor, model_kwargs):
+        """generate()'s position ids, or None when its attention mask is all ones (no row is padded).
+
+        Without them the model numbers the new tokens from the cache's length, the same numbers, and
+        `generate()` then neither extends nor slices a position tensor at every step.
+        """
+        mask = model_kwargs.get("attention_mask")
+        if mask is not None and mask.dim() == 2 and bool(mask.all()):
+            return None
+        return super()._prepare_position_ids_for_generation(inputs_tensor, model_kwargs)
+
     @deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")
     @can_return_tuple
     def forward(
