@@ -24,8 +24,8 @@ Optimizer: nanochat's Muon + AdamW with the stage's LR multiplier and schedule f
 `paged_adamw_8bit`, ...), which LoRA/QLoRA use (their adapter matrices are not nanochat's parameters).
 A generation-2 base model gets nanochat 2026's single stage instead (`sft_gen2.py`): its mixture, the
 settings inherited from pretraining, the generation-2 MuonAdamW and its SFT schedule, the warm start from
-the pretraining optimizer. The optimizer plumbing, model cards, atomic checkpoints and the final folder are the shared stage's
-(`stage.py`), as for pretraining.
+the pretraining optimizer. The optimizer plumbing, model cards, atomic checkpoints and the final folder
+are the shared stage's (`stage.py`), as for pretraining.
 """
 
 import json
