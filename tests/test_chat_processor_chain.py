@@ -1,4 +1,4 @@
-"""`ProcessorChain` / `TemperatureTopK`: the chat engine's logits processors applied by one object.
+"""`ProcessorChain` / `sampling_warpers`: the chat engine's logits processors applied by one object.
 
 Real transformers warpers and a real tiny NanoChatHFForCausalLM (random weights) are the references.
 """
@@ -16,7 +16,7 @@ from transformers import (
 
 from nanochat_hf import NanoChatHFForCausalLM
 from nanochat_hf.chat.engine import ChatEngine
-from nanochat_hf.chat.processor_chain import ProcessorChain, TemperatureTopK, chain_processors
+from nanochat_hf.chat.processor_chain import ProcessorChain, chain_processors, sampling_warpers
 from nanochat_hf.errors import UserInputError
 
 
@@ -77,13 +77,17 @@ def test_transformers_own_processors_are_left_in_the_plain_list():
     assert chain_processors([]) == []
 
 
-@pytest.mark.parametrize(("temperature", "top_k"), [(0.6, 50), (1.3, 5), (0.8, None), (1.0, 3)])
-def test_temperature_top_k_equals_the_transformers_warpers(temperature, top_k):
-    scores, ids = torch.randn(4, 300), torch.zeros(4, 2, dtype=torch.long)
-    warpers = LogitsProcessorList([] if temperature == 1.0 else [TemperatureLogitsWarper(temperature)])
+@pytest.mark.parametrize(("temperature", "top_k"), [(0.6, 50), (1.3, 5), (0.8, None), (1.0, 3), (1.0, 0)])
+def test_sampling_warpers_are_the_ones_generate_builds(temperature, top_k):
+    """transformers' own warpers, in generate()'s order, leaving out the ones it leaves out."""
+    warpers = sampling_warpers(temperature, top_k)
+    expected = ([TemperatureLogitsWarper] if temperature != 1.0 else []) + ([TopKLogitsWarper] if top_k else [])
+    assert [type(warper) for warper in warpers] == expected
+    if temperature != 1.0:
+        assert warpers[0].temperature == temperature
     if top_k:
-        warpers.append(TopKLogitsWarper(top_k))
-    assert torch.equal(TemperatureTopK(temperature, top_k)(ids, scores.clone()), warpers(ids, scores.clone()))
+        assert warpers[-1].top_k == top_k
+    ProcessorChain(warpers)  # they can be chained
 
 
 @pytest.mark.parametrize("top_k", [7, None])

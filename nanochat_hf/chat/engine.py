@@ -37,7 +37,7 @@ from .adapters import load_adapter_model, resolve_adapter_base
 from .batching import generate_rows
 from .calculator import run_calculator
 from .generation import DEFAULT_MAX_NEW_TOKENS, DEFAULT_TEMPERATURE, DEFAULT_TOP_K
-from .processor_chain import ProcessorChain, TemperatureTopK, chain_processors
+from .processor_chain import ProcessorChain, chain_processors, sampling_warpers
 from .reply import AssistantReply, ChatEvent, ReplyBuilder
 from .tokenizer_check import check_chat_tokenizer
 
@@ -170,7 +170,7 @@ class ChatEngine:
         if generation_config.do_sample and all(isinstance(processor, ProcessorChain) for processor in processors):
             # generate() applies the caller's processors, then its temperature and top-k warpers: here the
             # warpers join the caller's processors in one chain (the same operations in the same order).
-            processors = [ProcessorChain([*processors, TemperatureTopK(temperature, top_k)])]
+            processors = [ProcessorChain([*processors, *sampling_warpers(temperature, top_k)])]
             generation_config.temperature, generation_config.top_k = 1.0, 0
         if processors:
             generate_kwargs["logits_processor"] = processors

@@ -9,8 +9,7 @@ one signature look-up per step instead of one per processor.
 
 import inspect
 
-import torch
-from transformers import LogitsProcessor, LogitsProcessorList
+from transformers import LogitsProcessor, LogitsProcessorList, TemperatureLogitsWarper, TopKLogitsWarper
 
 from ..errors import UserInputError
 
@@ -73,18 +72,8 @@ def chain_processors(processors) -> list:
     return [ProcessorChain(flat)]
 
 
-class TemperatureTopK(LogitsProcessor):
-    """transformers' `TemperatureLogitsWarper` then `TopKLogitsWarper` (the same operations, so the same
-    scores), as one processor that a `ProcessorChain` can hold; `top_k` 0 or None keeps every token."""
-
-    def __init__(self, temperature: float, top_k: int | None):
-        self.temperature = temperature
-        self.top_k = top_k or 0
-
-    def __call__(self, input_ids, scores):
-        if self.temperature != 1.0:
-            scores = scores / self.temperature
-        if self.top_k:
-            top_k = min(self.top_k, scores.size(-1))
-            scores = scores.masked_fill(scores < torch.topk(scores, top_k)[0][..., -1, None], -float("inf"))
-        return scores
+def sampling_warpers(temperature: float, top_k: int | None) -> list:
+    """The temperature and top-k warpers `generate()` would build (transformers' own classes, in its order:
+    none for temperature 1.0, none for top-k 0 or None), for a chain to hold in their place."""
+    warpers = [] if temperature == 1.0 else [TemperatureLogitsWarper(temperature)]
+    return warpers + ([TopKLogitsWarper(top_k)] if top_k else [])
