@@ -56,3 +56,12 @@ def set_cpu_threads(processes: int = 1, announce=print) -> int:
     torch.set_num_threads(threads)
     announce(f"CPU threads: {threads} ({why})")
     return threads
+
+
+def set_training_cpu_threads(training_args, logger) -> int | None:
+    """What every training stage does before building its model: on a CPU run, choose and set the threads of
+    this process (one of `training_args.world_size`); the main process prints the choice, the others log it."""
+    if training_args.device.type != "cpu":
+        return None
+    announce = print if training_args.process_index == 0 else logger.info
+    return set_cpu_threads(training_args.world_size, announce=announce)

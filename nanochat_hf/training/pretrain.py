@@ -19,7 +19,7 @@ from transformers import TrainingArguments, set_seed
 from ..callbacks import EnergyCallback, SampleCallback, ThroughputCallback, ValBpbCallback, add_metric_callbacks
 from ..callbacks.core_eval import CoreEvalCallback
 from ..configuration_nanochat_hf import NanoChatHFConfig
-from ..cpu_threads import set_cpu_threads
+from ..cpu_threads import set_training_cpu_threads
 from ..data.pretrain import DEFAULT_PACKING, build_pretrain_datasets, load_data_state
 from ..errors import UserInputError
 from ..fp8 import check_fp8_support, enable_fp8
@@ -338,8 +338,7 @@ def run_pretraining(args: PretrainArguments, training_args: TrainingArguments, e
         else:
             print_hardware_plan(args, shape, horizon, knob_overrides(args, training_args))
         return None
-    if training_args.device.type == "cpu":
-        set_cpu_threads(world_size, announce=print if rank == 0 else logger.info)
+    set_training_cpu_threads(training_args, logger)
 
     # Open the data before building anything large: a bad path or a missing column fails here.
     train_dataset, val_dataset = build_pretrain_datasets(

@@ -35,7 +35,7 @@ from trl import GRPOTrainer, ModelConfig
 
 from ..chat.adapters import write_base_fingerprint
 from ..chat.engine import ChatEngine
-from ..cpu_threads import set_cpu_threads
+from ..cpu_threads import set_training_cpu_threads
 from ..errors import UserInputError
 from ..loading import check_vocabulary, open_config
 from ..tokenizer import render_conversation_with_mask
@@ -374,8 +374,7 @@ def run_rl(args: RLArguments, training_args, model_args=None, reward_funcs=(), e
         raise UserInputError(f"{final_dir}: already exists; choose a new --output_dir or remove it")
     resume = resolve_resume_checkpoint(training_args.resume_from_checkpoint, training_args.output_dir)
     set_seed(training_args.seed)
-    if training_args.device.type == "cpu":
-        set_cpu_threads(training_args.world_size, announce=print if training_args.process_index == 0 else logger.info)
+    set_training_cpu_threads(training_args, logger)
     trainer = build_rl_trainer(args, training_args, model_args, reward_funcs)
     for callback in extra_callbacks:
         trainer.add_callback(callback)

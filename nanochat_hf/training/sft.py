@@ -41,7 +41,7 @@ from ..chat.adapters import write_base_fingerprint
 from ..chat.datasets import load_mixture, read_words_file
 from ..chat.generation import configure_chat_generation
 from ..chat.tokenizer_check import check_chat_tokenizer
-from ..cpu_threads import set_cpu_threads
+from ..cpu_threads import set_training_cpu_threads
 from ..defaults import LORA_TARGET_MODULES
 from ..errors import UserInputError
 from ..loading import check_vocabulary, open_config, open_model, open_tokenizer
@@ -311,8 +311,7 @@ def run_sft(args: ChatTrainingArguments, training_args, model_args=None, extra_c
     peft_config = peft_config_for(model_args)  # fills in nanochat's LoRA target modules when none are given
     settings = describe(args, training_args, model_args, optimizer, config, max_length, len(train_dataset), gen2)
 
-    if training_args.device.type == "cpu":
-        set_cpu_threads(training_args.world_size, announce=print if training_args.process_index == 0 else logger.info)
+    set_training_cpu_threads(training_args, logger)
     model = load_model(model_args, training_args, tokenizer)
     if args.loss_chunk_size:
         if not hasattr(model, "loss_chunk_size"):
