@@ -8,7 +8,7 @@ import json
 import os
 from pathlib import Path
 
-from .atomic import write_text_atomically
+from .atomic import write_json_atomically
 
 
 MANIFEST_FILENAME = "checkpoint_files.json"
@@ -45,7 +45,9 @@ def record_rewritten_files(folder, names) -> None:
     for name in names:
         if (folder / name).is_file():
             sizes[name] = (folder / name).stat().st_size
-    write_text_atomically(path, json.dumps(sizes, indent=1))
+    mode = path.stat().st_mode & 0o777
+    write_json_atomically(path, sizes)
+    path.chmod(mode)  # the atomic write goes through a private temporary file: keep the manifest's permissions
 
 
 def manifest_problem(folder: Path) -> str | None:

@@ -117,9 +117,11 @@ def test_report_keeps_a_published_folder_complete(run_dir):
     from nanochat_hf.folder_manifest import MANIFEST_FILENAME
     from nanochat_hf.training.checkpoints import final_problem
 
-    assert cli_main(["report", str(run_dir)]) == 0
     final = run_dir / "final"
+    mode = (final / MANIFEST_FILENAME).stat().st_mode & 0o777
+    assert cli_main(["report", str(run_dir)]) == 0
     assert final_problem(final) is None
+    assert (final / MANIFEST_FILENAME).stat().st_mode & 0o777 == mode  # not the temporary file's 0600
     listed = json.loads((final / MANIFEST_FILENAME).read_text())
     assert listed["README.md"] == (final / "README.md").stat().st_size and "report.md" in listed
 
