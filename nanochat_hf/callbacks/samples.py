@@ -141,9 +141,9 @@ class SampleCallback(TrainerCallback):
         try:
             with fp8_disabled(model):  # samples in bf16, as nanochat generates during an FP8 run
                 for number, prompt in enumerate(self.prompts, start=1):  # each line as soon as it is generated
-                    completion = greedy_completions(model, tokenizer, [prompt], self.max_new_tokens, autocast_dtype)
-                    completions.append(completion[0])
-                    tqdm.write(sample_line(number, prompt, completion[0]))
+                    [completion] = greedy_completions(model, tokenizer, [prompt], self.max_new_tokens, autocast_dtype)
+                    completions.append(completion)
+                    tqdm.write(sample_line(number, prompt, completion))
         finally:
             model.train(was_training)
         self.history.append((state.global_step, completions))
