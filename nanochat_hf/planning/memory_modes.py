@@ -61,7 +61,20 @@ class MemoryKnobs:
     weights_dtype: str = _knob(
         "float32", "Dtype of the matmul weights (block matrices, lm_head) on the GPU.", tuple(DTYPE_BYTES)
     )
-    embedding_dtype: str = _knob("float32", "Dtype of wte on the GPU.", tuple(DTYPE_BYTES))
+    embedding_dtype: str = _knob(
+        "float32",
+        "Dtype of wte (and generation 2's value embeddings) on the GPU; with `embedding_location: cpu_rows`, "
+        "the dtype of the rows gathered onto the GPU.",
+        tuple(DTYPE_BYTES),
+    )
+    embedding_location: str = _knob(
+        "gpu",
+        "gpu: wte and generation 2's value embeddings live on the GPU; cpu_rows: they stay in CPU RAM in fp32 "
+        "with their fp32 gradients and AdamW moments, each micro-step gathers onto the GPU only the rows its "
+        "tokens use and adds those rows' gradients into the fp32 sums in CPU RAM, and their AdamW update runs "
+        "on the CPU.",
+        ("gpu", "cpu_rows"),
+    )
     master_weights: str = _knob(
         "gpu",
         "gpu: the GPU weights are the master copy (fp32, except nanochat's own bf16 wte); cpu: an fp32 master "
@@ -169,6 +182,12 @@ class MemoryKnobs:
                 "memory knobs: `grad_flush_every` > 1 only applies to `grad_accumulation: cpu` (gradients "
                 "accumulated on the GPU are never streamed)"
             )
+        if self.embedding_location == "cpu_rows" and self.master_weights == "cpu":
+            raise UserInputError(
+                "memory knobs: `embedding_location: cpu_rows` keeps the other weights on the GPU as their own "
+                "master; with `master_weights: cpu` every parameter (wte included) is already in CPU RAM, so set "
+                "`embedding_location: gpu`"
+            )
         if self.grad_accumulation == "cpu" and self.master_weights != "cpu":
             raise UserInputError(
                 "memory knobs: `grad_accumulation: cpu` needs `master_weights: cpu` (the optimizer steps on "
@@ -195,6 +214,12 @@ class MemoryKnobs:
             )
         else:
             weights = f"weights {_short(self.weights_dtype)} (wte {_short(self.embedding_dtype)}) on the {accelerator}"
+            if self.embedding_location == "cpu_rows":
+                weights = (
+                    f"weights {_short(self.weights_dtype)} on the {accelerator}; wte and value embeddings fp32 in "
+                    f"CPU RAM with their AdamW moments, the rows a micro-step uses gathered in "
+                    f"{_short(self.embedding_dtype)}"
+                )
             grads = f"gradients accumulated on the {accelerator} in the weights' dtype"
         location = accelerator if self.optimizer_location == "gpu" else self.optimizer_location.upper()
         state = (
@@ -236,6 +261,29 @@ MEMORY_MODES: dict[str, MemoryKnobs] = {
     ),
 }
 
+# Generation 2 (nanochat 2026) routes its parameters through its own optimizer, which the offloading
+# engine of `12gb` / `8gb` above does not drive. Its modes move what is large and sparsely used instead:
+# wte and the value embeddings (d24: 654 M of its 1.38 B parameters), of which a micro-batch of B x T
+# tokens touches at most B x T rows. `24gb`: those tables in CPU RAM, everything else as `full`;
+# `12gb`: the same plus per-block activation checkpointing. There is no generation-2 `8gb` mode.
+GENERATION2_MODE_ORDER = ("full", "24gb", "12gb")
+GENERATION2_MEMORY_MODES: dict[str, MemoryKnobs] = {
+    "full": MEMORY_MODES["full"],
+    "24gb": MemoryKnobs(embedding_dtype="bfloat16", embedding_location="cpu_rows", weight_cast_copies=True),
+    "12gb": MemoryKnobs(
+        embedding_dtype="bfloat16",
+        embedding_location="cpu_rows",
+        activation_checkpointing="block",
+        weight_cast_copies=True,
+    ),
+}
+
+
+def mode_order(generation: int = 1) -> tuple[str, ...]:
+    """The memory modes a model generation can run, least to most offloading (`auto` takes the first that fits)."""
+    return GENERATION2_MODE_ORDER if generation == 2 else MODE_ORDER
+
+
 KNOB_NAMES = tuple(knob.name for knob in dataclasses.fields(MemoryKnobs))
 # The knobs a recipe config sets by name; the others are decided by the run (each says by what: `set_by`).
 RECIPE_KNOBS = tuple(knob for knob in dataclasses.fields(MemoryKnobs) if knob.metadata["set_by"] is None)
@@ -265,15 +313,22 @@ def translate_deprecated_knobs(overrides: dict, where: str = "memory knob") -> d
     return overrides
 
 
-def knobs_for_mode(mode: str, **overrides) -> MemoryKnobs:
-    """The knobs of a named mode (not `auto`: that needs the planner), with some of them overridden."""
+def knobs_for_mode(mode: str, generation: int = 1, **overrides) -> MemoryKnobs:
+    """The knobs of a named mode of a model generation (not `auto`: that needs the planner), with some of
+    them overridden."""
     if mode not in MEMORY_MODES:
         raise UserInputError(f"unknown memory mode {mode!r}; expected one of {', '.join(MEMORY_MODE_CHOICES)}")
+    presets = GENERATION2_MEMORY_MODES if generation == 2 else MEMORY_MODES
+    if mode not in presets:
+        raise UserInputError(
+            f"memory mode {mode!r} is not available for generation {generation}; it has "
+            f"{', '.join(('auto',) + mode_order(generation))}"
+        )
     overrides = translate_deprecated_knobs(overrides)
     unknown = sorted(set(overrides) - set(KNOB_NAMES))
     if unknown:
         raise UserInputError(f"unknown memory knob(s) {', '.join(unknown)}; known knobs: {', '.join(KNOB_NAMES)}")
-    return dataclasses.replace(MEMORY_MODES[mode], **overrides)
+    return dataclasses.replace(presets[mode], **overrides)
 
 
 def parse_knob_assignment(text: str) -> tuple[str, object]:
