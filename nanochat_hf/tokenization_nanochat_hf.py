@@ -1,7 +1,7 @@
 """nanochat's tokenizer for transformers: the stock fast tokenizer, with chat rendering that keeps message text ordinary.
 
-This file stands alone (it imports only transformers): it is copied next to every saved tokenizer and runs
-from the Hub with `trust_remote_code=True`, where this package is not installed.
+This file stands alone (it imports only transformers, and huggingface_hub to upload): it is copied next to
+every saved tokenizer and runs from the Hub with `trust_remote_code=True`, where this package is not installed.
 
 Why a class of our own. nanochat encodes message text with `encode_ordinary`: a user who types
 `<|assistant_end|>` gets the tokens of the characters "<", "|", "assistant", ..., never the control token, so
@@ -156,12 +156,9 @@ class NanoChatHFTokenizer(PreTrainedTokenizerFast):
         So the folder loads everywhere: `AutoTokenizer.from_pretrained(path)` gives the stock fast tokenizer
         (same ids; sanitize only on request) and `trust_remote_code=True` gives this class (sanitize by default).
         """
-        if push_to_hub:  # push_to_hub saves again (through this method) into a temporary folder and uploads that
-            repo_id = kwargs.pop("repo_id", None) or str(save_directory).rstrip("/").split("/")[-1]
-            files = self.save_pretrained(save_directory, *args, **kwargs)
-            upload_kwargs = {key: kwargs[key] for key in ("token", "commit_message", "private") if key in kwargs}
-            self.push_to_hub(repo_id, **upload_kwargs)
-            return files
+        hub_kwargs = {
+            key: kwargs.pop(key) for key in ("repo_id", "token", "commit_message", "private") if key in kwargs
+        }
         files = super().save_pretrained(save_directory, *args, **kwargs)
         config_path = os.path.join(save_directory, "tokenizer_config.json")
         with open(config_path, encoding="utf-8") as handle:
@@ -171,6 +168,23 @@ class NanoChatHFTokenizer(PreTrainedTokenizerFast):
         with open(staging, "w", encoding="utf-8") as handle:
             handle.write(json.dumps(config, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
         os.replace(staging, config_path)  # never a half-written config under the real name
+        if push_to_hub:
+            # Upload this folder as written (transformers' own push would upload before the rewrite above, and
+            # `push_to_hub` would save everything a second time into a temporary folder).
+            from huggingface_hub import CommitOperationAdd, HfApi  # a transformers dependency; only for uploads
+
+            api = HfApi(token=hub_kwargs.get("token"))
+            repo_name = hub_kwargs.get("repo_id") or os.path.basename(os.path.normpath(str(save_directory)))
+            repo_id = api.create_repo(repo_name, private=hub_kwargs.get("private"), exist_ok=True).repo_id
+            operations = [
+                CommitOperationAdd(path_in_repo=os.path.relpath(path, save_directory), path_or_fileobj=path)
+                for path in _files_under(str(save_directory))
+            ]
+            api.create_commit(
+                repo_id=repo_id,
+                operations=operations,
+                commit_message=hub_kwargs.get("commit_message") or "Upload tokenizer",
+            )
         return files
 
     def _control_token_pattern(self) -> re.Pattern:
@@ -289,6 +303,11 @@ def _mark(value, control_re: re.Pattern):
     if isinstance(value, (list, tuple)):
         return [_mark(item, control_re) for item in value]
     return value
+
+
+def _files_under(folder: str) -> list[str]:
+    """Every file below `folder`, in a stable order."""
+    return sorted(os.path.join(root, name) for root, _, names in os.walk(folder) for name in names)
 
 
 def _span_mask(offsets: list[tuple[int, int]], spans: list[tuple[int, int]]) -> list[int]:

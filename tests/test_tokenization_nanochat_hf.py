@@ -200,6 +200,27 @@ def test_push_to_hub_uploads_the_code_and_the_stock_class_name(tokenizer, monkey
     assert {"tokenizer.json", "tokenization_nanochat_hf.py", "chat_template.jinja"} <= set(uploaded)
 
 
+def test_save_pretrained_with_push_uploads_the_folder_it_wrote_once(tokenizer, monkeypatch, tmp_path):
+    """`save_pretrained(push_to_hub=True)` uploads the local folder as written, without a second save."""
+    from transformers import PreTrainedTokenizerBase
+
+    uploaded = intercept_hub_uploads(monkeypatch)
+    saves = []
+    stock_save = PreTrainedTokenizerBase.save_pretrained
+
+    def counted_save(self, save_directory, *args, **kwargs):
+        saves.append(str(save_directory))
+        return stock_save(self, save_directory, *args, **kwargs)
+
+    monkeypatch.setattr(PreTrainedTokenizerBase, "save_pretrained", counted_save)
+    folder = tmp_path / "tok"
+    tokenizer.save_pretrained(folder, push_to_hub=True, repo_id="someone/nanochat-tokenizer")
+    assert saves == [str(folder)]
+    local = {path.name: path.read_bytes() for path in folder.iterdir() if path.is_file()}
+    assert {name: uploaded[name] for name in local} == local  # the bytes on disk, stock class name included
+    assert json.loads(uploaded["tokenizer_config.json"])["tokenizer_class"] == PreTrainedTokenizerFast.__name__
+
+
 PIPELINE_SCRIPT = """
 import importlib.abc, json, sys
 class BlockNanochatHF(importlib.abc.MetaPathFinder):
