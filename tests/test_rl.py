@@ -354,6 +354,7 @@ def test_lora_rl_writes_an_adapter_with_the_trainers_optimizer(tmp_path, toy):
     assert (final / "adapter_config.json").is_file() and not (final / "model.safetensors").exists()
     settings = json.loads((final / "run_settings.json").read_text())
     assert settings["method"] == "lora" and settings["optimizer"]["name"] == "trainer"
+    assert settings["optimizer"]["optim"] == "adamw_torch"  # the option's name, not OptimizerNames' repr
     chat_model, tokenizer = load_chat_model(str(final), device="cpu")  # the adapter on its recorded base
     assert (
         ChatEngine(chat_model, tokenizer).generate([{"role": "user", "content": QUESTIONS[1]}], temperature=0).finished

@@ -52,7 +52,7 @@ from .rl_rewards import (
     pass_at_k_values,
     reward_name,
 )
-from .sft import load_chat_tokenizer, load_model, peft_config_for
+from .sft import describe_finetune_optimizer, load_chat_tokenizer, load_model, peft_config_for
 from .stage import NanoChatTrainerMixin
 
 
@@ -234,20 +234,8 @@ def describe(args, training_args, model_args, optimizer, config, num_train, num_
         },
         "rewards": {"exact_answer": 1.0, "format": args.format_reward_weight},
         "method": "qlora" if model_args.load_in_4bit else "lora" if model_args.use_peft else "full",
-        "optimizer": {"name": optimizer},
+        "optimizer": describe_finetune_optimizer(optimizer, args, training_args),
     }
-    if optimizer == "nanochat":
-        settings["optimizer"].update(
-            {
-                "init_lr_frac": args.init_lr_frac,
-                "matrix_lr": args.matrix_lr * args.init_lr_frac,
-                "embedding_lr": args.embedding_lr * args.init_lr_frac,
-                "unembedding_lr": args.unembedding_lr * args.init_lr_frac,
-                "warmdown_ratio": args.warmdown_ratio,
-            }
-        )
-    else:
-        settings["optimizer"].update({"optim": str(training_args.optim), "learning_rate": training_args.learning_rate})
     return settings
 
 

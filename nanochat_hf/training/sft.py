@@ -181,6 +181,22 @@ def resolve_max_length(training_args, config) -> int:
     return max_length
 
 
+def describe_finetune_optimizer(optimizer: str, args, training_args, **extra) -> dict:
+    """The optimizer part of a fine-tuning stage's settings (SFT, RL): nanochat's LRs as run, or the Trainer's."""
+    if optimizer != "nanochat":
+        optim = getattr(training_args.optim, "value", training_args.optim)  # "adamw_torch", not OptimizerNames.X
+        return {"name": optimizer, "optim": str(optim), "learning_rate": training_args.learning_rate}
+    return {
+        "name": optimizer,
+        "init_lr_frac": args.init_lr_frac,
+        "matrix_lr": args.matrix_lr * args.init_lr_frac,
+        "embedding_lr": args.embedding_lr * args.init_lr_frac,
+        "unembedding_lr": args.unembedding_lr * args.init_lr_frac,
+        "warmdown_ratio": args.warmdown_ratio,
+        **extra,
+    }
+
+
 def describe(
     args, training_args, model_args, optimizer: str, config, max_length: int, num_rows: int, gen2=None
 ) -> dict:
@@ -203,20 +219,10 @@ def describe(
         settings["batch"] = gen2["batch"]
     if optimizer == "nanochat" and gen2 is not None:
         settings["optimizer"] = describe_gen2_sft(args, config.n_embd, gen2["sources"], gen2["warm_start"])
-    elif optimizer == "nanochat":
-        settings["optimizer"].update(
-            {
-                "init_lr_frac": args.init_lr_frac,
-                "matrix_lr": args.matrix_lr * args.init_lr_frac,
-                "embedding_lr": args.embedding_lr * args.init_lr_frac,
-                "unembedding_lr": args.unembedding_lr * args.init_lr_frac,
-                "warmdown_ratio": args.warmdown_ratio,
-                "momentum_warmup_steps": args.momentum_warmup_steps,
-            }
-        )
     else:
-        optim = getattr(training_args.optim, "value", training_args.optim)  # "adamw_torch", not OptimizerNames.X
-        settings["optimizer"].update({"optim": str(optim), "learning_rate": training_args.learning_rate})
+        settings["optimizer"] = describe_finetune_optimizer(
+            optimizer, args, training_args, momentum_warmup_steps=args.momentum_warmup_steps
+        )
     if model_args.use_peft:
         settings["lora"] = {
             "r": model_args.lora_r,
