@@ -12,8 +12,8 @@ from nanochat_hf.defaults import TOTAL_BATCH_SIZE
 from nanochat_hf.errors import UserInputError
 from nanochat_hf.planning.flops import ModelShape
 from nanochat_hf.planning.gpus import GIB, GpuSpec
-from nanochat_hf.planning.memory import MemoryPlan, plan_memory
-from nanochat_hf.planning.memory_modes import MEMORY_MODE_CHOICES, MODE_ORDER, knobs_for_mode
+from nanochat_hf.planning.memory import MemoryPlan, check_knobs_for_shape, plan_memory
+from nanochat_hf.planning.memory_modes import MEMORY_MODE_CHOICES, knobs_for_mode, mode_order
 
 
 @dataclass
@@ -39,14 +39,15 @@ def mode_plans(
     overrides: dict,
     total_batch_size: int,
     requested: str = "auto",
-    allowed_modes: tuple[str, ...] = MODE_ORDER,
 ) -> dict[str, MemoryPlan]:
-    """Every named mode with the overrides applied. A mode the overrides make invalid (e.g. bf16 weights
-    for `full`) is left out of the comparison, unless it is the requested one: then its error is the answer."""
+    """Every named mode of the model's generation (`mode_order`) with the overrides applied. A mode the
+    overrides make invalid (e.g. bf16 weights for `full`) is left out of the comparison, unless it is the
+    requested one: then its error is the answer."""
     plans, first_error = {}, None
-    for mode in (m for m in MODE_ORDER if m in allowed_modes):
+    for mode in mode_order(shape.generation):
         try:
-            knobs = knobs_for_mode(mode, **overrides)
+            knobs = knobs_for_mode(mode, shape.generation, **overrides)
+            check_knobs_for_shape(shape, knobs)
         except UserInputError as err:
             if mode == requested:
                 raise
@@ -59,11 +60,17 @@ def mode_plans(
 
 
 def largest_depth_that_fits(
-    gpu: GpuSpec, below: int, *, vocab_size: int, sequence_len: int, total_batch_size: int = TOTAL_BATCH_SIZE
+    gpu: GpuSpec,
+    below: int,
+    *,
+    vocab_size: int,
+    sequence_len: int,
+    total_batch_size: int = TOTAL_BATCH_SIZE,
+    generation: int = 1,
 ) -> tuple[int, str] | None:
     """(depth, least-offloading mode) of the deepest model under `below` that fits `gpu` at micro-batch 1."""
     for depth in range(below - 1, 0, -1):
-        shape = ModelShape.from_depth(depth, vocab_size, sequence_len)
+        shape = ModelShape.from_depth(depth, vocab_size, sequence_len, generation=generation)
         for mode, plan in mode_plans(shape, gpu, {"micro_batch": 1}, total_batch_size).items():
             if plan.fits:
                 return depth, mode
@@ -76,8 +83,9 @@ def _gib(n_bytes: float) -> str:
 
 def _suggestion(choice_modes: dict[str, MemoryPlan], requested: str, shape, gpu, overrides, total_batch_size) -> str:
     """The nearest mode that fits (after the requested one, wrapping round), else a smaller depth."""
-    start = 0 if requested == "auto" else MODE_ORDER.index(requested) + 1
-    nearer = [choice_modes[m] for m in MODE_ORDER[start:] + MODE_ORDER[:start] if m in choice_modes]
+    order = mode_order(shape.generation)
+    start = 0 if requested == "auto" else order.index(requested) + 1
+    nearer = [choice_modes[m] for m in order[start:] + order[:start] if m in choice_modes]
     nearer = [plan for plan in nearer if plan.fits]
     if nearer:
         alt = nearer[0]
@@ -91,6 +99,7 @@ def _suggestion(choice_modes: dict[str, MemoryPlan], requested: str, shape, gpu,
             vocab_size=shape.vocab_size,
             sequence_len=shape.sequence_len,
             total_batch_size=total_batch_size,
+            generation=shape.generation,
         )
         if smaller:
             suggestion = (
@@ -110,19 +119,19 @@ def choose_mode(
     memory_mode: str = "auto",
     knob_overrides: dict | None = None,
     total_batch_size: int = TOTAL_BATCH_SIZE,
-    allowed_modes: tuple[str, ...] = MODE_ORDER,
 ) -> ModeChoice:
-    """The memory mode for `shape` on `gpu` (per GPU of a node: `total_batch_size` is all GPUs' batch).
-
-    `allowed_modes`: the modes the model's generation can run (generation 2: `full` only, for now)."""
+    """The memory mode for `shape` on `gpu` (per GPU of a node: `total_batch_size` is all GPUs' batch),
+    among the modes of the model's generation (`mode_order(shape.generation)`)."""
+    order = mode_order(shape.generation)
     if memory_mode not in MEMORY_MODE_CHOICES:
         raise UserInputError(f"unknown memory mode {memory_mode!r}; expected one of {', '.join(MEMORY_MODE_CHOICES)}")
-    if memory_mode != "auto" and memory_mode not in allowed_modes:
+    if memory_mode != "auto" and memory_mode not in order:
         raise UserInputError(
-            f"memory mode {memory_mode!r} is not available for this model; it can run {', '.join(allowed_modes)}"
+            f"memory mode {memory_mode!r} is not available for generation {shape.generation}; it has "
+            f"{', '.join(('auto',) + order)}"
         )
     overrides = dict(knob_overrides or {})
-    modes = mode_plans(shape, gpu, overrides, total_batch_size, memory_mode, allowed_modes)
+    modes = mode_plans(shape, gpu, overrides, total_batch_size, memory_mode)
     notes = []
     if memory_mode == "auto":
         chosen = next((plan for plan in modes.values() if plan.fits), list(modes.values())[-1])
@@ -131,15 +140,10 @@ def choose_mode(
     else:
         chosen = modes[memory_mode]
         faster = next((plan for plan in modes.values() if plan.fits), None)
-        if chosen.fits and faster is not None and MODE_ORDER.index(faster.mode) < MODE_ORDER.index(memory_mode):
+        if chosen.fits and faster is not None and order.index(faster.mode) < order.index(memory_mode):
             notes.append(f"the less offloading mode '{faster.mode}' also fits this GPU")
     suggestion = None
-    if not chosen.fits and allowed_modes != MODE_ORDER:
-        suggestion = (
-            f"Only memory mode(s) {', '.join(allowed_modes)} can run this model yet, and it needs "
-            f"{_gib(chosen.total)}: use a card with more memory, or several (DDP)."
-        )
-    elif not chosen.fits:
+    if not chosen.fits:
         suggestion = _suggestion(modes, memory_mode, shape, gpu, overrides, total_batch_size)
     return ModeChoice(shape, gpu, memory_mode, chosen, modes, suggestion, notes)
 
@@ -151,8 +155,9 @@ def not_fit_message(choice) -> str:
         f"weights {_gib(m.static.gpu_weights)}, gradients {_gib(m.static.gpu_gradients)}, "
         f"optimizer state {_gib(m.static.gpu_optimizer_state)}"
         + (f", bf16 weight copies {_gib(m.static.gpu_weight_cast_copies)}" if m.static.gpu_weight_cast_copies else "")
-        + f", activations {_gib(m.activations_eager)}, logits {_gib(m.logits)}, CUDA context {_gib(m.cuda_context)}, "
-        f"margin {_gib(m.margin)}"
+        + f", activations {_gib(m.activations_eager)}, logits {_gib(m.logits)}"
+        + (f", gathered embedding rows {_gib(m.embedding_rows)}" if m.embedding_rows else "")
+        + f", CUDA context {_gib(m.cuda_context)}, margin {_gib(m.margin)}"
     )
     return (
         f"memory mode '{m.mode}' does not fit d{choice.shape.n_layer} on {choice.gpu.name}: it needs {_gib(m.total)} "

@@ -60,6 +60,8 @@ class ModelShape:
     window_pattern: str = "L"
     pad_vocab_size_to: int = 1
     ve_gate_channels: int = VE_GATE_CHANNELS
+    # Which optimizer and memory modes train it: generation 2's MuonAdamW keeps NorMuon's second moment.
+    generation: int = 1
 
     @classmethod
     def from_depth(
@@ -100,6 +102,7 @@ class ModelShape:
             backout=True,
             window_pattern=window_pattern,
             pad_vocab_size_to=GEN2_PAD_VOCAB_TO,
+            generation=2,
         )
 
     @classmethod
@@ -119,6 +122,7 @@ class ModelShape:
             backout=bool(getattr(config, "backout", False)),
             window_pattern=getattr(config, "window_pattern", "L") or "L",
             pad_vocab_size_to=getattr(config, "pad_vocab_size_to", 1) or 1,
+            generation=getattr(config, "generation", 1) or 1,
         )
 
     @property

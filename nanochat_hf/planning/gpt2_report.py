@@ -2,13 +2,15 @@
 
 nanochat's 2026 leaderboard reaches GPT-2's CORE score (0.2565, GPT-2 XL's) with a generation-2 d24 trained
 on 8 tokens per scaling parameter. This page plans that run on every GPU of the table: FLOPs from the model's
-shapes, days over the MFU band, energy and cost, and whether the model fits one card in the memory modes
-generation 2 can run today. `python -m nanochat_hf.planning.report --readme` writes it with the d32 page;
+shapes, days over the MFU band, energy and cost, and which of generation 2's memory modes (`full`, `24gb`,
+`12gb`) the planner chooses on one card, with its GPU memory and the CPU RAM it needs. `python -m nanochat_hf.planning.report --readme` writes it with the d32 page;
 a test fails when the committed file is stale.
 """
 
 from pathlib import Path
 
+from nanochat_hf.planning.choice import mode_plans
+from nanochat_hf.planning.flops import flops_per_token, recompute_flops_per_token
 from nanochat_hf.planning.gpus import GIB, load_gpu_table
 from nanochat_hf.planning.horizon import GPT2_SPEEDRUN_RATIO
 from nanochat_hf.planning.plan import Plan, make_plan
@@ -34,6 +36,28 @@ def gpt2_plans(price_per_kwh: float = 0.30) -> list[Plan]:
         )
         for gpu in load_gpu_table()
     ]
+
+
+def _table_share(plan: Plan) -> str:
+    p = plan.params
+    return f"{(p.embedding + p.value_embeds) / 1e6:,.0f} M of the {p.total / 1e9:.2f} B parameters"
+
+
+def _recompute_share(plan: Plan) -> float:
+    return recompute_flops_per_token(plan.shape) / flops_per_token(plan.shape)
+
+
+def _mode_summary(plan: Plan) -> str:
+    """Every mode of one card at micro-batch 1: GPU GiB and the CPU RAM it needs."""
+    name = plan.gpu.name.replace("NVIDIA GeForce ", "")
+    at_one = mode_plans(plan.shape, plan.gpu, {"micro_batch": 1}, plan.horizon.total_batch_size)
+    modes = ", ".join(
+        f"`{mode}` {m.total / GIB:.1f} GiB"
+        + (f" + {m.static.cpu_total / GIB:.1f} GiB CPU RAM" if m.static.cpu_total else "")
+        + ("" if m.fits else " (does not fit)")
+        for mode, m in at_one.items()
+    )
+    return f"on the {name} ({plan.gpu.memory_gib:g} GiB) {modes}"
 
 
 def _durations(days: list[float]) -> str:
@@ -68,18 +92,22 @@ def render_gpt2_page() -> str:
         "days at 50-30 %), against about 7.5 months for the generation-1 d32.",
         "",
         "| GPU | memory | days @ " + " / ".join(f"{x:.0%}" for x in reversed(band)) + " MFU | kWh @ 40 % | "
-        "USD @ 0.30/kWh | fits today (`full`) |",
-        "|---|---|---|---|---|---|",
+        "USD @ 0.30/kWh | memory mode (GPU GiB, micro-batch) | system RAM |",
+        "|---|---|---|---|---|---|---|",
     ]
     for plan in plans:
         g, t = plan.gpu, plan.chosen_time
         name = g.name.replace("NVIDIA GeForce ", "").replace("NVIDIA ", "")
         memory = f"{g.memory_gib:g} GiB" + (f" x {g.num_gpus}" if g.num_gpus > 1 else "")
         days = _durations([x.days for x in reversed(plan.times)])
+        m = plan.memory
         fits = (
-            f"yes ({plan.memory.total / GIB:.1f} GiB)" if plan.fits else f"no: needs {plan.memory.total / GIB:.1f} GiB"
+            f"`{m.mode}` ({m.total / GIB:.1f} GiB, {m.micro_batch})"
+            if plan.fits
+            else f"none: `{m.mode}` needs {m.total / GIB:.1f} GiB"
         )
-        out.append(f"| {name} | {memory} | {days} | {t.energy_kwh:,.0f} | {t.cost:,.0f} | {fits} |")
+        ram = f"{m.system_ram_gib} GiB" if plan.fits else "-"
+        out.append(f"| {name} | {memory} | {days} | {t.energy_kwh:,.0f} | {t.cost:,.0f} | {fits} | {ram} |")
     out += [
         "",
         "Days: total FLOPs / (MFU x dense BF16 peak) plus the optimizer step; energy: hours x board power. The "
@@ -87,10 +115,16 @@ def render_gpt2_page() -> str:
         "none of these cards has run it here yet (`benchmarks/gpu_acceptance.py`). FP8 matmuls, which nanochat's "
         "speedrun uses, are not counted in the days.",
         "",
-        "**Fits today**: generation 2 trains in memory mode `full` (fp32 weights, gradients and optimizer state "
-        "on the GPU) for now; the offloading modes that put generation 1's d32 on a 12 GB card do not route "
-        "generation 2's value embeddings yet. So a 12 or 24 GB card can plan the run but not start it; that is "
-        "the next step of this package, not a property of the recipe.",
+        "**Memory modes**: `auto` takes the first of generation 2's modes that fits the card. `full`: every "
+        "weight, gradient and optimizer state on the GPU (wte in bf16, everything else fp32). `24gb`: wte and the "
+        f"value embeddings ({_table_share(first)}) stay in CPU RAM in fp32 with their gradient sums and AdamW "
+        "moments; each micro-step gathers only the rows its tokens use onto the GPU in bf16, sends their fp32 "
+        "gradients back and the CPU updates the tables. `12gb`: `24gb` plus per-block activation checkpointing "
+        f"(+{_recompute_share(first):.0%} GPU FLOPs, counted in the days). The d{GPT2_DEPTH} per mode at "
+        "micro-batch 1: "
+        + "; ".join(_mode_summary(by_key[key]) for key in ("rtx4070", "rtx4090"))
+        + ". The offloaded modes' PCIe copies and host work are counted without overlap and not measured on a "
+        "GPU yet; the activations use generation 1's per-block estimate.",
         "",
         "For your card and price: `nanochat-hf plan --generation 2 --depth 24 --target-param-data-ratio 8 "
         "--gpu rtx4070 --price-per-kwh 0.30`. The recipe: `recipes/pretrain_gpt2.py` "

@@ -8,6 +8,16 @@
 - Logits: bytes per (token x vocab) element of the soft-capped loss, whole or one chunk at a time.
 - Fixed overheads: the CUDA context (planned 0.4 GiB) and a 5 % allocator margin.
 
+Generation 2 (`shape.generation == 2`) is trained by its own MuonAdamW (`optim/muon_adamw_gen2.py`): per
+block matrix a momentum buffer and NorMuon's factored second moment (rows x 1 when rows >= cols, else
+1 x cols), both in the matrix's dtype; AdamW's two moments (in the parameter's dtype) and a 4-byte `step`
+for lm_head, wte, the value embeddings and the scalars. In `full` the run casts wte to bf16 and keeps the
+value embeddings in fp32 (`training.memory.apply_model_knobs` casts the input embedding only), and that is
+what is counted. With `embedding_location: cpu_rows` (its `24gb` / `12gb` modes) wte and the value
+embeddings live in CPU RAM: fp32 weight, fp32 gradient sum and fp32 AdamW moments (16 bytes per
+parameter), plus pinned staging for one micro-step's rows; the GPU holds only the rows a micro-step can
+use, U = min(vocab, micro_batch x T) per table, and their gradients, both in `embedding_dtype`.
+
 `plan_memory` gives one mode's `MemoryPlan` at a micro-batch (or the largest that fits); the fine-tuning
 planner (`finetune.py`) uses the same activation, logits and overhead functions.
 """
@@ -59,8 +69,61 @@ HOST_RAM_OVERHEAD_GIB = 8
 SYSTEM_RAM_SIZES_GIB = (16, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024)
 
 
+# The lookup tables `embedding_location: cpu_rows` keeps in CPU RAM: wte and generation 2's value embeddings.
+TABLE_GROUPS = ("embedding", "value_embeds")
+# Gradients of the gathered rows travel GPU -> host in fp32 (and are staged there in pinned fp32).
+ROW_GRADIENT_TRANSFER_BYTES = 4
+
+
 def _gpu_dtype(group: str, knobs: MemoryKnobs) -> str:
+    # Only wte is cast to `embedding_dtype` by the run; generation 2's value embeddings keep the weights' dtype.
     return knobs.embedding_dtype if group == "embedding" else knobs.weights_dtype
+
+
+def _on_gpu(tensor, knobs: MemoryKnobs) -> bool:
+    """Whether the tensor is a parameter on the GPU (cpu_rows keeps the lookup tables in CPU RAM)."""
+    return not (knobs.embedding_location == "cpu_rows" and tensor.group in TABLE_GROUPS)
+
+
+def _is_linear_weight(tensor) -> bool:
+    """Weights that meet a matmul (what autocast casts and caches): block matrices, lm_head, the smear gate."""
+    return tensor.group in ("matrix", "lm_head") or tensor.name.endswith("smear_gate.weight")
+
+
+def check_knobs_for_shape(shape: ModelShape, knobs: MemoryKnobs) -> None:
+    """Knob combinations the model's generation cannot train with, refused before anything is planned."""
+    if shape.generation == 2 and (knobs.offloads or knobs.muon_momentum != "full" or knobs.adamw_state != "full"):
+        raise UserInputError(
+            "generation 2: the offloading engine (master_weights / optimizer_location / grad_accumulation cpu) and "
+            "8-bit optimizer state (muon_momentum / adamw_state 8bit) are generation 1's; generation 2 saves "
+            "memory with `embedding_location: cpu_rows` (its 24gb and 12gb modes)"
+        )
+    if shape.generation == 1 and knobs.embedding_location == "cpu_rows":
+        raise UserInputError(
+            "memory knob `embedding_location: cpu_rows` is generation 2's (it moves wte and the value embeddings "
+            "to CPU RAM); generation 1 saves memory with its 24gb / 12gb / 8gb modes"
+        )
+
+
+def table_width(shape: ModelShape) -> int:
+    """Values per token id over every lookup table: wte's width plus each value embedding's."""
+    return sum(t.cols for t in param_tensors(shape) if t.group in TABLE_GROUPS)
+
+
+def table_params(shape: ModelShape) -> int:
+    return sum(t.numel for t in param_tensors(shape) if t.group in TABLE_GROUPS)
+
+
+def unique_rows(shape: ModelShape, micro_batch: int) -> int:
+    """The most distinct token ids one micro-step can use (the worst case the cpu_rows buffers are sized for)."""
+    return min(shape.vocab_size, micro_batch * shape.sequence_len)
+
+
+def gathered_row_bytes(shape: ModelShape, knobs: MemoryKnobs, micro_batch: int) -> int:
+    """cpu_rows on the GPU: the gathered rows of every table and their gradients, both in `embedding_dtype`."""
+    if knobs.embedding_location != "cpu_rows":
+        return 0
+    return 2 * unique_rows(shape, micro_batch) * table_width(shape) * DTYPE_BYTES[knobs.embedding_dtype]
 
 
 def _updated_dtype(group: str, knobs: MemoryKnobs) -> str:
@@ -74,21 +137,26 @@ def _quantized_bytes(numel: int) -> int:
 
 
 def muon_state_bytes(shape: ModelShape, knobs: MemoryKnobs) -> int:
-    """Muon's momentum: one buffer per block matrix, fp32 (as the grad of the fp32 master) or 8-bit."""
+    """Muon's momentum: one buffer per block matrix, fp32 (as the grad of the fp32 master) or 8-bit;
+    generation 2 adds NorMuon's factored second moment per matrix (rows x 1 if rows >= cols, else 1 x cols)."""
     total, any_quantized = 0, False
     for tensor in param_tensors(shape):
         if tensor.group != "matrix":
             continue
+        dtype_bytes = DTYPE_BYTES[_updated_dtype(tensor.group, knobs)]
         if knobs.muon_momentum == "8bit" and tensor.numel >= MIN_8BIT_NUMEL:
             total += _quantized_bytes(tensor.numel)
             any_quantized = True
         else:
-            total += tensor.numel * DTYPE_BYTES[_updated_dtype(tensor.group, knobs)]
+            total += tensor.numel * dtype_bytes
+        if shape.generation == 2:
+            total += (tensor.rows if tensor.rows >= tensor.cols else tensor.cols) * dtype_bytes
     return total + (QUANT_CODE_BYTES if any_quantized else 0)
 
 
 def adamw_state_bytes(shape: ModelShape, knobs: MemoryKnobs) -> int:
-    """AdamW state of wte and lm_head.
+    """AdamW state on the GPU: wte and lm_head (generation 2: also the value embeddings and the scalars;
+    with cpu_rows not the tables, whose moments are in CPU RAM).
 
     "full" is torch.optim.AdamW's layout: exp_avg and exp_avg_sq in the updated parameter's dtype plus a
     4-byte `step` tensor. "8bit" is bitsandbytes AdamW8bit: two quantised states per tensor of >= 4,096
@@ -96,7 +164,7 @@ def adamw_state_bytes(shape: ModelShape, knobs: MemoryKnobs) -> int:
     """
     total, any_quantized = 0, False
     for tensor in param_tensors(shape):
-        if tensor.group == "matrix":
+        if tensor.group == "matrix" or not _on_gpu(tensor, knobs):
             continue
         if knobs.adamw_state == "full":
             total += 2 * tensor.numel * DTYPE_BYTES[_updated_dtype(tensor.group, knobs)] + 4
@@ -110,7 +178,9 @@ def adamw_state_bytes(shape: ModelShape, knobs: MemoryKnobs) -> int:
 
 @dataclass(frozen=True)
 class StaticMemory:
-    """Bytes of training state that do not depend on the micro-batch."""
+    """Bytes of training state that do not depend on the micro-batch (except cpu_rows' pinned row staging,
+    sized for the plan's micro-batch). With cpu_rows the CPU fields hold the lookup tables: their fp32
+    weights (`cpu_master_weights`), fp32 gradient sums and AdamW moments."""
 
     gpu_weights: int
     gpu_gradients: int
@@ -130,10 +200,11 @@ class StaticMemory:
         return self.cpu_master_weights + self.cpu_gradients + self.cpu_optimizer_state + self.cpu_pinned_staging
 
 
-def static_memory(shape: ModelShape, knobs: MemoryKnobs) -> StaticMemory:
+def static_memory(shape: ModelShape, knobs: MemoryKnobs, micro_batch: int = 1) -> StaticMemory:
+    """The static state of `knobs` for `shape` (`micro_batch` sizes cpu_rows' pinned row staging only)."""
     tensors = param_tensors(shape)
     n_total = sum(t.numel for t in tensors)
-    gpu_weights = sum(t.numel * DTYPE_BYTES[_gpu_dtype(t.group, knobs)] for t in tensors)
+    gpu_weights = sum(t.numel * DTYPE_BYTES[_gpu_dtype(t.group, knobs)] for t in tensors if _on_gpu(t, knobs))
     optimizer = muon_state_bytes(shape, knobs) + adamw_state_bytes(shape, knobs)
     if knobs.grad_accumulation == "gpu":
         # Gradients live in param.grad, in the parameter's dtype, for the whole optimizer step.
@@ -149,16 +220,25 @@ def static_memory(shape: ModelShape, knobs: MemoryKnobs) -> StaticMemory:
         # Flushing every k > 1 micro-steps, each parameter's gradient stays on the GPU between flushes.
         gpu_gradients = gpu_weights if knobs.grad_flush_every > 1 else bucket_bytes
         cpu_gradients, staging = 4 * n_total, bucket_bytes
-    fp32_matmul_weights = sum(t.numel for t in tensors if t.group != "embedding" and knobs.weights_dtype == "float32")
+    fp32_matmul_weights = sum(
+        t.numel for t in tensors if _is_linear_weight(t) and knobs.weights_dtype == "float32"
+    )
     on_gpu = knobs.optimizer_location == "gpu"
+    cpu_master = 4 * n_total if knobs.master_weights == "cpu" else 0
+    cpu_optimizer = 0 if on_gpu else optimizer
+    if knobs.embedding_location == "cpu_rows":
+        tables = table_params(shape)
+        cpu_master, cpu_gradients, cpu_optimizer = 4 * tables, 4 * tables, 8 * tables
+        row_values = unique_rows(shape, micro_batch) * table_width(shape)
+        staging = row_values * (DTYPE_BYTES[knobs.embedding_dtype] + ROW_GRADIENT_TRANSFER_BYTES)
     return StaticMemory(
         gpu_weights=gpu_weights,
         gpu_gradients=gpu_gradients,
         gpu_optimizer_state=optimizer if on_gpu else 0,
         gpu_weight_cast_copies=2 * fp32_matmul_weights if knobs.weight_cast_copies else 0,
-        cpu_master_weights=4 * n_total if knobs.master_weights == "cpu" else 0,
+        cpu_master_weights=cpu_master,
         cpu_gradients=cpu_gradients,
-        cpu_optimizer_state=0 if on_gpu else optimizer,
+        cpu_optimizer_state=cpu_optimizer,
         cpu_pinned_staging=staging,
     )
 
@@ -208,15 +288,23 @@ class MemoryPlan:
     cuda_context: int
     margin: int
     capacity: int
+    embedding_rows: int = 0  # cpu_rows: the gathered rows of wte and the value embeddings and their gradients
+
+    @property
+    def per_micro_batch(self) -> int:
+        """GPU bytes that grow with the micro-batch, besides the activations: logits and gathered rows."""
+        return self.logits + self.embedding_rows
 
     @property
     def total(self) -> int:
         """Planned peak, with the eager (larger) activation estimate."""
-        return self.static.gpu_total + self.activations_eager + self.logits + self.cuda_context + self.margin
+        return self.static.gpu_total + self.activations_eager + self.per_micro_batch + self.cuda_context + self.margin
 
     @property
     def total_compiled(self) -> int:
-        return self.static.gpu_total + self.activations_compiled + self.logits + self.cuda_context + self.margin
+        return (
+            self.static.gpu_total + self.activations_compiled + self.per_micro_batch + self.cuda_context + self.margin
+        )
 
     @property
     def fits(self) -> bool:
@@ -241,6 +329,7 @@ class MemoryPlan:
                 "activations_compiled": self.activations_compiled,
                 "activations_eager": self.activations_eager,
                 "logits": self.logits,
+                "gathered_embedding_rows": self.embedding_rows,
                 "cuda_context": self.cuda_context,
                 "margin": self.margin,
                 "total": self.total,
@@ -280,9 +369,10 @@ def plan_memory(
     total_batch_size: int = TOTAL_BATCH_SIZE,
 ) -> MemoryPlan:
     """The memory plan of one mode: at `knobs.micro_batch` if set, else the largest micro-batch that fits."""
-    static = static_memory(shape, knobs)
+    check_knobs_for_shape(shape, knobs)
 
     def at(micro_batch: int) -> MemoryPlan:
+        static = static_memory(shape, knobs, micro_batch)
         compiled, eager = activation_bytes(shape, micro_batch, knobs.activation_checkpointing == "block")
         return MemoryPlan(
             mode=mode,
@@ -298,6 +388,7 @@ def plan_memory(
             cuda_context=CUDA_CONTEXT_BYTES,
             margin=allocator_margin_bytes(gpu.memory_bytes),
             capacity=gpu.memory_bytes,
+            embedding_rows=gathered_row_bytes(shape, knobs, micro_batch),
         )
 
     if knobs.micro_batch is not None:

@@ -24,7 +24,7 @@ from nanochat_hf.planning.flops import (
 from nanochat_hf.planning.gpus import GpuSpec, get_gpu, load_gpu_table, require_listed, resolve_gpu
 from nanochat_hf.planning.horizon import GEN2_RATIO, Horizon, gen2_horizon, training_horizon
 from nanochat_hf.planning.host_sum_time import choose_flush_every, host_sum_seconds
-from nanochat_hf.planning.memory import MemoryPlan
+from nanochat_hf.planning.memory import MemoryPlan, table_params, unique_rows
 from nanochat_hf.planning.time_energy import (
     DEFAULT_CURRENCY,
     DEFAULT_MFU,
@@ -166,7 +166,21 @@ def _notes(shape: ModelShape, gpu: GpuSpec, memory: MemoryPlan) -> list[str]:
             f"compute (only the excess is counted), host RAM at {HOST_DRAM_GBS:g} GB/s and "
             f"PCIe {gpu.pcie} at {gpu.host_link_gbs:g} GB/s per direction; to be measured on the GPU"
         )
-    if memory.mode == "full":
+    if knobs.embedding_location == "cpu_rows":
+        rows = unique_rows(shape, memory.micro_batch)
+        notes.append(
+            f"wte and the value embeddings ({table_params(shape):,} parameters) stay in CPU RAM; each micro-step "
+            f"gathers at most {rows:,} rows per table onto the GPU and sends their fp32 gradients back over PCIe "
+            f"{gpu.pcie} at {gpu.host_link_gbs:g} GB/s per direction, summed into fp32 in CPU RAM at "
+            f"{HOST_DRAM_GBS:g} GB/s; their AdamW update runs on the CPU. Counted without overlap with compute; "
+            "to be measured on the GPU"
+        )
+    if memory.mode == "full" and shape.value_embeddings:
+        notes.append(
+            "mode 'full' keeps wte in bf16 (bf16 gradient and Adam moments for it) as nanochat does; the value "
+            "embeddings stay fp32 in this package (nanochat 2026 casts them to bf16 too)"
+        )
+    elif memory.mode == "full":
         notes.append("mode 'full' keeps nanochat's own bf16 wte (bf16 gradient and Adam moments for it)")
     if gpu.num_gpus > 1:
         notes.append(
@@ -228,7 +242,7 @@ def make_plan(
 
     Generation 2 (`generation=2`, nanochat 2026) counts its ratio in scaling parameters (12 by default,
     `GPT2_SPEEDRUN_RATIO` for the GPT-2 speedrun), takes the automatic batch unless `total_batch_size` is
-    given, and is planned in memory mode `full` only (its offloading modes do not exist yet)."""
+    given, and chooses among its own memory modes (`full`, `24gb`, `12gb`)."""
     if generation not in (1, 2):
         raise UserInputError(f"generation must be 1 or 2, got {generation!r}")
     for name, value in (("mfu", mfu), *((f"mfu band {i}", v) for i, v in enumerate(mfu_band))):
@@ -247,7 +261,6 @@ def make_plan(
             shape = ModelShape.from_depth(depth, vocab_size, sequence_len, generation=generation)
         except ValueError as err:
             raise UserInputError(f"--depth: {err}") from None
-    generation_notes = []
     if generation == 2:
         if target_tokens is not None:
             raise UserInputError("generation 2 sets its horizon by target_param_data_ratio (scaling parameters)")
@@ -256,14 +269,7 @@ def make_plan(
             target_param_data_ratio=GEN2_RATIO if target_param_data_ratio is None else target_param_data_ratio,
             total_batch_size=total_batch_size or -1,
         )
-        choice = choose_mode(
-            shape, gpu, memory_mode, knob_overrides, horizon.total_batch_size, allowed_modes=("full",)
-        )
-        generation_notes.append(
-            "generation 2 is planned in memory mode full only (the offloading modes route generation 1's "
-            "parameters); its optimizer state is counted as momentum + AdamW moments, without NorMuon's small "
-            "factored second moment"
-        )
+        choice = choose_mode(shape, gpu, memory_mode, knob_overrides, horizon.total_batch_size)
     else:
         total_batch_size = total_batch_size or TOTAL_BATCH_SIZE
         choice = choose_mode(shape, gpu, memory_mode, knob_overrides, total_batch_size)
@@ -296,7 +302,6 @@ def make_plan(
         notes=([gpu_note] if gpu_note else [])
         + choice.notes
         + _notes(shape, gpu, choice.memory)
-        + generation_notes
         + ([flush_note] if flush_note else []),
         knob_overrides=dict(knob_overrides or {}),
     )

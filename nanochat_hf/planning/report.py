@@ -132,6 +132,7 @@ def render_plan(plan: Plan) -> str:
         ["bf16 weight copies (autocast)", f"{m.static.gpu_weight_cast_copies / GIB:.2f}"],
         ["activations (compiled .. eager)", f"{m.activations_compiled / GIB:.2f} .. {m.activations_eager / GIB:.2f}"],
         ["logits / loss", f"{m.logits / GIB:.2f}"],
+        *([["gathered embedding rows (+ grads)", f"{m.embedding_rows / GIB:.2f}"]] if m.embedding_rows else []),
         ["CUDA context", f"{m.cuda_context / GIB:.2f}"],
         [f"allocator margin ({ALLOCATOR_MARGIN:.0%})", f"{m.margin / GIB:.2f}"],
         ["total (eager)", f"{m.total / GIB:.2f}"],
@@ -144,7 +145,13 @@ def render_plan(plan: Plan) -> str:
     )
     out.append(f"  -> {verdict}")
     st = m.static
-    if st.cpu_total:
+    if m.knobs.embedding_location == "cpu_rows":
+        out.append(
+            f"  CPU RAM: wte + value embeddings fp32 {st.cpu_master_weights / GIB:.2f} + fp32 gradient sums "
+            f"{st.cpu_gradients / GIB:.2f} + AdamW moments {st.cpu_optimizer_state / GIB:.2f} + pinned row staging "
+            f"{st.cpu_pinned_staging / GIB:.2f} = {st.cpu_total / GIB:.2f} GiB -> system RAM >= {m.system_ram_gib} GiB"
+        )
+    elif st.cpu_total:
         out.append(
             f"  CPU RAM: fp32 master {st.cpu_master_weights / GIB:.2f} + fp32 gradient sums {st.cpu_gradients / GIB:.2f}"
             f" + optimizer state {st.cpu_optimizer_state / GIB:.2f} + pinned staging {st.cpu_pinned_staging / GIB:.2f}"

@@ -24,7 +24,13 @@ from nanochat_hf.planning.flops import (
 from nanochat_hf.planning.gpus import GpuSpec, require_listed
 from nanochat_hf.planning.horizon import Horizon
 from nanochat_hf.planning.host_sum_time import host_sum_seconds
-from nanochat_hf.planning.memory import MemoryPlan
+from nanochat_hf.planning.memory import (
+    ROW_GRADIENT_TRANSFER_BYTES,
+    MemoryPlan,
+    table_params,
+    table_width,
+    unique_rows,
+)
 from nanochat_hf.planning.memory_modes import DTYPE_BYTES
 
 
@@ -41,6 +47,12 @@ DAYS_PER_MONTH = 30.44
 # gradient, momentum/Adam state).
 HOST_DRAM_GBS = 35.0
 CPU_UPDATE_BYTES_PER_PARAM = 16
+# cpu_rows (generation 2's 24gb / 12gb): per gathered value, the host reads the fp32 row and writes it to the
+# pinned staging in `embedding_dtype`, and index_add reads and writes the fp32 gradient sum (8 bytes); per
+# optimizer step, the CPU AdamW over every table parameter reads p, g, m, v and writes p, m, v (28 bytes),
+# and the gradient sums are zeroed for the next step (4 bytes).
+ROW_INDEX_ADD_BYTES = 8
+CPU_ROWS_ADAMW_BYTES_PER_PARAM = 28 + 4
 
 
 @dataclass
@@ -85,6 +97,16 @@ class TimeEstimate:
         }
 
 
+def row_transfer_seconds(shape: ModelShape, gpu: GpuSpec, memory: MemoryPlan) -> float:
+    """cpu_rows, per micro-step: the host gathers the rows, PCIe carries them to the GPU and their fp32
+    gradients back, the host adds those into the fp32 sums; counted in series, without overlap."""
+    values = unique_rows(shape, memory.micro_batch) * table_width(shape)
+    row_bytes = DTYPE_BYTES[memory.knobs.embedding_dtype]
+    pcie = values * (row_bytes + ROW_GRADIENT_TRANSFER_BYTES) / (gpu.host_link_gbs * 1e9)
+    host = values * (4 + row_bytes + ROW_INDEX_ADD_BYTES) / (HOST_DRAM_GBS * 1e9)
+    return pcie + host
+
+
 def estimate_time(
     shape: ModelShape,
     gpu: GpuSpec,
@@ -102,10 +124,14 @@ def estimate_time(
     recompute = recompute_flops_per_token(shape) if knobs.activation_checkpointing == "block" else 0
     micro_step_tokens = memory.micro_batch * shape.sequence_len
     micro_step_seconds = micro_step_tokens * (model_flops + recompute) / peak
+    optimizer_seconds = 0.0
+    if knobs.embedding_location == "cpu_rows":
+        micro_step_seconds += row_transfer_seconds(shape, gpu, memory)
+        optimizer_seconds += table_params(shape) * CPU_ROWS_ADAMW_BYTES_PER_PARAM / (HOST_DRAM_GBS * 1e9)
     forward_backward_seconds = memory.grad_accum_steps * micro_step_seconds
 
     # Newton-Schulz: bf16 matmuls on the GPU; nanochat spreads the matrices over the GPUs of a node.
-    optimizer_seconds = newton_schulz_flops(shape) / (peak * gpu.num_gpus)
+    optimizer_seconds += newton_schulz_flops(shape) / (peak * gpu.num_gpus)
     if knobs.offloads:
         counts = param_counts(shape)
         link = gpu.host_link_gbs * 1e9
