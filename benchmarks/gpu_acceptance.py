@@ -24,7 +24,11 @@ What the sections measure, against which target:
 - `train_d24_gen2`: the same for generation 2's d24 (nanochat's 2026 speedrun shape, 16 x 2048 per GPU, its
   MuonAdamW), in bf16 against nanochat's ~50 % MFU and, on cards with FP8 tensor cores and torchao, with FP8
   matmuls against ~58 %; target: FP8 >= 1.15x bf16 tokens/s.
-- `offload_d24_gen2_12gb`: "not run" until generation 2 has an offloading memory mode.
+- `offload_d24_gen2_12gb`: generation 2's d24 in its `12gb` memory mode (wte and value embeddings in CPU RAM,
+  rows gathered per micro-step, per-block activation checkpointing) at the RTX 4070 config's micro-batch 2,
+  capped at 12 GiB, against `full` at the same micro-batch (uncapped): peak `max_memory_reserved` <= 12 GiB,
+  peak allocated within 15 % of the planner's bytes, and the measured CPU-side times (per micro-step: rows
+  out, gradients back; per update: the CPU AdamW of the tables) beside the planner's.
 
 Writes `acceptance.json` (every figure, with GPU name, torch version, commit and date) and `acceptance.md`
 (a table a person reads) into `--out` (default `runs/gpu-acceptance`).
@@ -51,9 +55,16 @@ sys.path.insert(0, str(REPO))
 from nanochat_hf import NanoChatHFConfig, NanoChatHFForCausalLM  # noqa: E402
 from nanochat_hf.fp8 import enable_fp8  # noqa: E402
 from nanochat_hf.optim import build_optimizer  # noqa: E402
+from nanochat_hf.optim.host_embeddings import place_embeddings_on_host  # noqa: E402
 from nanochat_hf.optim.setup_gen2 import build_gen2_training  # noqa: E402
+from nanochat_hf.planning.choice import choose_mode  # noqa: E402
 from nanochat_hf.planning.flops import ModelShape, flops_per_token  # noqa: E402
-from nanochat_hf.planning.gpus import resolve_gpu  # noqa: E402
+from nanochat_hf.planning.gpus import get_gpu, resolve_gpu  # noqa: E402
+from nanochat_hf.planning.time_energy import (  # noqa: E402
+    CPU_ROWS_ADAMW_BYTES_PER_PARAM,
+    HOST_DRAM_GBS,
+    row_transfer_seconds,
+)
 
 
 # nanochat's published MFU: d32 generation 1 on 8xH100 (run1000.sh's report).
@@ -73,6 +84,8 @@ FULL = {
     # nanochat's 2026 speedrun: d24, 16 x 2048 per H100.
     "train_gen2": {"depth": 24, "micro_batch": 16, "seq_len": 2048, "vocab_size": 32768, "steps": 5, "compile": True},
     "decode": {"depth": 20, "vocab_size": 65536, "prompt": 16, "new_tokens": 128, "batches": (1, 32)},
+    # recipes/configs/pretrain_gpt2_rtx4070.yaml: d24, 2 x 2048 per micro-step.
+    "offload_gen2": {"depth": 24, "micro_batch": 2, "seq_len": 2048, "vocab_size": 32768, "steps": 3},
     "pytest": ["tests"],
 }
 QUICK = {
@@ -80,6 +93,7 @@ QUICK = {
     "train": {"depth": 2, "micro_batch": 2, "seq_len": 64, "vocab_size": 512, "steps": 2, "compile": False},
     "train_gen2": {"depth": 2, "micro_batch": 2, "seq_len": 64, "vocab_size": 512, "steps": 2, "compile": False},
     "decode": {"depth": 2, "vocab_size": 512, "prompt": 8, "new_tokens": 8, "batches": (1, 4)},
+    "offload_gen2": {"depth": 2, "micro_batch": 2, "seq_len": 64, "vocab_size": 512, "steps": 2},
     "pytest": ["tests/test_memory_knobs.py"],
 }
 
@@ -235,17 +249,85 @@ def section_decode(shapes: dict, device: str) -> dict:
     return {**figures, "shape": {**s, "batches": list(s["batches"])}, "targets": {}}
 
 
+def _timed(device: str, work) -> float:
+    if device == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    work()
+    if device == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - start
+
+
+def _micro_and_update_seconds(model, optimizer, ids, steps: int, device: str) -> tuple[float, float]:
+    """Median seconds of one micro-step (forward + backward) and of one optimizer update, after a warm-up."""
+    autocast = torch.autocast(device, dtype=torch.bfloat16, enabled=device == "cuda")
+
+    def micro_step():
+        with autocast:
+            model(ids, labels=ids).loss.backward()
+
+    def update():
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    micro, updates = [], []
+    for index in range(steps + 1):
+        seconds = _timed(device, micro_step), _timed(device, update)
+        if index:  # the first is the warm-up (allocations, the CPU AdamW's first state)
+            micro.append(seconds[0])
+            updates.append(seconds[1])
+    return sorted(micro)[len(micro) // 2], sorted(updates)[len(updates) // 2]
+
+
 def section_offload_gen2(shapes: dict, device: str) -> dict:
-    return {"not_run": "generation 2 has no offloading memory mode yet (it trains in mode full)", "targets": {}}
+    """Generation 2's d24 in `12gb` (cpu_rows + checkpointing) under a 12 GiB cap, against `full`."""
+    s = shapes["offload_gen2"]
+    rtx4070 = get_gpu("rtx4070")
+    ids = torch.randint(0, s["vocab_size"], (s["micro_batch"], s["seq_len"]), device=device)
+    figures = {"shape": s}
+    for mode in ("full", "12gb"):
+        model = _random_model(s["depth"], s["vocab_size"], s["seq_len"], device, generation=2).train()
+        if mode == "12gb":
+            if device == "cuda":
+                torch.cuda.empty_cache()
+                torch.cuda.set_per_process_memory_fraction(CAP_GIB * 2**30 / torch.cuda.mem_get_info()[1])
+                torch.cuda.reset_peak_memory_stats()
+            # bf16 rows under bf16 autocast (CUDA); the CPU pass has no autocast, so its rows stay fp32.
+            placement = place_embeddings_on_host(model, torch.bfloat16 if device == "cuda" else torch.float32)
+            model.gradient_checkpointing_enable({"use_reentrant": False})
+        optimizer = build_gen2_training(model, {"num_iterations": 1000}).optimizer
+        micro, update = _micro_and_update_seconds(model, optimizer, ids, s["steps"], device)
+        figures[f"{mode}_micro_step_s"], figures[f"{mode}_update_s"] = micro, update
+        if device == "cuda":
+            figures[f"{mode}_peak_allocated_bytes"] = torch.cuda.max_memory_allocated()
+            figures[f"{mode}_peak_reserved_bytes"] = torch.cuda.max_memory_reserved()
+        del model, optimizer
+    shape = ModelShape.from_depth(s["depth"], s["vocab_size"], s["seq_len"], generation=2)
+    overrides = {"micro_batch": s["micro_batch"], "weight_cast_copies": True}
+    plan = choose_mode(shape, rtx4070, "12gb", overrides).memory
+    figures["planned_gpu_bytes"] = plan.total
+    figures["planned_rows_s_per_micro_step_rtx4070"] = row_transfer_seconds(shape, rtx4070, plan)
+    figures["planned_cpu_adamw_s"] = placement.num_params * CPU_ROWS_ADAMW_BYTES_PER_PARAM / (HOST_DRAM_GBS * 1e9)
+    figures["measured_cpu_side_update_s"] = figures["12gb_update_s"] - figures["full_update_s"]
+    figures["micro_step_ratio_12gb_to_full"] = figures["12gb_micro_step_s"] / figures["full_micro_step_s"]
+    targets = {}
+    if device == "cuda":
+        peak = figures["12gb_peak_allocated_bytes"]
+        targets[f"peak reserved <= {CAP_GIB:g} GiB"] = figures["12gb_peak_reserved_bytes"] <= CAP_GIB * 2**30
+        targets[f"peak allocated within {ACTIVATION_TOLERANCE:.0%} of the plan"] = (
+            abs(peak / plan.total - 1) <= ACTIVATION_TOLERANCE
+        )
+    return {**figures, "targets": targets}
 
 
 SECTIONS = {
-    "gpu_tests": (section_gpu_tests, 0.25),
-    "offload_d32_gen1_12gb": (section_offload, 0.25),
-    "train_d20_gen1": (section_train, 0.18),
+    "gpu_tests": (section_gpu_tests, 0.22),
+    "offload_d32_gen1_12gb": (section_offload, 0.22),
+    "train_d20_gen1": (section_train, 0.16),
     "train_d24_gen2": (section_train_gen2, 0.20),
     "decode": (section_decode, 0.10),
-    "offload_d24_gen2_12gb": (section_offload_gen2, 0.02),
+    "offload_d24_gen2_12gb": (section_offload_gen2, 0.10),
 }
 
 

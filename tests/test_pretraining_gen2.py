@@ -121,7 +121,10 @@ def test_two_processes_equal_one_process_with_double_accumulation(tmp_path, toke
     [
         (dict(generation=1), "--scalar_lr, --lr_warmup_steps: generation 2 settings; this run is generation 1"),
         (dict(generation=3), "--generation must be 1 or 2"),
-        (dict(memory_mode="12gb"), "generation 2 trains in memory mode full"),
+        (
+            dict(memory_mode="8gb"),
+            "memory mode .8gb. is not available for generation 2; it has auto, full, 24gb, 12gb",
+        ),
         (dict(muon_momentum="8bit"), "8-bit optimizer state .* generation 1 only"),
         (dict(warmup_ratio=0.1), "--warmup_ratio is generation 1's warm-up"),
         (dict(target_tokens=1000), "--target_tokens is generation 1's"),

@@ -65,12 +65,6 @@ def load_gpt2_recipe():
     return recipe
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=SystemExit,
-    reason="training/memory.py still trains generation 2 in `full` only; the cpu_rows engine branch routes "
-    "generation 2's modes through the planner (remove this marker when it lands)",
-)
 @pytest.mark.parametrize("config_name", sorted(GPU_CONFIGS))
 def test_dry_run_prints_the_d24_numbers_and_the_memory_mode(config_name, tmp_path, monkeypatch, capsys):
     _, mode, micro_batch, _, _ = GPU_CONFIGS[config_name]
@@ -79,8 +73,6 @@ def test_dry_run_prints_the_d24_numbers_and_the_memory_mode(config_name, tmp_pat
     # What `python recipes/pretrain_gpt2.py --config <it> --dry-run` runs.
     argv = ["--config", str(CONFIGS / config_name), "--dry-run"]
     code = recipe.main(argv, default_config=str(CONFIGS / "pretrain_gpt2_8xh100.yaml"))
-    if code == 2 and "generation 2 trains in memory mode full for now" in capsys.readouterr().err:
-        raise SystemExit(code)  # the refusal this test waits to see gone (see the marker)
     assert code == 0
     lines = [line.strip() for line in capsys.readouterr().out.splitlines()]
     for pattern in (

@@ -220,9 +220,7 @@ def static_memory(shape: ModelShape, knobs: MemoryKnobs, micro_batch: int = 1) -
         # Flushing every k > 1 micro-steps, each parameter's gradient stays on the GPU between flushes.
         gpu_gradients = gpu_weights if knobs.grad_flush_every > 1 else bucket_bytes
         cpu_gradients, staging = 4 * n_total, bucket_bytes
-    fp32_matmul_weights = sum(
-        t.numel for t in tensors if _is_linear_weight(t) and knobs.weights_dtype == "float32"
-    )
+    fp32_matmul_weights = sum(t.numel for t in tensors if _is_linear_weight(t) and knobs.weights_dtype == "float32")
     on_gpu = knobs.optimizer_location == "gpu"
     cpu_master = 4 * n_total if knobs.master_weights == "cpu" else 0
     cpu_optimizer = 0 if on_gpu else optimizer

@@ -31,6 +31,7 @@ import torch
 
 from ..errors import UserInputError
 from ..optim import nanochat_param_groups
+from ..optim.host_embeddings import place_embeddings_on_host
 from ..optim.memory_efficient import MemoryEfficientMuonAdamW
 from ..optim.offload import OffloadedMuonAdamW
 from ..planning.choice import ModeChoice, choose_mode, require_fit
@@ -93,23 +94,14 @@ def resolve_memory_setup(
 
     `shape` is the model at the run's sequence length. The fit is planned for `gpu` if given, else (on CUDA)
     for `--gpu` or the detected card; on the CPU there is nothing to fit and `auto` means `full`.
-    Generation 2 trains in `full` (its value embeddings and scalars are not in the planner's byte model yet,
-    and the offloading engine routes generation 1's parameters only).
+    Generation 2 has its own modes (`full`, `24gb`, `12gb`: `planning.memory_modes.mode_order(2)`), planned
+    and chosen the same way; `shape.generation` says which.
     """
     requested = args.memory_mode
     overrides = knob_overrides(args, training_args)
     autocast_bf16 = bool(training_args.bf16)
     notes = []
-    if generation == 2:
-        if requested not in ("auto", "full"):
-            raise UserInputError(
-                f"--memory_mode {requested}: generation 2 trains in memory mode full for now (the offloading and "
-                "8-bit modes route generation 1's parameters only); use --memory_mode auto or full"
-            )
-        if requested == "auto":
-            notes.append("generation 2: memory mode auto -> full (the only mode generation 2 has yet)")
-        requested, gpu = "full", None
-    if gpu is None and training_args.device.type == "cuda" and generation == 1:
+    if gpu is None and training_args.device.type == "cuda":
         gpu = resolve_gpu(args.gpu)
     total_batch_size = total_batch_size if total_batch_size is not None else args.total_batch_size
 
@@ -127,7 +119,8 @@ def resolve_memory_setup(
         mode = "full" if requested == "auto" else requested
         if requested == "auto":
             notes.append("no CUDA device: memory mode auto -> full")
-        knobs = knobs_for_mode(mode, **overrides)
+        knobs = knobs_for_mode(mode, generation=generation, **overrides)
+    check_embedding_location(knobs, generation, world_size)
     if generation == 2 and (knobs.muon_momentum != "full" or knobs.adamw_state != "full"):
         raise UserInputError(
             "generation 2: 8-bit optimizer state (muon_momentum / adamw_state 8bit) is generation 1 only"
@@ -170,10 +163,34 @@ def resolve_memory_setup(
 # Applying the knobs
 
 
-def apply_model_knobs(model, knobs: MemoryKnobs) -> None:
-    """Loss chunking and wte's dtype (modes without offloading). Activation checkpointing is the Trainer's:
-    `pretrain.settle_training_args` turns its flag on for the modes that need it."""
+def check_embedding_location(knobs: MemoryKnobs, generation: int, world_size: int) -> None:
+    """`embedding_location: cpu_rows` runs a generation-2 model on one process (see `optim/host_embeddings.py`)."""
+    if knobs.embedding_location != "cpu_rows":
+        return
+    if generation != 2:
+        raise UserInputError(
+            f"memory knob `embedding_location: cpu_rows` is for generation 2's wte and value embeddings (memory "
+            f"modes 24gb / 12gb of --generation 2); this model is generation {generation}: set "
+            "`embedding_location: gpu`"
+        )
+    if world_size > 1:
+        raise UserInputError(
+            f"memory knob `embedding_location: cpu_rows` (generation 2's memory modes 24gb / 12gb) keeps the tables' "
+            f"gradient sums of ONE process in CPU RAM, which DDP does not average; it does not run with {world_size} "
+            "processes: use memory_mode full (or `embedding_location: gpu`) for multi-GPU training"
+        )
+
+
+def apply_model_knobs(model, knobs: MemoryKnobs, device_type: str = "cuda") -> None:
+    """Loss chunking, and wte's dtype (modes without offloading) or, with `embedding_location: cpu_rows`, the
+    tables placed in CPU RAM (before the optimizer is built, so it holds their fp32 host parameters).
+    Activation checkpointing is the Trainer's: `pretrain.settle_training_args` turns its flag on for the
+    modes that need it."""
     model.loss_chunk_size = knobs.loss_chunk_size or None
+    if knobs.embedding_location == "cpu_rows":
+        placement = place_embeddings_on_host(model, getattr(torch, knobs.embedding_dtype))
+        logger.info("memory: %s", placement.describe("GPU" if device_type == "cuda" else device_type.upper()))
+        return
     if not knobs.offloads:
         # fp32 matmul weights are the master copy; only nanochat's wte may be bf16 (under autocast).
         model.get_input_embeddings().to(getattr(torch, knobs.embedding_dtype))

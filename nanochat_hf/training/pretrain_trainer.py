@@ -9,7 +9,9 @@ checkpoints and final folder), pretraining changes:
 - Safety: a non-finite loss stops the run at once, before anything is saved over the last good checkpoint.
 - Epochs: the stream is one epoch of `max_steps` steps, so the logged epoch is `global_step / max_steps`
   (the Trainer would count only the steps since a resume, as it replays no batches).
-- Memory knobs (`memory_knobs`, see `training/memory.py`): the model gets its loss chunking and wte dtype;
+- Memory knobs (`memory_knobs`, see `training/memory.py`): the model gets its loss chunking and wte dtype
+  (or, with `embedding_location: cpu_rows`, its wte and value embeddings placed in CPU RAM, before the
+  Trainer moves the model and builds the optimizer);
   the optimizer is the offloading engine (`optim/offload.py`) for modes that keep the master weights in CPU
   RAM, `MemoryEfficientMuonAdamW` for 8-bit optimizer state, nanochat's own otherwise. The engine is built
   here, before the Trainer moves the model: it takes exact fp32 masters from the fp32 model and puts only
@@ -26,7 +28,7 @@ from transformers import Trainer, TrainerCallback
 from ..data.pretrain import DATA_STATE_FILENAME, build_train_dataloader, consumed_rows, save_data_state
 from ..errors import RunStoppedError, UserInputError
 from ..optim.offload import OffloadedMuonAdamW
-from .memory import apply_model_knobs, build_memory_optimizer
+from .memory import apply_model_knobs, build_memory_optimizer, check_embedding_location
 from .model_card import base_model_card
 from .sharded_optimizer import DISTRIBUTION_KEYS
 from .stage import NanoChatTrainerMixin
@@ -56,7 +58,9 @@ class NanoChatPretrainer(NanoChatTrainerMixin, Trainer):
         if memory_knobs is not None:
             model = kwargs["model"] if "model" in kwargs else args[0]
             training_args = kwargs["args"] if "args" in kwargs else args[1]
-            apply_model_knobs(model, memory_knobs)
+            generation = getattr(getattr(model, "config", None), "generation", 1)
+            check_embedding_location(memory_knobs, generation, training_args.world_size)
+            apply_model_knobs(model, memory_knobs, training_args.device.type)
             choice = (optimizer_settings or {}).get("sharded_optimizer") or "auto"
             if memory_knobs.offloads and choice not in ("auto", "replicated"):
                 raise UserInputError(
