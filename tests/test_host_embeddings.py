@@ -185,3 +185,24 @@ def test_cpu_rows_is_refused_for_generation_1_and_for_several_processes(tmp_path
     with pytest.raises(UserInputError, match="embedding_location: cpu_rows.*generation 1"):
         run_pretraining(args, training_args)
     assert not (tmp_path / "gen1" / "final").exists()
+
+
+@pytest.mark.gpu
+def test_on_cuda_the_rows_and_gradients_match_the_tables_in_place_under_bf16_autocast():
+    plain, placed, placement = placed_pair(torch.bfloat16)
+    plain.transformer.wte.to(torch.bfloat16)
+    for table in plain.transformer.value_embeds.values():
+        table.to(torch.bfloat16)
+    plain, placed = plain.to("cuda"), placed.to("cuda")
+    assert placement.tables["transformer.wte"].weight.device.type == "cpu" and placed.device.type == "cuda"
+    for micro_step in range(3):  # the pinned staging buffers are reused across micro-steps
+        input_ids = batch(micro_step).to("cuda")
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            expected = plain(input_ids=input_ids, labels=input_ids)
+            got = placed(input_ids=input_ids, labels=input_ids)
+        torch.testing.assert_close(got.logits, expected.logits, rtol=0, atol=0)
+        expected.loss.backward()
+        got.loss.backward()
+    plain_grad = plain.transformer.wte.weight.grad.float().cpu()
+    # The plain bf16 table sums its micro-steps in bf16; the host table sums them in fp32.
+    torch.testing.assert_close(placement.tables["transformer.wte"].weight.grad, plain_grad, rtol=2e-2, atol=1e-4)
