@@ -188,3 +188,32 @@ def test_cpu_quickstart_config_trains_a_generation2_model(tmp_path, pretrain_run
     )
     settings = json.loads((final / "run_settings.json").read_text())
     assert settings["model"]["generation"] == 2 and settings["optimizer"]["init_lr_frac"] == 0.8
+
+
+def test_gen2_lora_trains_adapters_only_and_merges_back(tmp_path, pretrain_run, conversations_file):
+    from peft import PeftModel
+
+    base = pretrain_run / "final"
+    lora = dict(use_peft=True, lora_r=4, lora_alpha=8, optimizer="trainer", optim="adamw_torch", learning_rate=1e-2)
+    capture = Capture()
+    final = run_sft(
+        *gen2_args(tmp_path / "run", base, conversations_file, max_steps=4, **lora), extra_callbacks=[capture]
+    )
+    assert (final / "adapter_config.json").is_file() and not (final / "model.safetensors").exists()
+    settings = json.loads((final / "run_settings.json").read_text())
+    assert settings["method"] == "lora" and settings["optimizer"]["optim"] == "adamw_torch"
+    assert len(capture.losses) == 4
+    # The tiny base is untrained (lm_head ~ N(0, 0.001): uniform predictions), so its loss hardly moves; the
+    # adapters did train: peft initialises every lora_B to zero, and the saved ones are not.
+    from safetensors.torch import load_file
+
+    adapter = load_file(final / "adapter_model.safetensors")
+    lora_b = [tensor for name, tensor in adapter.items() if "lora_B" in name]
+    assert lora_b and all(tensor.abs().max() > 0 for tensor in lora_b)
+    assert any(".attn.c_q." in name for name in adapter) and any(".mlp.c_fc." in name for name in adapter)
+    # Only adapter matrices trained; merged into the generation-2 base, they change its outputs.
+    plain = NanoChatHFForCausalLM.from_pretrained(base)
+    adapted = PeftModel.from_pretrained(NanoChatHFForCausalLM.from_pretrained(base), final).merge_and_unload()
+    assert adapted.config.generation == 2
+    ids = torch.randint(0, plain.config.vocab_size, (1, 16))
+    assert not torch.allclose(adapted(input_ids=ids).logits, plain(input_ids=ids).logits)
