@@ -1,36 +1,38 @@
-"""Batched chat generation: several conversations in one `model.generate()` call, each with its own tool loop.
+"""Batched chat generation: several conversations decoded together, each with its own tool loop.
 
 nanochat's engine keeps, per row, an "in python block" flag and a queue of forced tokens, and replaces
-the sampled token by the queue's head while the queue is not empty. The same happens here inside one
-`generate()` call over left-padded prompts:
+the sampled token by the queue's head while the queue is not empty. The same happens here, in the decoding
+loop of `decode_loop.py` (one prefill of the left-padded prompts, then one token per row per step):
 
-- `_RowsWatcher` (a `StoppingCriteria`, which transformers calls after every step with the whole batch)
-  reads each row's new token, feeds it to the row's `ReplyBuilder`, and when a row closes a tool call
-  evaluates it and queues `<|output_start|>`, the result as ordinary text, `<|output_end|>`. It reports a
-  row finished at `<|assistant_end|>` / `<|bos|>`, at the row's token budget, or when `should_stop(row)`
-  says so (a client went away): the other rows go on. A finished row's reply is handed to `on_reply`
-  at once, while the others are still generating.
-- `_RowsSampler` (a `LogitsProcessor`) forces each row's queued token, and otherwise samples the row's
-  token with its own temperature (0 = argmax) and top-k, as nanochat does (a draw among the top-k logits
-  only, not a softmax over the whole vocabulary); rows with different settings share a batch.
+- `RowsWatcher.observe` reads each row's new token, feeds it to the row's `ReplyBuilder`, and when a row
+  closes a tool call evaluates it and queues `<|output_start|>`, the result as ordinary text,
+  `<|output_end|>`. A row is finished at `<|assistant_end|>` / `<|bos|>`, at the row's token budget, or
+  when `should_stop(row)` says so (a client went away): the other rows go on. A finished row's reply is
+  handed to `on_reply` at once, while the others are still generating.
+- `RowsSampler.choose` forces each row's queued token, and otherwise samples the row's token with its own
+  temperature (0 = argmax) and top-k, as nanochat does (a draw among the top-k logits only, not a softmax
+  over the whole vocabulary); rows with different settings share a batch.
 
-Forced tokens go through the model one per step, as in nanochat's engine (the one-conversation
-`ChatEngine.generate` appends them in one go instead). Budgets count sampled and forced tokens.
+The caller's `logits_processor` (and `stopping_criteria`) run as in `generate()`: on every row's scores
+before the choice (after every step). Forced tokens go through the model one per step, as in nanochat's
+engine (the one-conversation `ChatEngine.generate` feeds them in one forward instead). Budgets count sampled
+and forced tokens.
 """
 
 from collections import deque
 from collections.abc import Callable, Sequence
 
 import torch
-from transformers import LogitsProcessor, LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
+from transformers import LogitsProcessorList, StoppingCriteriaList
 
 from ..errors import UserInputError
 from ..tokenizer.special_tokens import ASSISTANT_END, BOS, OUTPUT_END, OUTPUT_START, PYTHON_END
-from .processor_chain import chain_processors
+from .decode_loop import decode
+from .processor_chain import ProcessorChain, chain_processors
 from .reply import AssistantReply, ChatEvent, ReplyBuilder
 
 
-class _Row:
+class Row:
     def __init__(self, builder: ReplyBuilder, budget: int, temperature: float, top_k: int | None):
         self.builder = builder
         self.budget = budget
@@ -51,9 +53,16 @@ class _Row:
         return self.reply
 
 
-class _RowsWatcher(StoppingCriteria):
-    def __init__(self, rows: list[_Row], special: dict, tool, encode_text, should_stop, on_reply):
+class RowsWatcher:
+    """The rows' tool state machines. With `forced_at_once` (one row only) a tool's output is not forced token by
+    token: `observe` returns it, for the decoding loop to feed in one forward (as `ChatEngine.generate` does)."""
+
+    def __init__(self, rows: list[Row], special: dict, tool, encode_text, should_stop, on_reply, forced_at_once=False):
+        if forced_at_once and len(rows) != 1:
+            raise ValueError("forced_at_once: one row only")
         self.rows = rows
+        self.forced_at_once = forced_at_once
+        self.to_feed: list[int] = []
         self.on_reply = on_reply
         self.special = special
         self.tool = tool
@@ -61,9 +70,8 @@ class _RowsWatcher(StoppingCriteria):
         self.should_stop = should_stop
         self.stop_tokens = (special[ASSISTANT_END], special[BOS])
         self.python_end = special[PYTHON_END]
-        self.done = None  # the last answer, rebuilt only when a row ends
 
-    def _observe(self, row: _Row, token: int) -> None:
+    def _observe(self, row: Row, token: int) -> None:
         row.produced += 1
         if row.forced:  # the sampler forced this token: it is already part of the tool output
             row.forced.popleft()
@@ -76,13 +84,19 @@ class _RowsWatcher(StoppingCriteria):
                 result, _ = self.tool(row.builder.tool_call())
                 forced = [self.special[OUTPUT_START], *self.encode_text(result), self.special[OUTPUT_END]]
                 row.builder.tool_output(result, forced)
-                row.forced.extend(forced)
+                if self.forced_at_once:
+                    row.produced += len(forced)
+                    self.to_feed = forced
+                else:
+                    row.forced.extend(forced)
         if row.produced >= row.budget:
             row.done = True
 
-    def __call__(self, input_ids: torch.LongTensor, scores, **kwargs) -> torch.BoolTensor:
-        tokens = input_ids[:, -1].tolist()
-        changed = self.done is None
+    def observe(self, tokens: list[int]) -> bool | list[int]:
+        """Feeds each row its new token; True once every row is done (with `forced_at_once`: the tool output to
+        feed, when the token closed a tool call)."""
+        self.to_feed = []
+        all_done = True
         for index, row in enumerate(self.rows):
             if row.done:
                 continue
@@ -91,25 +105,25 @@ class _RowsWatcher(StoppingCriteria):
                 row.done = True
             if row.done:
                 row.close(index, self.on_reply)
-                changed = True
-        if changed:
-            self.done = torch.tensor([row.done for row in self.rows], dtype=torch.bool, device=input_ids.device)
-        return self.done
+            else:
+                all_done = False
+        return all_done or self.to_feed
 
 
-class _RowsSampler(LogitsProcessor):
-    """Chooses every row's next token itself, nanochat's way (argmax at temperature 0, else a draw among the
-    top-k logits divided by the temperature; a queued tool-output token wins), and returns scores that leave
-    only that token possible, for `generate()`'s greedy step to pick. Rows sharing settings are sampled together."""
+class RowsSampler:
+    """Chooses every row's next token nanochat's way: argmax at temperature 0, else a draw among the top-k
+    logits divided by the temperature; a queued tool-output token wins. Rows sharing settings are sampled
+    together. A token the caller's logits processor set to -inf is never drawn (its probability is 0), and
+    argmax only picks it when everything is -inf."""
 
-    def __init__(self, rows: list[_Row]):
+    def __init__(self, rows: list[Row]):
         self.rows = rows
         self.groups: dict[tuple, list[int]] = {}
         for index, row in enumerate(rows):
             self.groups.setdefault((row.temperature, row.top_k), []).append(index)
         self.group_indices = None
 
-    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+    def choose(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.LongTensor:
         if self.group_indices is None:
             self.group_indices = {key: torch.tensor(rows, device=scores.device) for key, rows in self.groups.items()}
         single = len(self.group_indices) == 1  # every row shares its settings: no gathering, no scattering
@@ -132,9 +146,11 @@ class _RowsSampler(LogitsProcessor):
         if forced:
             index, token = zip(*forced, strict=True)
             chosen[list(index)] = torch.tensor(token, device=scores.device)
-        # -inf where a user's logits processor forbade a token: such a token is never chosen by the draw
-        # (its probability is 0), and argmax only picks it when everything is -inf.
-        return torch.full_like(scores, -float("inf")).scatter_(1, chosen.unsqueeze(1), 0.0)
+        return chosen
+
+
+# What `generate_batch` takes besides its own arguments, as `generate()` would.
+BATCH_GENERATE_KWARGS = frozenset({"logits_processor", "stopping_criteria"})
 
 
 def _per_row(value, count: int, name: str) -> list:
@@ -159,6 +175,20 @@ def generate_rows(
     **generate_kwargs,
 ) -> list[AssistantReply]:
     """The replies to `conversations`, generated together; see `ChatEngine.generate_batch`."""
+    unknown = sorted(set(generate_kwargs) - BATCH_GENERATE_KWARGS)
+    if unknown:
+        raise UserInputError(
+            f"generate_batch: unsupported generation arguments {', '.join(unknown)}; the batched engine takes "
+            f"{' and '.join(sorted(BATCH_GENERATE_KWARGS))} (sampling is set by temperature and top_k)"
+        )
+    user_processors = chain_processors(generate_kwargs.get("logits_processor") or [])
+    processors = None
+    if len(user_processors) == 1 and isinstance(user_processors[0], ProcessorChain):
+        processors = user_processors[0]  # called directly: the list would look up its signature every step
+    elif user_processors:
+        processors = LogitsProcessorList(user_processors)
+    user_criteria = list(generate_kwargs.get("stopping_criteria") or [])
+    criteria = StoppingCriteriaList(user_criteria) if user_criteria else None
     count = len(conversations)
     if count == 0:
         return []
@@ -182,31 +212,19 @@ def generate_rows(
         events = None if on_event is None else (lambda event, index=index: on_event(index, event))
         builder = ReplyBuilder(engine.tokenizer, engine.special, events)
         budget = budget if context is None else min(budget, context - len(ids))
-        rows.append(_Row(builder, budget, row_temperature, row_top_k))
+        rows.append(Row(builder, budget, row_temperature, row_top_k))
     if seed is not None:
         torch.manual_seed(seed)
 
-    device = next(engine.model.parameters()).device
-    pad = engine.special[BOS]
-    width = max(len(ids) for ids in prompts)
-    input_ids = torch.tensor([[pad] * (width - len(ids)) + ids for ids in prompts], device=device)
-    attention_mask = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for ids in prompts], device=device)
-
-    config = engine._generation_config(0, None)  # greedy over the sampler's choice (one finite score per row)
-    config.eos_token_id = [engine.special[ASSISTANT_END], engine.special[BOS]]
-    config.return_dict_in_generate = False
-    config.max_new_tokens = max(row.budget for row in rows)
-    watcher = _RowsWatcher(rows, engine.special, engine.tool, engine.encode_text, should_stop, on_reply)
-    processors = LogitsProcessorList(
-        chain_processors([*generate_kwargs.pop("logits_processor", []), _RowsSampler(rows)])
-    )
-    criteria = StoppingCriteriaList([*generate_kwargs.pop("stopping_criteria", []), watcher])
-    engine.model.generate(
-        input_ids=input_ids,
-        attention_mask=attention_mask,
-        generation_config=config,
+    watcher = RowsWatcher(rows, engine.special, engine.tool, engine.encode_text, should_stop, on_reply)
+    decode(
+        engine.model,
+        prompts,
+        pad_token_id=engine.special[BOS],
+        max_new_tokens=max(row.budget for row in rows),
+        choose=RowsSampler(rows).choose,
+        observe=watcher.observe,
         logits_processor=processors,
         stopping_criteria=criteria,
-        **generate_kwargs,
     )
     return [row.close(index, on_reply) for index, row in enumerate(rows)]

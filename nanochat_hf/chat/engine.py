@@ -19,6 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from transformers import LogitsProcessorList
 from transformers.generation.streamers import BaseStreamer
 
 from ..errors import UserInputError
@@ -34,8 +35,9 @@ from ..tokenizer.special_tokens import (
     PYTHON_START,
 )
 from .adapters import load_adapter_model, resolve_adapter_base
-from .batching import generate_rows
+from .batching import Row, RowsWatcher, generate_rows
 from .calculator import run_calculator
+from .decode_loop import decode, runs_in_decode_loop
 from .generation import DEFAULT_MAX_NEW_TOKENS, DEFAULT_TEMPERATURE, DEFAULT_TOP_K
 from .processor_chain import ProcessorChain, chain_processors, sampling_warpers
 from .reply import AssistantReply, ChatEvent, ReplyBuilder
@@ -113,14 +115,14 @@ class ChatEngine:
         on_reply: Callable[[int, AssistantReply], None] | None = None,
         **generate_kwargs,
     ) -> list[AssistantReply]:
-        """Replies to several conversations at once, in one `generate()` call (left-padded), each row with its
-        own calculator tool loop.
+        """Replies to several conversations at once, decoded together (left-padded, see `decode_loop.py`), each
+        row with its own calculator tool loop.
 
         `max_new_tokens`, `temperature` and `top_k` are one value for all rows or a list with one per row.
         `on_event(row, event)` streams each row's reply; `should_stop(row)` is asked after every step, and a
         row for which it answers True ends there (its reply so far is returned, `finished=False`) while the
-        others go on. `on_reply(row, reply)` receives each row's reply as soon as that row ends. Extra keyword
-        arguments go to `model.generate()`.
+        others go on. `on_reply(row, reply)` receives each row's reply as soon as that row ends. `logits_processor`
+        and `stopping_criteria` may be passed as to `model.generate()`; other generation arguments are refused.
         """
         return generate_rows(
             self,
@@ -172,10 +174,12 @@ class ChatEngine:
             # warpers join the caller's processors in one chain (the same operations in the same order).
             processors = [ProcessorChain([*processors, *sampling_warpers(temperature, top_k)])]
             generation_config.temperature, generation_config.top_k = 1.0, 0
+        builder = ReplyBuilder(self.tokenizer, self.special, on_event)
+        if not generate_kwargs and runs_in_decode_loop(generation_config):
+            return self._decode_one(ids, budget, generation_config, processors, builder)
         if processors:
             generate_kwargs["logits_processor"] = processors
         device = next(self.model.parameters()).device
-        builder = ReplyBuilder(self.tokenizer, self.special, on_event)
         stop_tokens = (self.special[ASSISTANT_END], self.special[BOS])
         sequence = torch.tensor([ids], device=device)
         cache = None
@@ -206,6 +210,28 @@ class ChatEngine:
             produced += len(forced)
             sequence = torch.cat([sequence, torch.tensor([forced], device=device)], dim=1)
         return builder.finish(finished=False)
+
+    def _decode_one(self, ids, budget, generation_config, processors, builder) -> AssistantReply:
+        """`generate()`'s sampling in the engine's own decoding loop (`decode_loop.py`): the caller's processors,
+        then the temperature and top-k warpers, then a softmax draw (argmax when greedy); a tool's output goes
+        through the model in one forward. The same tokens as the `generate()` loop below, with less work a step."""
+        if generation_config.do_sample:
+            processors = [*processors, *sampling_warpers(generation_config.temperature, generation_config.top_k)]
+        chain = chain_processors(processors)
+        if len(chain) == 1 and isinstance(chain[0], ProcessorChain):
+            processor = chain[0]
+        else:
+            processor = LogitsProcessorList(chain) if chain else None
+
+        def choose(input_ids, scores):
+            if generation_config.do_sample:
+                return torch.multinomial(torch.softmax(scores, dim=-1), num_samples=1).squeeze(1)
+            return scores.argmax(dim=-1)
+
+        row = Row(builder, budget, generation_config.temperature, generation_config.top_k)
+        watcher = RowsWatcher([row], self.special, self.tool, self.encode_text, None, None, forced_at_once=True)
+        decode(self.model, [ids], self.special[BOS], budget, choose, watcher.observe, logits_processor=processor)
+        return row.close(0, None)
 
     def _generation_config(self, temperature: float, top_k: int | None):
         config = copy.deepcopy(self.model.generation_config)
