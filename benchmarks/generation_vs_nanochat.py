@@ -1,4 +1,4 @@
-"""Chat generation speed: our ChatEngine (on `model.generate()`) against nanochat's engine loop, same model, same process.
+"""Chat generation speed: our ChatEngine (its own decode loop) against nanochat's engine loop, same model, same process.
 
     python benchmarks/generation_vs_nanochat.py --depth 4 --max-tokens 128 --batch-sizes 1 8
 
@@ -7,7 +7,9 @@ the same model: one prefill of the prompt at batch 1, the cache repeated to `num
 forward per step on the last token of every row, sampling with temperature and top-k, and the per-row tool
 state machine (forced-token queue, python block, calculator). Ours is `ChatEngine.generate_batch` with the
 prompt repeated `batch` times (what `nanochat-hf serve` runs), and at batch 1 also `ChatEngine.generate` (what
-`nanochat-hf chat` runs). Stop tokens are masked on both
+`nanochat-hf chat` runs); both decode in `nanochat_hf/chat/decode_loop.py` (a preallocated KV cache, one
+prefill of a prompt shared by all rows, logits of the last position only, one host sync per step), the
+stop-token masking running as a logits processor. Stop tokens are masked on both
 sides so every row generates exactly `--max-tokens` tokens; runs alternate (ours, baseline, ours, ...) and
 the best round counts. Prints tokens/s (all rows) for each and the ratio ours / baseline (higher is better).
 """

@@ -1,4 +1,4 @@
-"""`ChatEngine.generate_batch`: several conversations in one `generate()` call, each row with its own tool loop.
+"""`ChatEngine.generate_batch`: several conversations decoded together in one loop, each row with its own tool loop.
 
 The model is a real tiny NanoChatHFForCausalLM (random weights). Where a row must write a tool call, a logits
 processor leaves only the scripted token possible for that row (the engine's forcing and the tool run for real).

@@ -131,9 +131,8 @@ def test_rows_sharing_a_prompt_are_prefilled_once_and_decode_like_separate_rows(
 # ---- the engine on the loop, against generate()
 
 
-def test_engine_reply_through_the_loop_equals_the_generate_path_with_a_tool_call(engine):
-    """Sampled (temperature, top-k) after a scripted tool call: the loop feeds the tool's output in one forward,
-    as the generate() path does, and draws the same tokens from the same seed."""
+def tool_call_script(engine):
+    """A logits processor scripting "So <python>6*7</python>" (then free text), and one banning the turn's end."""
     script = [
         *engine.encode_text("So "),
         special(engine, "python_start"),
@@ -147,16 +146,36 @@ def test_engine_reply_through_the_loop_equals_the_generate_path_with_a_tool_call
             scores[:, banned] = -float("inf")
             return scores
 
-    messages = [{"role": "user", "content": "What is six times seven?"}]
-    settings = dict(seed=11, temperature=0.8, top_k=9, max_new_tokens=30)
-    loop = engine.generate(messages, logits_processor=[Scripted(script), Ban()], **settings)
+    return [Scripted(script), Ban()]
+
+
+MESSAGES = [{"role": "user", "content": "What is six times seven?"}]
+
+
+def test_engine_reply_through_the_loop_equals_the_generate_path_with_a_tool_call(engine):
+    """Greedy after a scripted tool call: the loop feeds the tool's output in one forward, as the generate()
+    path does, and continues with the same tokens."""
+    settings = dict(temperature=0, max_new_tokens=30)
+    loop = engine.generate(MESSAGES, logits_processor=tool_call_script(engine), **settings)
     # A generate() argument (here one that changes nothing) sends the engine through model.generate() instead.
     through_generate = engine.generate(
-        messages, logits_processor=[Scripted(script), Ban()], repetition_penalty=1.0, **settings
+        MESSAGES, logits_processor=tool_call_script(engine), repetition_penalty=1.0, **settings
     )
     assert loop.token_ids == through_generate.token_ids and loop.parts == through_generate.parts
     assert {"type": "python_output", "text": "42"} in loop.parts and len(loop.token_ids) == 30
     assert 0 in loop.sampled_mask  # the forced tool output is part of the reply
+
+
+def test_a_sampled_reply_equals_generate_batch_of_one_from_the_same_seed(engine):
+    """`generate` (what `chat` runs) and `generate_batch` (what `serve` runs) draw the same reply from one seed,
+    tool call included; another seed draws another reply."""
+    settings = dict(temperature=0.8, top_k=9, max_new_tokens=30)
+    alone = engine.generate(MESSAGES, seed=11, logits_processor=tool_call_script(engine), **settings)
+    (batched,) = engine.generate_batch([MESSAGES], seed=11, logits_processor=tool_call_script(engine), **settings)
+    assert alone.token_ids == batched.token_ids and alone.parts == batched.parts
+    assert {"type": "python_output", "text": "42"} in alone.parts and len(alone.token_ids) == 30
+    other = engine.generate(MESSAGES, seed=12, logits_processor=tool_call_script(engine), **settings)
+    assert other.token_ids != alone.token_ids
 
 
 def test_a_generation_config_asking_for_more_runs_generate(engine):

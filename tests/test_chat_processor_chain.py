@@ -92,12 +92,19 @@ def test_sampling_warpers_are_the_ones_generate_builds(temperature, top_k):
 
 @pytest.mark.parametrize("top_k", [7, None])
 def test_sampled_reply_equals_plain_generate_with_its_warpers(engine, top_k):
-    """ChatEngine.generate (caller's processor and warpers in one chain) samples what model.generate samples
-    with the caller's processor and transformers' own temperature / top-k warpers."""
+    """ChatEngine.generate on its model.generate() path (caller's processor and warpers in one chain) samples
+    what model.generate samples with the caller's processor and transformers' own temperature / top-k warpers.
+    (A generate() argument that changes nothing, repetition_penalty=1.0, selects that path.)"""
     model, end = engine.model, engine.special["<|assistant_end|>"]
     banned = [end, engine.special["<|bos|>"], engine.special["<|python_start|>"]]
     reply = engine.generate(
-        MESSAGES, seed=3, temperature=0.9, top_k=top_k, max_new_tokens=24, logits_processor=[Ban(banned)]
+        MESSAGES,
+        seed=3,
+        temperature=0.9,
+        top_k=top_k,
+        max_new_tokens=24,
+        logits_processor=[Ban(banned)],
+        repetition_penalty=1.0,
     )
     ids = torch.tensor([engine.prompt_ids(MESSAGES)])
     torch.manual_seed(3)

@@ -94,7 +94,9 @@ def test_mean_reward_rises_and_the_result_is_a_chat_model(tmp_path, toy):
     )
     rewards = [entry["reward"] for entry in logs.train]
     assert len(rewards) == 30
-    first, last = sum(rewards[:5]) / 5, sum(rewards[-5:]) / 5
+    # The SFT'd toy model starts poor and learns within a few updates: the first two steps' rollouts come from
+    # the policy before (and after one) update, the last five's from the trained one.
+    first, last = sum(rewards[:2]) / 2, sum(rewards[-5:]) / 5
     assert first < 0.3 and last > first + 0.4, rewards
     # pass@k over each question's 8 samples, logged next to the reward; pass@1 is the mean exact reward.
     assert all(abs(entry["pass@1"] - entry["rewards/exact_answer_reward/mean"]) < 1e-6 for entry in logs.train)

@@ -14,7 +14,8 @@ loop of `decode_loop.py` (one prefill of the left-padded prompts, then one token
   over the whole vocabulary); rows with different settings share a batch.
 
 The caller's `logits_processor` (and `stopping_criteria`) run as in `generate()`: on every row's scores
-before the choice (after every step). Forced tokens go through the model one per step, as in nanochat's
+before the choice (after every step); a step where every row is forced draws nothing, so one conversation
+here consumes the random stream exactly as `ChatEngine.generate` does and gets the same reply from a seed. Forced tokens go through the model one per step, as in nanochat's
 engine (the one-conversation `ChatEngine.generate` feeds them in one forward instead). Budgets count sampled
 and forced tokens.
 """
@@ -23,12 +24,12 @@ from collections import deque
 from collections.abc import Callable, Sequence
 
 import torch
-from transformers import LogitsProcessorList, StoppingCriteriaList
+from transformers import StoppingCriteriaList
 
 from ..errors import UserInputError
 from ..tokenizer.special_tokens import ASSISTANT_END, BOS, OUTPUT_END, OUTPUT_START, PYTHON_END
 from .decode_loop import decode
-from .processor_chain import ProcessorChain, chain_processors
+from .processor_chain import ProcessorChain
 from .reply import AssistantReply, ChatEvent, ReplyBuilder
 
 
@@ -124,6 +125,9 @@ class RowsSampler:
         self.group_indices = None
 
     def choose(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.LongTensor:
+        forced = [(index, row.forced[0]) for index, row in enumerate(self.rows) if row.forced]
+        if len(forced) == len(self.rows):  # nothing to draw: the random stream stays where `generate` leaves it
+            return torch.tensor([token for _, token in forced], device=scores.device)
         if self.group_indices is None:
             self.group_indices = {key: torch.tensor(rows, device=scores.device) for key, rows in self.groups.items()}
         single = len(self.group_indices) == 1  # every row shares its settings: no gathering, no scattering
@@ -142,7 +146,6 @@ class RowsSampler:
                 chosen = tokens
             else:
                 chosen[rows] = tokens
-        forced = [(index, row.forced[0]) for index, row in enumerate(self.rows) if row.forced]
         if forced:
             index, token = zip(*forced, strict=True)
             chosen[list(index)] = torch.tensor(token, device=scores.device)
@@ -181,12 +184,9 @@ def generate_rows(
             f"generate_batch: unsupported generation arguments {', '.join(unknown)}; the batched engine takes "
             f"{' and '.join(sorted(BATCH_GENERATE_KWARGS))} (sampling is set by temperature and top_k)"
         )
-    user_processors = chain_processors(generate_kwargs.get("logits_processor") or [])
-    processors = None
-    if len(user_processors) == 1 and isinstance(user_processors[0], ProcessorChain):
-        processors = user_processors[0]  # called directly: the list would look up its signature every step
-    elif user_processors:
-        processors = LogitsProcessorList(user_processors)
+    user_processors = generate_kwargs.get("logits_processor") or []
+    # One chain, signatures checked once (a LogitsProcessorList would look them up at every step).
+    processors = ProcessorChain(user_processors) if user_processors else None
     user_criteria = list(generate_kwargs.get("stopping_criteria") or [])
     criteria = StoppingCriteriaList(user_criteria) if user_criteria else None
     count = len(conversations)

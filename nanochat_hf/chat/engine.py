@@ -1,13 +1,16 @@
-"""Chat generation with nanochat's calculator tool loop, on top of `model.generate()`.
+"""Chat generation with nanochat's calculator tool loop.
 
 nanochat's engine samples token by token and keeps, per row, a queue of forced tokens and an
-"in python block" flag. Here `generate()` does the sampling (with its KV cache, temperature and top-k)
-and stops at three tokens: `<|assistant_end|>` and `<|bos|>` end the reply (as in nanochat), and
-`<|python_end|>` ends a tool call. The engine then evaluates the expression written since
-`<|python_start|>` with the safe calculator, appends `<|output_start|>`, the result encoded as ordinary
-text (a result that spells a special token stays text) and `<|output_end|>` - the tokens nanochat forces
-- and calls `generate()` again with the same cache, so the prompt is never recomputed. A malformed tool
-call is never an exception: its error message becomes the tool output, and the model continues.
+"in python block" flag. Here a reply is decoded in the engine's own loop (`decode_loop.py`: a preallocated
+KV cache, the logits of the last position only, nanochat's top-k draw), which stops at `<|assistant_end|>`
+and `<|bos|>` (as in nanochat). When the model closes a tool call with `<|python_end|>`, the engine
+evaluates the expression written since `<|python_start|>` with the safe calculator and feeds
+`<|output_start|>`, the result encoded as ordinary text (a result that spells a special token stays text)
+and `<|output_end|>` - the tokens nanochat forces - through the model in one forward, on the same cache.
+Generation settings the loop does not honour (extra `generate()` arguments, or a model generation config
+asking for more, e.g. a repetition penalty) run through `model.generate()` instead, stopping at the same
+tokens and at `<|python_end|>`, then calling `generate()` again with the same cache. A malformed tool call
+is never an exception: its error message becomes the tool output, and the model continues.
 
 Tokens are streamed as they are sampled (`on_event`), split into the parts of nanochat's assistant
 content: text, python (the tool call), python_output (the tool's answer). The finished reply is those
@@ -19,7 +22,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from transformers import LogitsProcessorList
 from transformers.generation.streamers import BaseStreamer
 
 from ..errors import UserInputError
@@ -35,7 +37,7 @@ from ..tokenizer.special_tokens import (
     PYTHON_START,
 )
 from .adapters import load_adapter_model, resolve_adapter_base
-from .batching import Row, RowsWatcher, generate_rows
+from .batching import Row, RowsSampler, RowsWatcher, generate_rows
 from .calculator import run_calculator
 from .decode_loop import decode, runs_in_decode_loop
 from .generation import DEFAULT_MAX_NEW_TOKENS, DEFAULT_TEMPERATURE, DEFAULT_TOP_K
@@ -151,8 +153,10 @@ class ChatEngine:
     ) -> AssistantReply:
         """Generate the assistant's reply to `messages`; `on_event` receives it piece by piece.
 
-        `max_new_tokens` counts sampled and forced (tool output) tokens, as in nanochat. Extra keyword
-        arguments go to `model.generate()` (e.g. `logits_processor`).
+        `max_new_tokens` counts sampled and forced (tool output) tokens, as in nanochat. With no extra keyword
+        arguments but `logits_processor` (and a model generation config asking for nothing more), the reply is
+        decoded in the engine's own loop and equals `generate_batch([messages])` from the same seed; other
+        keyword arguments go to `model.generate()`, which then samples with its own warpers.
         """
         if max_new_tokens <= 0:
             raise UserInputError(f"max_new_tokens must be positive, got {max_new_tokens}")
@@ -168,15 +172,16 @@ class ChatEngine:
         if seed is not None:
             torch.manual_seed(seed)
         generation_config = self._generation_config(temperature, top_k)
+        builder = ReplyBuilder(self.tokenizer, self.special, on_event)
+        if set(generate_kwargs) <= {"logits_processor"} and runs_in_decode_loop(generation_config):
+            processors = generate_kwargs.get("logits_processor") or []
+            return self._decode_one(ids, budget, temperature, top_k, processors, builder)
         processors = chain_processors(generate_kwargs.pop("logits_processor", []))
         if generation_config.do_sample and all(isinstance(processor, ProcessorChain) for processor in processors):
             # generate() applies the caller's processors, then its temperature and top-k warpers: here the
             # warpers join the caller's processors in one chain (the same operations in the same order).
             processors = [ProcessorChain([*processors, *sampling_warpers(temperature, top_k)])]
             generation_config.temperature, generation_config.top_k = 1.0, 0
-        builder = ReplyBuilder(self.tokenizer, self.special, on_event)
-        if not generate_kwargs and runs_in_decode_loop(generation_config):
-            return self._decode_one(ids, budget, generation_config, processors, builder)
         if processors:
             generate_kwargs["logits_processor"] = processors
         device = next(self.model.parameters()).device
@@ -211,25 +216,15 @@ class ChatEngine:
             sequence = torch.cat([sequence, torch.tensor([forced], device=device)], dim=1)
         return builder.finish(finished=False)
 
-    def _decode_one(self, ids, budget, generation_config, processors, builder) -> AssistantReply:
-        """`generate()`'s sampling in the engine's own decoding loop (`decode_loop.py`): the caller's processors,
-        then the temperature and top-k warpers, then a softmax draw (argmax when greedy); a tool's output goes
-        through the model in one forward. The same tokens as the `generate()` loop below, with less work a step."""
-        if generation_config.do_sample:
-            processors = [*processors, *sampling_warpers(generation_config.temperature, generation_config.top_k)]
-        chain = chain_processors(processors)
-        if len(chain) == 1 and isinstance(chain[0], ProcessorChain):
-            processor = chain[0]
-        else:
-            processor = LogitsProcessorList(chain) if chain else None
-
-        def choose(input_ids, scores):
-            if generation_config.do_sample:
-                return torch.multinomial(torch.softmax(scores, dim=-1), num_samples=1).squeeze(1)
-            return scores.argmax(dim=-1)
-
-        row = Row(builder, budget, generation_config.temperature, generation_config.top_k)
+    def _decode_one(self, ids, budget, temperature, top_k, processors, builder) -> AssistantReply:
+        """The reply in the engine's own decoding loop (`decode_loop.py`), as `generate_batch` makes it for one
+        conversation: the caller's processors, then nanochat's sampling (argmax at temperature 0, else a draw
+        among the top-k logits / temperature: a softmax over k values, not over the vocabulary as generate()'s
+        warpers do). A tool's output goes through the model in one forward."""
+        processor = ProcessorChain(processors) if processors else None  # validated once, called directly
+        row = Row(builder, budget, temperature, top_k)
         watcher = RowsWatcher([row], self.special, self.tool, self.encode_text, None, None, forced_at_once=True)
+        choose = RowsSampler([row]).choose
         decode(self.model, [ids], self.special[BOS], budget, choose, watcher.observe, logits_processor=processor)
         return row.close(0, None)
 
