@@ -14,10 +14,10 @@ loop of `decode_loop.py` (one prefill of the left-padded prompts, then one token
   over the whole vocabulary); rows with different settings share a batch.
 
 The caller's `logits_processor` (and `stopping_criteria`) run as in `generate()`: on every row's scores
-before the choice (after every step); a step where every row is forced draws nothing, so one conversation
-here consumes the random stream exactly as `ChatEngine.generate` does and gets the same reply from a seed. Forced tokens go through the model one per step, as in nanochat's
-engine (the one-conversation `ChatEngine.generate` feeds them in one forward instead). Budgets count sampled
-and forced tokens.
+before the choice (after every step). Forced tokens go through the model one per step, as in nanochat's
+engine (the one-conversation `ChatEngine.generate` feeds them in one forward instead); a step where every
+row is forced draws nothing, so one conversation here consumes the random stream as `ChatEngine.generate`
+does and gets the same reply from a seed. Budgets count sampled and forced tokens.
 """
 
 from collections import deque
